@@ -1,0 +1,121 @@
+//! A small `--flag value` parser shared by the examples.
+//!
+//! Hand-written rather than `clap`: clap's derive macros turn on `heck`'s default
+//! features, which changes the build hash of every burn crate and costs a full rebuild
+//! of burn for the examples.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+/// Parsed command-line flags.
+pub struct Args {
+    values: BTreeMap<String, String>,
+    switches: Vec<String>,
+}
+
+/// One accepted flag: name, whether it takes a value, help text.
+pub struct Flag {
+    pub name: &'static str,
+    pub takes_value: bool,
+    pub help: &'static str,
+}
+
+pub const fn value(name: &'static str, help: &'static str) -> Flag {
+    Flag { name, takes_value: true, help }
+}
+
+pub const fn switch(name: &'static str, help: &'static str) -> Flag {
+    Flag { name, takes_value: false, help }
+}
+
+fn usage(about: &str, flags: &[Flag]) -> String {
+    let mut s = format!("{about}\n\nflags:\n");
+    for f in flags {
+        let v = if f.takes_value { " VALUE" } else { "" };
+        s.push_str(&format!("  --{}{v}\n      {}\n", f.name, f.help));
+    }
+    s
+}
+
+impl Args {
+    /// Parse `std::env::args()`; prints usage and exits on `--help` or a bad flag.
+    pub fn parse(about: &str, flags: &[Flag]) -> Args {
+        match Self::try_parse(std::env::args().skip(1), flags) {
+            Ok(a) => a,
+            Err(msg) if msg == "help" => {
+                println!("{}", usage(about, flags));
+                std::process::exit(0)
+            }
+            Err(msg) => {
+                eprintln!("error: {msg}\n\n{}", usage(about, flags));
+                std::process::exit(2)
+            }
+        }
+    }
+
+    fn try_parse(args: impl Iterator<Item = String>, flags: &[Flag]) -> Result<Args, String> {
+        let mut values = BTreeMap::new();
+        let mut switches = Vec::new();
+        let mut it = args.peekable();
+        while let Some(arg) = it.next() {
+            if arg == "--help" || arg == "-h" {
+                return Err("help".into());
+            }
+            let name = arg
+                .strip_prefix("--")
+                .ok_or_else(|| format!("unexpected argument `{arg}`"))?;
+            let (name, inline) = match name.split_once('=') {
+                Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                None => (name.to_string(), None),
+            };
+            let flag = flags
+                .iter()
+                .find(|f| f.name == name)
+                .ok_or_else(|| format!("unknown flag `--{name}`"))?;
+            if flag.takes_value {
+                let v = match inline {
+                    Some(v) => v,
+                    None => it.next().ok_or_else(|| format!("`--{name}` needs a value"))?,
+                };
+                values.insert(name, v);
+            } else {
+                switches.push(name);
+            }
+        }
+        Ok(Args { values, switches })
+    }
+
+    /// A required value.
+    pub fn required<T: FromStr>(&self, name: &str) -> T {
+        match self.values.get(name) {
+            Some(v) => self.convert(name, v),
+            None => {
+                eprintln!("error: `--{name}` is required");
+                std::process::exit(2)
+            }
+        }
+    }
+
+    /// An optional value.
+    pub fn get<T: FromStr>(&self, name: &str) -> Option<T> {
+        self.values.get(name).map(|v| self.convert(name, v))
+    }
+
+    /// A value with a default.
+    pub fn get_or<T: FromStr>(&self, name: &str, default: T) -> T {
+        self.get(name).unwrap_or(default)
+    }
+
+    /// Whether a switch was given.
+    pub fn flag(&self, name: &str) -> bool {
+        self.switches.iter().any(|s| s == name)
+    }
+
+    fn convert<T: FromStr>(&self, name: &str, v: &str) -> T {
+        v.parse().unwrap_or_else(|_| {
+            eprintln!("error: bad value `{v}` for `--{name}`");
+            std::process::exit(2)
+        })
+    }
+}

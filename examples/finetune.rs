@@ -1,0 +1,352 @@
+//! Fine-tune a pretrained model with LoRA for multi-label classification, tune the
+//! decision thresholds on valid, evaluate on test, save a PEFT adapter.
+//!
+//! ```text
+//! cargo run --release --example finetune -- --model models/all-MiniLM-L6-v2 \
+//!     --data data/debtags-min200 --out runs/minilm --train-limit 4000 --epochs 3
+//! ```
+//!
+//! Writes `OUT/adapter/` (PEFT `adapter_config.json` + `adapter_model.safetensors`,
+//! `labels.txt`, `thresholds.json`, `burn_lora.json`), `OUT/best/` and `OUT/last/`
+//! (checkpoints; `--resume` continues from `last`), and `OUT/metrics.json`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn_lora::classify::{
+    LossKind, MultiLabelClassifier, MultiLabelLoss, MultiLabelMetrics, Pooling, Scores,
+    ThresholdMode, Thresholds, evaluate, predict_probs, tune_thresholds,
+};
+use burn_lora::data::{DataSplits, EncodedSet, UnknownLabelPolicy, label_counts, multi_hot};
+use burn_lora::device::parse_device;
+use burn_lora::io::peft::{AdapterContents, AdapterMeta, save_adapter};
+use burn_lora::lora::{LoraConfig, ModuleSelector};
+use burn_lora::models::{Backbone, BertModel};
+use burn_lora::tokenize::TextTokenizer;
+use burn_lora::train::{Decay, TrainConfig, Trainer, TrainerCheckpoint, run_loop};
+use serde_json::json;
+
+#[path = "common/args.rs"]
+mod args;
+
+use args::{switch, value};
+
+const FLAGS: &[args::Flag] = &[
+    value("model", "model folder (Hugging Face config.json + safetensors + tokenizer.json)"),
+    value("data", "data folder: train/valid/test .jsonl(.gz) and optionally labels.txt"),
+    value("out", "output folder"),
+    value("device", "flex | ndarray | wgpu | vulkan | metal | cuda[:N] (default flex)"),
+    value("rank", "LoRA rank (default 8)"),
+    value("alpha", "LoRA alpha (default 16)"),
+    value("dropout", "LoRA dropout (default 0.1)"),
+    value("targets", "comma-separated target modules (default: the family's PEFT default)"),
+    switch("rslora", "rank-stabilised scaling alpha/sqrt(r)"),
+    value("epochs", "epochs (default 2)"),
+    value("max-steps", "stop after N optimizer steps"),
+    value("batch-size", "examples per batch (default 16)"),
+    value("grad-accum", "micro-batches per optimizer step (default 1)"),
+    value("lr", "peak learning rate (default 5e-4)"),
+    value("weight-decay", "AdamW weight decay (default 0.01)"),
+    value("warmup-ratio", "fraction of steps warming up (default 0.06)"),
+    value("schedule", "linear | cosine | constant (default linear)"),
+    value("max-len", "truncation length in tokens (default 128)"),
+    value("train-limit", "use only the first N training examples"),
+    value("loss", "bce | focal | asl (default bce)"),
+    value("head-bias-init", "prior | zero: head bias at the label priors' logits (default prior)"),
+    switch("pos-weight", "BCE pos_weight from training label frequencies (capped at 30)"),
+    value("threshold", "global | per-label (default global)"),
+    switch("at-least-one", "predict the top label when none passes its threshold"),
+    value("pooling", "pooler | cls | mean | last-token (default: the checkpoint's own)"),
+    value("eval-every", "evaluate every N optimizer steps (default: each epoch)"),
+    value("patience", "early stopping after N evaluations without improvement"),
+    switch("resume", "continue from OUT/last"),
+    value("seed", "seed (default 42)"),
+    switch("skip-unknown-labels", "skip and count valid/test labels missing from labels.txt"),
+    switch("no-progress", "no progress display"),
+];
+
+struct Args {
+    model: PathBuf,
+    data: PathBuf,
+    out: PathBuf,
+    device: String,
+    rank: usize,
+    alpha: f64,
+    dropout: f64,
+    targets: Option<String>,
+    rslora: bool,
+    epochs: usize,
+    max_steps: Option<usize>,
+    batch_size: usize,
+    grad_accum: usize,
+    lr: f64,
+    weight_decay: f64,
+    warmup_ratio: f64,
+    schedule: String,
+    max_len: usize,
+    train_limit: Option<usize>,
+    loss: String,
+    pos_weight: bool,
+    head_bias_init: String,
+    threshold: String,
+    at_least_one: bool,
+    pooling: Option<String>,
+    eval_every: Option<usize>,
+    patience: Option<usize>,
+    resume: bool,
+    seed: u64,
+    skip_unknown_labels: bool,
+    no_progress: bool,
+}
+
+impl Args {
+    fn parse() -> Self {
+        let a = args::Args::parse("LoRA fine-tuning for multi-label text classification", FLAGS);
+        Args {
+            model: a.required("model"),
+            data: a.required("data"),
+            out: a.required("out"),
+            device: a.get_or("device", "flex".to_string()),
+            rank: a.get_or("rank", 8),
+            alpha: a.get_or("alpha", 16.0),
+            dropout: a.get_or("dropout", 0.1),
+            targets: a.get("targets"),
+            rslora: a.flag("rslora"),
+            epochs: a.get_or("epochs", 2),
+            max_steps: a.get("max-steps"),
+            batch_size: a.get_or("batch-size", 16),
+            grad_accum: a.get_or("grad-accum", 1),
+            lr: a.get_or("lr", 5e-4),
+            weight_decay: a.get_or("weight-decay", 0.01),
+            warmup_ratio: a.get_or("warmup-ratio", 0.06),
+            schedule: a.get_or("schedule", "linear".to_string()),
+            max_len: a.get_or("max-len", 128),
+            train_limit: a.get("train-limit"),
+            loss: a.get_or("loss", "bce".to_string()),
+            pos_weight: a.flag("pos-weight"),
+            head_bias_init: a.get_or("head-bias-init", "prior".to_string()),
+            threshold: a.get_or("threshold", "global".to_string()),
+            at_least_one: a.flag("at-least-one"),
+            pooling: a.get("pooling"),
+            eval_every: a.get("eval-every"),
+            patience: a.get("patience"),
+            resume: a.flag("resume"),
+            seed: a.get_or("seed", 42),
+            skip_unknown_labels: a.flag("skip-unknown-labels"),
+            no_progress: a.flag("no-progress"),
+        }
+    }
+}
+
+fn metrics_json(m: &MultiLabelMetrics, t: &Thresholds) -> serde_json::Value {
+    json!({
+        "micro_f1": m.micro_f1, "macro_f1": m.macro_f1, "samples_f1": m.samples_f1,
+        "micro_precision": m.micro_precision, "micro_recall": m.micro_recall,
+        "hamming_loss": m.hamming_loss, "subset_accuracy": m.subset_accuracy,
+        "threshold": if t.per_label.iter().all(|&x| x == t.global) { json!(t.global) } else { json!("per-label") },
+    })
+}
+
+fn main() -> burn_lora::Result<()> {
+    let args = Args::parse();
+    let device = parse_device(&args.device)?;
+    device.seed(args.seed);
+    let train_device = device.clone().autodiff();
+
+    let policy = if args.skip_unknown_labels {
+        UnknownLabelPolicy::Skip
+    } else {
+        UnknownLabelPolicy::Error
+    };
+    let mut data = DataSplits::load(&args.data, policy)?;
+    if let Some(n) = args.train_limit {
+        data.train.truncate(n);
+    }
+    let labels = data.labels.clone();
+    println!(
+        "data: {} train / {} valid / {} test, {} labels",
+        data.train.len(),
+        data.valid.len(),
+        data.test.len(),
+        labels.len()
+    );
+
+    let mut lora = LoraConfig::new(8, 16.0, &[] as &[&str]);
+    lora.r = args.rank;
+    lora.lora_alpha = args.alpha;
+    lora.lora_dropout = args.dropout;
+    lora.use_rslora = args.rslora;
+    lora.target_modules = args
+        .targets
+        .as_ref()
+        .map(|t| ModuleSelector::names(&t.split(',').map(str::trim).collect::<Vec<_>>()));
+    lora.validate()?;
+
+    let tokenizer = TextTokenizer::from_file(args.model.join("tokenizer.json"), args.max_len)?;
+    let backbone = BertModel::load(&args.model, &train_device)?;
+    let pooling = match &args.pooling {
+        Some(p) => Pooling::parse(p)?,
+        None => Pooling::default_for(Some(&args.model), backbone.model_type(), backbone.has_pooler()),
+    };
+    let model_type = backbone.model_type().to_string();
+    let mut model = MultiLabelClassifier::new(backbone, labels.len(), pooling, 0.1, &train_device)?;
+    if args.head_bias_init == "prior" {
+        model
+            .head
+            .init_bias_from_priors(&label_counts(&data.train, labels.len()), data.train.len())?;
+    }
+    let checkpoint = TrainerCheckpoint {
+        dir: args.out.clone(),
+        lora: lora.clone(),
+        labels: labels.clone(),
+        meta: AdapterMeta {
+            pooling,
+            max_len: args.max_len,
+            template: None,
+            model_type: model_type.clone(),
+        },
+        base_model: Some(args.model.display().to_string()),
+    };
+    let mut loss = MultiLabelLoss::new(LossKind::parse(&args.loss)?);
+    if args.pos_weight {
+        loss = loss.with_pos_weight_from_counts(
+            &label_counts(&data.train, labels.len()),
+            data.train.len(),
+            30.0,
+            &train_device,
+        );
+    }
+    let config = TrainConfig {
+        epochs: args.epochs,
+        max_steps: args.max_steps,
+        batch_size: args.batch_size,
+        grad_accum: args.grad_accum,
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        warmup_ratio: args.warmup_ratio,
+        decay: match args.schedule.as_str() {
+            "cosine" => Decay::Cosine,
+            "constant" => Decay::Constant,
+            _ => Decay::Linear,
+        },
+        max_grad_norm: Some(1.0),
+        eval_every: args.eval_every,
+        patience: args.patience,
+        seed: args.seed,
+        bucket: true,
+        eval_batch_size: 64,
+        progress: !args.no_progress,
+    };
+
+    let t0 = Instant::now();
+    let train = EncodedSet::encode(&data.train, &tokenizer, None, labels.len())?;
+    let valid = EncodedSet::encode(&data.valid, &tokenizer, None, labels.len())?;
+    let test = EncodedSet::encode(&data.test, &tokenizer, None, labels.len())?;
+    println!("tokenised in {:.1}s; pooling {pooling:?}", t0.elapsed().as_secs_f64());
+
+    let (mut trainer, state) = if args.resume {
+        let (t, s) = Trainer::resume(model, loss, checkpoint, &device)?;
+        println!("resumed at step {} (epoch {})", s.step, s.epoch);
+        (t, Some(s))
+    } else {
+        let report = burn_lora::lora::inject_adapters(&mut model, &lora, &train_device)?;
+        println!(
+            "LoRA r={} alpha={} on {} modules: {} adapter + {} head = {} trainable parameters",
+            lora.r,
+            lora.lora_alpha,
+            report.adapted.len(),
+            report.trainable_params,
+            model.head.num_params(),
+            report.trainable_params + model.head.num_params()
+        );
+        (Trainer::new(model, loss, config.clone(), Some(checkpoint.clone())), None)
+    };
+    let trainable = trainer.model().trainable_params();
+    let state = run_loop(&mut trainer, &train, &valid, &config, &device, state)?;
+    println!(
+        "trained {} steps in {:.1}s ({:.0} tokens/s); best valid micro-F1 {:.4} at step {}",
+        state.step,
+        state.train_seconds,
+        state.tokens as f64 / state.train_seconds.max(1e-9),
+        state.best_micro_f1,
+        state.best_step
+    );
+
+    let mut best = trainer
+        .best_model()
+        .ok_or_else(|| burn_lora::Error::InvalidState("no evaluation ran".into()))?
+        .clone();
+    let valid_probs = predict_probs(&best, &valid, 64, &device)?;
+    let valid_targets = multi_hot(&data.valid, labels.len());
+    let valid_scores = Scores::new(&valid_probs, &valid_targets, labels.len())?;
+    let mode = match args.threshold.as_str() {
+        "per-label" => ThresholdMode::PerLabel,
+        "global" => ThresholdMode::Global,
+        other => {
+            return Err(burn_lora::Error::Unsupported {
+                what: "threshold",
+                detail: format!("`{other}` (global or per-label)"),
+            });
+        }
+    };
+    let thresholds = tune_thresholds(valid_scores, mode, 5, args.at_least_one);
+    let valid_metrics = evaluate(valid_scores, &thresholds);
+    let test_probs = predict_probs(&best, &test, 64, &device)?;
+    let test_targets = multi_hot(&data.test, labels.len());
+    let test_metrics = evaluate(Scores::new(&test_probs, &test_targets, labels.len())?, &thresholds);
+
+    save_adapter(
+        args.out.join("adapter"),
+        &mut best,
+        &AdapterContents {
+            config: &lora,
+            labels: &labels,
+            thresholds: Some(&thresholds),
+            meta: &AdapterMeta {
+                pooling,
+                max_len: args.max_len,
+                template: None,
+                model_type,
+            },
+            base_model: Some(args.model.display().to_string()),
+        },
+    )?;
+    let report = json!({
+        "valid": metrics_json(&valid_metrics, &thresholds),
+        "test": metrics_json(&test_metrics, &thresholds),
+        "train_seconds": state.train_seconds,
+        "train_tokens_per_second": state.tokens as f64 / state.train_seconds.max(1e-9),
+        "trainable_params": trainable,
+        "steps": state.step,
+        "best_step": state.best_step,
+        "recipe": {
+            "rank": args.rank, "alpha": args.alpha, "dropout": args.dropout,
+            "targets": args.targets, "rslora": args.rslora, "epochs": args.epochs,
+            "batch_size": args.batch_size, "lr": args.lr, "max_len": args.max_len,
+            "train_limit": args.train_limit, "loss": args.loss, "pooling": pooling,
+            "threshold": args.threshold, "seed": args.seed, "device": args.device,
+            "head_bias_init": args.head_bias_init,
+        },
+    });
+    burn_lora::io::write_atomic(
+        args.out.join("metrics.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+
+    println!("\ntest metrics ({} examples, thresholds tuned on valid: {})", data.test.len(), args.threshold);
+    println!("| metric          | value  |");
+    println!("|-----------------|--------|");
+    for (name, v) in [
+        ("micro-F1", test_metrics.micro_f1),
+        ("macro-F1", test_metrics.macro_f1),
+        ("samples-F1", test_metrics.samples_f1),
+        ("micro-precision", test_metrics.micro_precision),
+        ("micro-recall", test_metrics.micro_recall),
+        ("hamming loss", test_metrics.hamming_loss),
+        ("subset accuracy", test_metrics.subset_accuracy),
+    ] {
+        println!("| {name:<15} | {v:.4} |");
+    }
+    println!("\nadapter: {}", args.out.join("adapter").display());
+    Ok(())
+}

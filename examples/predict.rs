@@ -1,0 +1,142 @@
+//! Predict labels with a saved adapter (ours or one written by Python PEFT for
+//! `BertForSequenceClassification`, with a `labels.txt` beside it).
+//!
+//! ```text
+//! echo "Library for parsing XML documents" | cargo run --release --example predict -- \
+//!     --model models/all-MiniLM-L6-v2 --adapter runs/minilm/adapter
+//! cargo run --release --example predict -- --model DIR --adapter DIR --input texts.jsonl --format jsonl
+//! ```
+//! `--format jsonl` prints `{"id": ..., "labels": [...], "probs": [...]}` per input, the
+//! probabilities in the order of the adapter's `labels.txt`.
+
+use std::io::{BufRead, Read};
+use std::path::PathBuf;
+
+use burn_lora::classify::{MultiLabelClassifier, Pooling, Thresholds, predict_probs};
+use burn_lora::data::{EncodedSet, Example};
+use burn_lora::device::parse_device;
+use burn_lora::io::peft::{load_adapter_weights, read_adapter};
+use burn_lora::models::{Backbone, BertModel};
+use burn_lora::tokenize::TextTokenizer;
+use serde_json::json;
+
+#[path = "common/args.rs"]
+mod args;
+
+use args::value;
+
+const FLAGS: &[args::Flag] = &[
+    value("model", "base model folder"),
+    value("adapter", "adapter folder (adapter_config.json, adapter_model.safetensors, labels.txt)"),
+    value("input", "JSON Lines with a `text` field (and optional `id`); default: text lines on stdin"),
+    value("threshold", "one global threshold instead of the adapter's tuned ones"),
+    value("format", "table | jsonl (default table)"),
+    value("device", "flex | ndarray | wgpu | vulkan | metal | cuda[:N] (default flex)"),
+];
+
+struct Args {
+    model: PathBuf,
+    adapter: PathBuf,
+    input: Option<PathBuf>,
+    threshold: Option<f32>,
+    format: String,
+    device: String,
+}
+
+impl Args {
+    fn parse() -> Self {
+        let a = args::Args::parse("Multi-label prediction with a LoRA adapter", FLAGS);
+        Args {
+            model: a.required("model"),
+            adapter: a.required("adapter"),
+            input: a.get("input"),
+            threshold: a.get("threshold"),
+            format: a.get_or("format", "table".to_string()),
+            device: a.get_or("device", "flex".to_string()),
+        }
+    }
+}
+
+fn main() -> burn_lora::Result<()> {
+    let args = Args::parse();
+    let device = parse_device(&args.device)?;
+    let adapter = read_adapter(&args.adapter)?;
+    let labels = adapter.labels.clone();
+
+    let backbone = BertModel::load(&args.model, &device)?;
+    // An adapter written by Python PEFT has no burn_lora.json: it was trained with the
+    // task model's own pooling (BertForSequenceClassification: the pooler).
+    let (pooling, max_len) = match &adapter.meta {
+        Some(m) => (m.pooling, m.max_len),
+        None if backbone.has_pooler() => (Pooling::Pooler, 512),
+        None => (Pooling::Cls, 512),
+    };
+    let mut model = MultiLabelClassifier::new(backbone, labels.len(), pooling, 0.0, &device)?;
+    load_adapter_weights(&adapter, &mut model, &device)?;
+    let tokenizer = TextTokenizer::from_file(args.model.join("tokenizer.json"), max_len)?;
+
+    let mut examples = Vec::new();
+    match &args.input {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| burn_lora::Error::io(path, e))?;
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let v: serde_json::Value = serde_json::from_str(line).map_err(|e| burn_lora::Error::Format {
+                    path: path.clone(),
+                    message: format!("line {}: {e}", i + 1),
+                })?;
+                let text = v["text"].as_str().ok_or_else(|| burn_lora::Error::Format {
+                    path: path.clone(),
+                    message: format!("line {}: no `text` string", i + 1),
+                })?;
+                let id = match &v["id"] {
+                    serde_json::Value::Null => (i + 1).to_string(),
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                examples.push(Example { id: Some(id), text: text.to_string(), labels: vec![] });
+            }
+        }
+        None => {
+            let mut input = String::new();
+            std::io::stdin()
+                .lock()
+                .read_to_string(&mut input)
+                .map_err(|e| burn_lora::Error::io("<stdin>", e))?;
+            for (i, line) in input.as_bytes().lines().enumerate() {
+                let line = line.map_err(|e| burn_lora::Error::io("<stdin>", e))?;
+                if !line.trim().is_empty() {
+                    examples.push(Example { id: Some((i + 1).to_string()), text: line, labels: vec![] });
+                }
+            }
+        }
+    }
+    if examples.is_empty() {
+        return Err(burn_lora::Error::EmptyData(args.input.clone().unwrap_or_else(|| "<stdin>".into())));
+    }
+    let set = EncodedSet::encode(&examples, &tokenizer, None, labels.len())?;
+    let probs = predict_probs(&model, &set, 32, &device)?;
+    let thresholds = match (args.threshold, &adapter.thresholds) {
+        (Some(t), _) => Thresholds::global(t, labels.len(), false),
+        (None, Some(t)) => t.clone(),
+        (None, None) => Thresholds::global(0.5, labels.len(), false),
+    };
+    let decisions = thresholds.apply(&probs);
+    let l = labels.len();
+    for (i, e) in examples.iter().enumerate() {
+        let row = &probs[i * l..(i + 1) * l];
+        let chosen: Vec<&str> = (0..l).filter(|&j| decisions[i * l + j] == 1).map(|j| labels.name(j)).collect();
+        match args.format.as_str() {
+            "jsonl" => println!("{}", json!({"id": e.id, "labels": chosen, "probs": row})),
+            _ => {
+                let preview: String = e.text.chars().take(60).collect();
+                let mut top: Vec<usize> = (0..l).collect();
+                top.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+                println!("[{}] {preview}", e.id.as_deref().unwrap_or(""));
+                println!("    labels: {}", if chosen.is_empty() { "(none)".into() } else { chosen.join(", ") });
+                let best: Vec<String> = top.iter().take(3).map(|&j| format!("{} {:.3}", labels.name(j), row[j])).collect();
+                println!("    top-3:  {}", best.join(", "));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The crate's single error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in burn-lora.
+///
+/// Variants are specific so callers (and tests) can tell a bad rank from a bad regex
+/// without parsing messages.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// LoRA rank `r` must be at least 1.
+    #[error("invalid LoRA rank r = {rank} for `{module}`: r must be >= 1")]
+    InvalidRank {
+        /// Module path (or `"<config>"` for the global value).
+        module: String,
+        /// The rejected rank.
+        rank: usize,
+    },
+    /// `lora_alpha` must be finite and strictly positive.
+    #[error("invalid lora_alpha = {alpha} for `{module}`: alpha must be finite and > 0")]
+    InvalidAlpha {
+        /// Module path (or `"<config>"` for the global value).
+        module: String,
+        /// The rejected alpha.
+        alpha: f64,
+    },
+    /// `lora_dropout` must lie in `[0, 1)`.
+    #[error("invalid lora_dropout = {0}: must be in [0, 1)")]
+    InvalidDropout(f64),
+    /// A regular expression in the config (target, exclude or pattern keys) does not compile.
+    #[error("invalid regular expression `{pattern}` in `{field}`: {message}")]
+    InvalidRegex {
+        /// The config field holding the pattern.
+        field: &'static str,
+        /// The pattern as written.
+        pattern: String,
+        /// The regex compiler's message.
+        message: String,
+    },
+    /// `target_modules` matched no linear layer of the model.
+    #[error("target_modules {targets} matched no linear layer; available: {available}")]
+    NoTargetMatched {
+        /// The targets as written in the config.
+        targets: String,
+        /// A short list of the model's linear module paths.
+        available: String,
+    },
+    /// A config value is valid PEFT but not implemented here.
+    #[error("unsupported {what}: {detail}")]
+    Unsupported {
+        /// Which option.
+        what: &'static str,
+        /// What was asked for.
+        detail: String,
+    },
+    /// The `--device` string names a backend that is unknown or not compiled in.
+    #[error("device `{device}`: {reason}")]
+    Device {
+        /// The string as given.
+        device: String,
+        /// Why it can't be used.
+        reason: String,
+    },
+    /// Two tensors (or a tensor and a module) disagree on shape.
+    #[error("shape mismatch for `{name}`: expected {expected:?}, got {actual:?}")]
+    ShapeMismatch {
+        /// Tensor or module name.
+        name: String,
+        /// Expected shape.
+        expected: Vec<usize>,
+        /// Actual shape.
+        actual: Vec<usize>,
+    },
+    /// A tensor the model needs is absent from the checkpoint or adapter.
+    #[error("missing tensor `{name}` in {}", path.display())]
+    MissingTensor {
+        /// Tensor name as looked up.
+        name: String,
+        /// File searched.
+        path: PathBuf,
+    },
+    /// A tensor has a dtype we can't use.
+    #[error("tensor `{name}` has unsupported dtype {dtype}")]
+    UnsupportedDtype {
+        /// Tensor name.
+        name: String,
+        /// The dtype as the file spells it.
+        dtype: String,
+    },
+    /// A file's content is malformed (truncated safetensors, bad JSON, ...).
+    #[error("malformed file {}: {message}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A label in a data file is not in the label set.
+    #[error("{}:{line}: unknown label `{label}`", path.display())]
+    UnknownLabel {
+        /// The data file.
+        path: PathBuf,
+        /// 1-based line (record) number.
+        line: usize,
+        /// The label.
+        label: String,
+    },
+    /// A data file holds no examples.
+    #[error("{}: no examples", .0.display())]
+    EmptyData(PathBuf),
+    /// Training diverged: the loss is NaN or infinite.
+    #[error("loss is {value} at optimizer step {step}")]
+    NonFiniteLoss {
+        /// The optimizer step (1-based).
+        step: usize,
+        /// The value seen.
+        value: f32,
+    },
+    /// The tokenizer failed to load or encode.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// JSON (de)serialisation failed.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    /// An I/O operation failed.
+    #[error("i/o error on {}: {source}", path.display())]
+    Io {
+        /// The file or folder involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An operation was called in a state that doesn't allow it (merge twice, unmerge unmerged).
+    #[error("invalid state: {0}")]
+    InvalidState(String),
+}
+
+impl Error {
+    /// Wrap an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// `Result` with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

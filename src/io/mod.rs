@@ -1,0 +1,11 @@
+//! Reading and writing weight files.
+
+pub mod atomic;
+pub mod checkpoint;
+pub mod gguf;
+pub mod peft;
+pub mod safetensors;
+
+pub use atomic::write_atomic;
+pub use checkpoint::Checkpoint;
+pub use safetensors::SafetensorsFile;

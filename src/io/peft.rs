@@ -1,0 +1,312 @@
+//! Adapters in PEFT's on-disk format: `adapter_config.json` + `adapter_model.safetensors`
+//! (keys `base_model.model.<HF module path>.lora_A.weight` / `.lora_B.weight`, the head
+//! as a plain `base_model.model.<head>.weight` entry from `modules_to_save`), plus our
+//! own side files: `labels.txt`, `thresholds.json`, `burn_lora.json`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor};
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+use serde::{Deserialize, Serialize};
+
+use super::atomic::write_atomic;
+use super::safetensors::SafetensorsFile;
+use crate::classify::{MultiLabelClassifier, Pooling, Thresholds};
+use crate::data::LabelSet;
+use crate::error::{Error, Result};
+use crate::lora::{LoraConfig, LoraTargets, ModuleSelector, inject_adapters};
+use crate::models::Backbone;
+
+/// File names inside an adapter folder.
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+/// The weights file.
+pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+/// Label names, one per line, in logit order.
+pub const LABELS_FILE: &str = "labels.txt";
+/// Tuned thresholds.
+pub const THRESHOLDS_FILE: &str = "thresholds.json";
+/// What PEFT's format does not say: pooling, max length, template.
+pub const META_FILE: &str = "burn_lora.json";
+
+const PEFT_ROOT: &str = "base_model.model.";
+
+/// Our side of an adapter: what a run needs besides the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdapterMeta {
+    /// Pooling used by the head.
+    pub pooling: Pooling,
+    /// Truncation length used in training.
+    pub max_len: usize,
+    /// Prompt template (decoders), if any.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// The backbone's `model_type`.
+    pub model_type: String,
+}
+
+/// The Hugging Face task-model prefix of a family (`bert.` in
+/// `BertForSequenceClassification`), which PEFT `SEQ_CLS` adapters carry.
+pub fn task_prefix(model_type: &str) -> &'static str {
+    match model_type {
+        "bert" => "bert.",
+        "roberta" => "roberta.",
+        "distilbert" => "distilbert.",
+        _ => "model.",
+    }
+}
+
+fn f32_bytes<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<u8>) {
+    let shape = t.dims().to_vec();
+    let values = t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 tensor");
+    (shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+}
+
+/// Everything written to an adapter folder.
+pub struct AdapterContents<'a> {
+    /// The LoRA config (targets, rank, ...).
+    pub config: &'a LoraConfig,
+    /// Label set.
+    pub labels: &'a LabelSet,
+    /// Tuned thresholds, if any.
+    pub thresholds: Option<&'a Thresholds>,
+    /// Pooling, max length, template.
+    pub meta: &'a AdapterMeta,
+    /// `base_model_name_or_path` to record.
+    pub base_model: Option<String>,
+}
+
+/// Write `model`'s adapters and head as a PEFT `SEQ_CLS` adapter folder. The folder is
+/// assembled next to `dir` and swapped in, so `dir` is never half-written.
+pub fn save_adapter<B: Backbone>(
+    dir: impl AsRef<Path>,
+    model: &mut MultiLabelClassifier<B>,
+    contents: &AdapterContents<'_>,
+) -> Result<()> {
+    let dir = dir.as_ref();
+    let prefix = format!("{PEFT_ROOT}{}", task_prefix(model.backbone.model_type()));
+    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    let mut adapted = Vec::new();
+    model.backbone.visit_linears("", &mut |path, linear| {
+        if let (Some(a), Some(b)) = (linear.lora_a(), linear.lora_b()) {
+            if linear.is_merged() {
+                return Err(Error::InvalidState(format!(
+                    "{path}: unmerge adapters before saving them"
+                )));
+            }
+            tensors.insert(format!("{prefix}{path}.lora_A.weight"), f32_bytes(a));
+            tensors.insert(format!("{prefix}{path}.lora_B.weight"), f32_bytes(b));
+            adapted.push(path.to_string());
+        }
+        Ok(())
+    })?;
+    if adapted.is_empty() {
+        return Err(Error::InvalidState("model has no adapters to save".into()));
+    }
+    let head = &model.head;
+    let head_key = format!("{PEFT_ROOT}{}", model.head_name);
+    tensors.insert(format!("{head_key}.weight"), f32_bytes(head.weight.val().transpose()));
+    if let Some(b) = &head.bias {
+        tensors.insert(format!("{head_key}.bias"), f32_bytes(b.val()));
+    }
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(k, (shape, bytes))| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| Error::InvalidState(e.to_string()))
+        })
+        .collect::<Result<_>>()?;
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert("format".to_string(), "pt".to_string());
+    let weights = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::InvalidState(e.to_string()))?;
+
+    let mut config = contents.config.clone();
+    config.task_type = Some("SEQ_CLS".into());
+    config.peft_type = "LORA".into();
+    config.inference_mode = true;
+    config.base_model_name_or_path = contents.base_model.clone();
+    if config.target_modules.is_none() {
+        config.target_modules = Some(model.backbone.default_targets());
+    }
+    let mut to_save = config.modules_to_save.clone().unwrap_or_default();
+    if !to_save.contains(&model.head_name) {
+        to_save.push(model.head_name.clone());
+    }
+    config.modules_to_save = Some(to_save);
+
+    let tmp = dir.with_file_name(format!(
+        ".{}.tmp-{}",
+        dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    write_atomic(tmp.join(ADAPTER_WEIGHTS), &weights)?;
+    write_atomic(tmp.join(ADAPTER_CONFIG), serde_json::to_string_pretty(&config)?.as_bytes())?;
+    write_atomic(tmp.join(LABELS_FILE), contents.labels.to_text().as_bytes())?;
+    if let Some(t) = contents.thresholds {
+        write_atomic(tmp.join(THRESHOLDS_FILE), serde_json::to_string_pretty(t)?.as_bytes())?;
+    }
+    write_atomic(tmp.join(META_FILE), serde_json::to_string_pretty(contents.meta)?.as_bytes())?;
+    swap_in(&tmp, dir)
+}
+
+/// Replace `dest` by `staged` without a moment where `dest` holds a partial folder.
+fn swap_in(staged: &Path, dest: &Path) -> Result<()> {
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let old = dest.with_file_name(format!(
+        ".{}.old-{}",
+        dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        std::process::id()
+    ));
+    if dest.exists() {
+        std::fs::rename(dest, &old).map_err(|e| Error::io(dest, e))?;
+    }
+    std::fs::rename(staged, dest).map_err(|e| Error::io(dest, e))?;
+    if old.exists() {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    Ok(())
+}
+
+/// An adapter folder as read back.
+#[derive(Debug, Clone)]
+pub struct LoadedAdapter {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Its LoRA config.
+    pub config: LoraConfig,
+    /// Label names (`labels.txt`).
+    pub labels: LabelSet,
+    /// Thresholds (`thresholds.json`), if saved.
+    pub thresholds: Option<Thresholds>,
+    /// Our metadata (`burn_lora.json`), absent in adapters written by Python PEFT.
+    pub meta: Option<AdapterMeta>,
+}
+
+/// Read an adapter folder's config and side files (not the weights).
+pub fn read_adapter(dir: impl AsRef<Path>) -> Result<LoadedAdapter> {
+    let dir = dir.as_ref().to_path_buf();
+    let config = LoraConfig::from_json_file(dir.join(ADAPTER_CONFIG))?;
+    let labels = LabelSet::from_file(dir.join(LABELS_FILE))?;
+    let read_json = |name: &str| -> Result<Option<String>> {
+        let p = dir.join(name);
+        if p.exists() {
+            Ok(Some(std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?))
+        } else {
+            Ok(None)
+        }
+    };
+    let parse = |name: &str, text: &str| -> Error {
+        Error::Format {
+            path: dir.join(name),
+            message: text.to_string(),
+        }
+    };
+    let thresholds: Option<Thresholds> = match read_json(THRESHOLDS_FILE)? {
+        Some(t) => Some(serde_json::from_str(&t).map_err(|e| parse(THRESHOLDS_FILE, &e.to_string()))?),
+        None => None,
+    };
+    let meta: Option<AdapterMeta> = match read_json(META_FILE)? {
+        Some(t) => Some(serde_json::from_str(&t).map_err(|e| parse(META_FILE, &e.to_string()))?),
+        None => None,
+    };
+    if let Some(t) = &thresholds
+        && t.per_label.len() != labels.len()
+    {
+        return Err(Error::ShapeMismatch {
+            name: THRESHOLDS_FILE.into(),
+            expected: vec![labels.len()],
+            actual: vec![t.per_label.len()],
+        });
+    }
+    Ok(LoadedAdapter {
+        dir,
+        config,
+        labels,
+        thresholds,
+        meta,
+    })
+}
+
+/// Put a saved adapter onto `model` (built with a head of the adapter's label count):
+/// injects adapters per the adapter's config, then loads A, B and the head. Accepts keys
+/// with or without the task prefix (`bert.`, `model.`, ...), as PEFT writes them for the
+/// task model or the bare model.
+pub fn load_adapter_weights<B: Backbone>(
+    adapter: &LoadedAdapter,
+    model: &mut MultiLabelClassifier<B>,
+    device: &Device,
+) -> Result<()> {
+    let path = adapter.dir.join(ADAPTER_WEIGHTS);
+    let st = SafetensorsFile::open(&path)?;
+    let mut config = adapter.config.clone();
+    if config.target_modules.is_none() {
+        config.target_modules = Some(model.backbone.default_targets());
+    }
+    // The head is ours, not the backbone's: keep it out of target matching.
+    let _ = inject_adapters(&mut model.backbone, &config, device)?;
+    let task = task_prefix(model.backbone.model_type());
+    let names: BTreeSet<String> = st.names().into_iter().collect();
+    let resolve = |suffix: &str| -> Option<String> {
+        [format!("{PEFT_ROOT}{task}{suffix}"), format!("{PEFT_ROOT}{suffix}")]
+            .into_iter()
+            .find(|k| names.contains(k))
+    };
+    let mut used = BTreeSet::new();
+    model.backbone.visit_linears("", &mut |p, linear| {
+        if linear.adapter.is_none() {
+            return Ok(());
+        }
+        let mut get = |which: &str| -> Result<Tensor<2>> {
+            let key = resolve(&format!("{p}.{which}.weight")).ok_or_else(|| Error::MissingTensor {
+                name: format!("{PEFT_ROOT}{task}{p}.{which}.weight"),
+                path: path.clone(),
+            })?;
+            used.insert(key.clone());
+            st.tensor::<2>(&key, None, device)
+        };
+        let a = get("lora_A")?;
+        let b = get("lora_B")?;
+        linear.set_lora_weights(a, b)
+    })?;
+    let head = model.head_name.clone();
+    let weight_key = resolve(&format!("{head}.weight")).ok_or_else(|| Error::MissingTensor {
+        name: format!("{PEFT_ROOT}{head}.weight"),
+        path: path.clone(),
+    })?;
+    used.insert(weight_key.clone());
+    let weight = st.tensor::<2>(&weight_key, None, device)?;
+    let bias = match resolve(&format!("{head}.bias")) {
+        Some(k) => {
+            used.insert(k.clone());
+            Some(st.tensor::<1>(&k, None, device)?)
+        }
+        None => None,
+    };
+    model.head.set_weights(weight, bias)?;
+    let unexpected: Vec<&String> = names.iter().filter(|n| !used.contains(*n)).collect();
+    if !unexpected.is_empty() {
+        return Err(Error::Format {
+            path,
+            message: format!(
+                "tensors that match no adapted module of this model: {}",
+                unexpected.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The target list to record when a config leaves it to the model family.
+pub fn resolved_targets<B: Backbone>(config: &LoraConfig, backbone: &B) -> ModuleSelector {
+    config
+        .target_modules
+        .clone()
+        .unwrap_or_else(|| backbone.default_targets())
+}

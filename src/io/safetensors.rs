@@ -1,0 +1,151 @@
+//! Memory-mapped safetensors files: tensors by name, converted to the device's float type.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use half::{bf16, f16};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+
+/// A safetensors file, memory-mapped (the weights are read once, straight into tensors).
+pub struct SafetensorsFile {
+    path: PathBuf,
+    mmap: Mmap,
+}
+
+impl std::fmt::Debug for SafetensorsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SafetensorsFile")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SafetensorsFile {
+    /// Open and validate the header. A truncated or malformed file is an [`Error::Format`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        // SAFETY: the map is read-only and this crate never writes the file while it is
+        // open; a file changed underneath by another process is outside our contract,
+        // as for every mmap-based safetensors reader.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        SafeTensors::deserialize(&mmap).map_err(|e| Error::Format {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(SafetensorsFile { path, mmap })
+    }
+
+    fn view(&self) -> SafeTensors<'_> {
+        // Validated in `open`.
+        SafeTensors::deserialize(&self.mmap).expect("header validated at open")
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Names of all tensors in the file.
+    pub fn names(&self) -> Vec<String> {
+        self.view().names().into_iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Whether the file holds `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.view().tensor(name).is_ok()
+    }
+
+    /// Shape of `name`, if present.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.view().tensor(name).ok().map(|t| t.shape().to_vec())
+    }
+
+    /// Read `name` as f32 values and its shape (f32, f16 and bf16 are accepted).
+    pub fn read_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let st = self.view();
+        let view = st.tensor(name).map_err(|_| Error::MissingTensor {
+            name: name.to_string(),
+            path: self.path.clone(),
+        })?;
+        let bytes = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(Error::UnsupportedDtype {
+                    name: name.to_string(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        Ok((values, view.shape().to_vec()))
+    }
+
+    /// Read an integer tensor (`I64`, `I32`, `U32`) as i64 values and its shape.
+    pub fn read_i64(&self, name: &str) -> Result<(Vec<i64>, Vec<usize>)> {
+        let st = self.view();
+        let view = st.tensor(name).map_err(|_| Error::MissingTensor {
+            name: name.to_string(),
+            path: self.path.clone(),
+        })?;
+        let bytes = view.data();
+        let values: Vec<i64> = match view.dtype() {
+            Dtype::I64 => bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect(),
+            Dtype::I32 => bytes
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64)
+                .collect(),
+            Dtype::U32 => bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")) as i64)
+                .collect(),
+            other => {
+                return Err(Error::UnsupportedDtype {
+                    name: name.to_string(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        Ok((values, view.shape().to_vec()))
+    }
+
+    /// Load `name` as a float tensor of rank `D` on `device`, checking its shape when
+    /// `expected` is given.
+    pub fn tensor<const D: usize>(
+        &self,
+        name: &str,
+        expected: Option<[usize; D]>,
+        device: &Device,
+    ) -> Result<Tensor<D>> {
+        let (values, shape) = self.read_f32(name)?;
+        let shape_ok = match expected {
+            Some(e) => shape == e,
+            None => shape.len() == D,
+        };
+        if !shape_ok {
+            return Err(Error::ShapeMismatch {
+                name: name.to_string(),
+                expected: expected.map(|e| e.to_vec()).unwrap_or_else(|| vec![0; D]),
+                actual: shape,
+            });
+        }
+        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    }
+}

@@ -1,0 +1,110 @@
+//! The frozen half of a [`LoraLinear`](super::LoraLinear).
+//!
+//! [`FrozenBase`] is the small abstraction a packed (NF4, int8, GGUF) weight will
+//! implement later; [`DenseBase`] is the plain float weight used today.
+
+use burn::module::{Module, Param};
+use burn::tensor::{Tensor, TensorData};
+
+use crate::error::{Error, Result};
+
+/// A frozen linear map `x ↦ xWᵀ + b` that a LoRA adapter sits beside.
+///
+/// Implementations never expose trainable parameters: the base must not receive a
+/// gradient. `add_delta` exists for merge/unmerge; a packed base that can't absorb a
+/// float delta returns [`Error::Unsupported`].
+pub trait FrozenBase: Module {
+    /// Input features.
+    fn in_features(&self) -> usize;
+    /// Output features.
+    fn out_features(&self) -> usize;
+    /// `x Wᵀ + b` for an input `[..., in]`.
+    fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D>;
+    /// The (dequantised) weight in PEFT/PyTorch orientation `[out, in]`.
+    fn weight_out_in(&self) -> Tensor<2>;
+    /// The bias, if any.
+    fn bias(&self) -> Option<Tensor<1>>;
+    /// `W ← W + Δ`, with `delta` given as `[in, out]` (the transposed PEFT orientation).
+    fn add_delta(&mut self, delta_in_out: Tensor<2>) -> Result<()>;
+}
+
+/// A dense float weight, stored `[in, out]` so the forward is one matmul with no transpose.
+#[derive(Module, Debug)]
+pub struct DenseBase {
+    /// Weight `[in, out]` (frozen).
+    pub weight: Param<Tensor<2>>,
+    /// Bias `[out]` (frozen).
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+/// Copy a transposed 2-D tensor into contiguous storage (a one-off cost at load time,
+/// so every forward afterwards reads the weight in order).
+pub(crate) fn transpose_contiguous(t: Tensor<2>) -> Tensor<2> {
+    let device = t.device();
+    let data: TensorData = t.transpose().into_data();
+    Tensor::from_data(data, &device)
+}
+
+impl DenseBase {
+    /// Build from a PyTorch/PEFT-oriented weight `[out, in]` and optional bias `[out]`.
+    pub fn from_out_in(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Result<Self> {
+        let [out, _] = weight.dims();
+        if let Some(b) = &bias
+            && b.dims() != [out]
+        {
+            return Err(Error::ShapeMismatch {
+                name: "bias".into(),
+                expected: vec![out],
+                actual: b.dims().to_vec(),
+            });
+        }
+        Ok(Self::from_in_out(transpose_contiguous(weight), bias))
+    }
+
+    /// Build from a weight already laid out `[in, out]`.
+    pub fn from_in_out(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+        DenseBase {
+            weight: Param::from_tensor(weight.detach()).set_require_grad(false),
+            bias: bias.map(|b| Param::from_tensor(b.detach()).set_require_grad(false)),
+        }
+    }
+}
+
+impl FrozenBase for DenseBase {
+    fn in_features(&self) -> usize {
+        self.weight.shape().dims::<2>()[0]
+    }
+
+    fn out_features(&self) -> usize {
+        self.weight.shape().dims::<2>()[1]
+    }
+
+    fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
+
+    fn weight_out_in(&self) -> Tensor<2> {
+        self.weight.val().transpose()
+    }
+
+    fn bias(&self) -> Option<Tensor<1>> {
+        self.bias.as_ref().map(|b| b.val())
+    }
+
+    fn add_delta(&mut self, delta_in_out: Tensor<2>) -> Result<()> {
+        let expected = [self.in_features(), self.out_features()];
+        if delta_in_out.dims() != expected {
+            return Err(Error::ShapeMismatch {
+                name: "merge delta".into(),
+                expected: expected.to_vec(),
+                actual: delta_in_out.dims().to_vec(),
+            });
+        }
+        let delta = delta_in_out.detach();
+        let weight = self.weight.clone();
+        self.weight = weight
+            .map(|w| (w + delta).detach())
+            .set_require_grad(false);
+        Ok(())
+    }
+}

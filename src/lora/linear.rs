@@ -1,0 +1,235 @@
+//! `LoraLinear`: a frozen linear plus a low-rank adapter, computed the way PEFT does.
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig};
+use burn::tensor::{Device, Tensor};
+
+use super::base::{DenseBase, FrozenBase, transpose_contiguous};
+use super::config::{InitLoraWeights, ModuleLoraParams};
+use super::init::init_factors;
+use crate::error::{Error, Result};
+
+/// The trainable half of a [`LoraLinear`].
+///
+/// Factors are stored transposed for speed (A as `[in, r]`, B as `[r, out]`), so the
+/// adapter path is two plain matmuls; [`LoraLinear::lora_a`] and [`LoraLinear::lora_b`]
+/// return PEFT's orientation.
+#[derive(Module, Debug)]
+pub struct LoraAdapter {
+    /// Aᵀ, `[in, r]`.
+    pub a: Param<Tensor<2>>,
+    /// Bᵀ, `[r, out]`.
+    pub b: Param<Tensor<2>>,
+    /// Dropout on the adapter's input (active only while training).
+    pub dropout: Dropout,
+    /// Rank.
+    pub rank: usize,
+    /// Alpha as configured.
+    pub alpha: f64,
+    /// The factor applied to the adapter output (`alpha/r` or `alpha/√r`).
+    pub scaling: f64,
+    /// Whether the adapter contributes to the forward.
+    pub enabled: bool,
+    /// Whether `s·BA` has been folded into the base weight.
+    pub merged: bool,
+}
+
+/// A linear layer with an optional LoRA adapter:
+/// `y = x Wᵀ + b + s · (dropout(x) Aᵀ) Bᵀ`.
+///
+/// Without an adapter it is exactly the frozen base. Generic over the base so a
+/// quantised weight can stand in for [`DenseBase`].
+#[derive(Module, Debug)]
+pub struct LoraLinear<W: FrozenBase = DenseBase> {
+    /// The frozen base layer.
+    pub base: W,
+    /// The adapter, when this layer is targeted.
+    pub adapter: Option<LoraAdapter>,
+}
+
+impl LoraLinear<DenseBase> {
+    /// A plain (adapter-less) layer from a PyTorch-oriented weight `[out, in]` and bias.
+    pub fn from_out_in(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Result<Self> {
+        Ok(LoraLinear::new(DenseBase::from_out_in(weight, bias)?))
+    }
+}
+
+impl<W: FrozenBase> LoraLinear<W> {
+    /// Wrap a frozen base, with no adapter yet.
+    pub fn new(base: W) -> Self {
+        LoraLinear {
+            base,
+            adapter: None,
+        }
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.base.in_features()
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.base.out_features()
+    }
+
+    /// Attach a freshly initialised adapter (replacing any existing one).
+    pub fn attach_adapter(
+        &mut self,
+        params: ModuleLoraParams,
+        dropout: f64,
+        init: &InitLoraWeights,
+        device: &Device,
+    ) -> Result<()> {
+        if params.r == 0 {
+            return Err(Error::InvalidRank {
+                module: "<layer>".into(),
+                rank: 0,
+            });
+        }
+        if !dropout.is_finite() || !(0.0..1.0).contains(&dropout) {
+            return Err(Error::InvalidDropout(dropout));
+        }
+        let (a, b) = init_factors(
+            init,
+            params.r,
+            self.in_features(),
+            self.out_features(),
+            device,
+        );
+        self.adapter = Some(LoraAdapter {
+            a: Param::from_tensor(transpose_contiguous(a)),
+            b: Param::from_tensor(transpose_contiguous(b)),
+            dropout: DropoutConfig::new(dropout).init(),
+            rank: params.r,
+            alpha: params.alpha,
+            scaling: params.scaling,
+            enabled: true,
+            merged: false,
+        });
+        Ok(())
+    }
+
+    /// Replace the adapter's factors with PEFT-oriented `A [r, in]` and `B [out, r]`
+    /// (e.g. loaded from `adapter_model.safetensors`).
+    pub fn set_lora_weights(&mut self, a: Tensor<2>, b: Tensor<2>) -> Result<()> {
+        let (in_f, out_f) = (self.in_features(), self.out_features());
+        let adapter = self
+            .adapter
+            .as_mut()
+            .ok_or_else(|| Error::InvalidState("layer has no adapter".into()))?;
+        if adapter.merged {
+            return Err(Error::InvalidState(
+                "cannot replace the weights of a merged adapter; unmerge first".into(),
+            ));
+        }
+        let r = adapter.rank;
+        for (name, t, expected) in [("lora_A", &a, [r, in_f]), ("lora_B", &b, [out_f, r])] {
+            if t.dims() != expected {
+                return Err(Error::ShapeMismatch {
+                    name: name.into(),
+                    expected: expected.to_vec(),
+                    actual: t.dims().to_vec(),
+                });
+            }
+        }
+        let a = transpose_contiguous(a.detach());
+        let b = transpose_contiguous(b.detach());
+        adapter.a = adapter.a.clone().map(|_| a);
+        adapter.b = adapter.b.clone().map(|_| b);
+        Ok(())
+    }
+
+    /// Forward pass on `[..., in]`: the base output plus the scaled adapter path, as
+    /// PEFT's `lora.Linear.forward` (dropout only while training, skipped when merged or disabled).
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match &self.adapter {
+            Some(adapter) if adapter.enabled && !adapter.merged => {
+                let base = self.base.forward(x.clone());
+                let h = adapter.dropout.forward(x);
+                let h = burn::tensor::module::linear(h, adapter.a.val(), None);
+                let h = burn::tensor::module::linear(h, adapter.b.val(), None);
+                base + h.mul_scalar(adapter.scaling)
+            }
+            _ => self.base.forward(x),
+        }
+    }
+
+    /// PEFT-oriented `lora_A` weight `[r, in]`.
+    pub fn lora_a(&self) -> Option<Tensor<2>> {
+        self.adapter.as_ref().map(|a| a.a.val().transpose())
+    }
+
+    /// PEFT-oriented `lora_B` weight `[out, r]`.
+    pub fn lora_b(&self) -> Option<Tensor<2>> {
+        self.adapter.as_ref().map(|a| a.b.val().transpose())
+    }
+
+    /// `s · Aᵀ Bᵀ`, the weight delta in the stored `[in, out]` layout.
+    fn delta_in_out(adapter: &LoraAdapter) -> Tensor<2> {
+        adapter
+            .a
+            .val()
+            .detach()
+            .matmul(adapter.b.val().detach())
+            .mul_scalar(adapter.scaling)
+    }
+
+    /// Fold the adapter into the base: `W ← W + s·BA`. Errors if already merged or no adapter.
+    pub fn merge(&mut self) -> Result<()> {
+        let adapter = self
+            .adapter
+            .as_ref()
+            .ok_or_else(|| Error::InvalidState("merge: layer has no adapter".into()))?;
+        if adapter.merged {
+            return Err(Error::InvalidState("merge: adapter already merged".into()));
+        }
+        let delta = Self::delta_in_out(adapter);
+        self.base.add_delta(delta)?;
+        if let Some(adapter) = self.adapter.as_mut() {
+            adapter.merged = true;
+        }
+        Ok(())
+    }
+
+    /// Undo [`merge`](Self::merge): `W ← W − s·BA`.
+    pub fn unmerge(&mut self) -> Result<()> {
+        let adapter = self
+            .adapter
+            .as_ref()
+            .ok_or_else(|| Error::InvalidState("unmerge: layer has no adapter".into()))?;
+        if !adapter.merged {
+            return Err(Error::InvalidState("unmerge: adapter is not merged".into()));
+        }
+        let delta = Self::delta_in_out(adapter).neg();
+        self.base.add_delta(delta)?;
+        if let Some(adapter) = self.adapter.as_mut() {
+            adapter.merged = false;
+        }
+        Ok(())
+    }
+
+    /// Whether the adapter is currently folded into the base weight.
+    pub fn is_merged(&self) -> bool {
+        self.adapter.as_ref().is_some_and(|a| a.merged)
+    }
+
+    /// Switch the adapter on or off. Disabling a merged adapter unmerges it first, so the
+    /// output is then exactly the base's (as PEFT's `disable_adapter`).
+    pub fn set_adapter_enabled(&mut self, enabled: bool) -> Result<()> {
+        if !enabled && self.is_merged() {
+            self.unmerge()?;
+        }
+        if let Some(adapter) = self.adapter.as_mut() {
+            adapter.enabled = enabled;
+        }
+        Ok(())
+    }
+
+    /// Number of trainable parameters (A and B), 0 without an adapter.
+    pub fn trainable_params(&self) -> usize {
+        self.adapter
+            .as_ref()
+            .map_or(0, |a| a.rank * (self.in_features() + self.out_features()))
+    }
+}

@@ -1,0 +1,97 @@
+//! Putting adapters on a model's linears by Hugging Face module path, as PEFT's
+//! `inject_adapter` does.
+//!
+//! A model lists its wrappable linears through [`LoraTargets`]; [`inject_adapters`]
+//! matches each path against a [`LoraConfig`] and attaches an adapter where it matches.
+
+use burn::tensor::Device;
+
+use super::config::{LoraConfig, ModuleSelector};
+use super::linear::LoraLinear;
+use crate::error::{Error, Result};
+
+/// Callback receiving each linear with its full module path.
+pub type LinearVisitor<'a> = dyn FnMut(&str, &mut LoraLinear) -> Result<()> + 'a;
+
+/// A module tree whose linears can be adapted by name.
+///
+/// `visit_linears` calls `visitor` once per linear with its Hugging Face module path
+/// (e.g. `encoder.layer.3.attention.self.query`), the same names PEFT matches.
+pub trait LoraTargets {
+    /// Visit every linear under `prefix` (empty for the root).
+    fn visit_linears(&mut self, prefix: &str, visitor: &mut LinearVisitor<'_>) -> Result<()>;
+
+    /// The family's PEFT default `target_modules` (e.g. `["query", "value"]` for BERT).
+    fn default_targets(&self) -> ModuleSelector;
+}
+
+/// Join a module path prefix and a child name with a dot.
+pub fn join_path(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// What [`inject_adapters`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InjectionReport {
+    /// Module paths that received an adapter, in visiting order.
+    pub adapted: Vec<String>,
+    /// Total linears visited.
+    pub linears_seen: usize,
+    /// Trainable adapter parameters added.
+    pub trainable_params: usize,
+}
+
+/// Attach adapters to every linear of `model` that `config` targets.
+///
+/// The config is validated first. A target list that matches nothing is an error
+/// ([`Error::NoTargetMatched`]), as in PEFT.
+pub fn inject_adapters<M: LoraTargets>(
+    model: &mut M,
+    config: &LoraConfig,
+    device: &Device,
+) -> Result<InjectionReport> {
+    config.validate()?;
+    let default_targets = model.default_targets();
+    let mut report = InjectionReport::default();
+    let mut all_paths = Vec::new();
+    model.visit_linears("", &mut |path, linear| {
+        report.linears_seen += 1;
+        all_paths.push(path.to_string());
+        if config.is_target(path, &default_targets)? {
+            let params = config.params_for(path)?;
+            linear.attach_adapter(params, config.lora_dropout, &config.init_lora_weights, device)?;
+            report.trainable_params += linear.trainable_params();
+            report.adapted.push(path.to_string());
+        }
+        Ok(())
+    })?;
+    if report.adapted.is_empty() {
+        let shown: Vec<_> = all_paths.iter().take(8).cloned().collect();
+        return Err(Error::NoTargetMatched {
+            targets: serde_json::to_string(config.targets_or(&default_targets))?,
+            available: format!(
+                "{}{}",
+                shown.join(", "),
+                if all_paths.len() > 8 { ", ..." } else { "" }
+            ),
+        });
+    }
+    Ok(report)
+}
+
+/// Apply `f` to every linear that carries an adapter (merge all, disable all, ...).
+pub fn for_each_adapted<M: LoraTargets>(
+    model: &mut M,
+    mut f: impl FnMut(&str, &mut LoraLinear) -> Result<()>,
+) -> Result<()> {
+    model.visit_linears("", &mut |path, linear| {
+        if linear.adapter.is_some() {
+            f(path, linear)?;
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,496 @@
+//! Llama-family decoders (Llama, Mistral, Qwen2, Qwen3, SmolLM) from Hugging Face
+//! safetensors checkpoints, computed as transformers does: RMSNorm, rotate_half RoPE
+//! (default / linear / llama3 scaling), grouped-query attention with an explicit
+//! `head_dim`, causal + padding mask, SwiGLU; Qwen2's q/k/v bias; Qwen3's per-head q/k norm.
+
+use std::path::Path;
+
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::Deserialize;
+
+use super::layers::{FrozenEmbedding, MASK_VALUE, frozen, merge_heads, split_heads};
+use super::{Backbone, EncoderInput};
+use crate::error::{Error, Result};
+use crate::io::Checkpoint;
+use crate::lora::{
+    InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets, ModuleSelector,
+    inject_adapters, join_path,
+};
+
+/// `model_type` values this module loads.
+pub const LLAMA_FAMILY: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
+
+/// RoPE parameters, in either the transformers 4 (`rope_theta` + `rope_scaling`) or the
+/// transformers 5 (`rope_parameters`) spelling.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct RopeParameters {
+    /// `default`, `linear` or `llama3`.
+    #[serde(default, alias = "type")]
+    pub rope_type: Option<String>,
+    /// Base θ.
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// Scaling factor (linear, llama3).
+    #[serde(default)]
+    pub factor: Option<f64>,
+    /// llama3: low-frequency factor.
+    #[serde(default)]
+    pub low_freq_factor: Option<f64>,
+    /// llama3: high-frequency factor.
+    #[serde(default)]
+    pub high_freq_factor: Option<f64>,
+    /// llama3: original context length.
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<f64>,
+}
+
+/// The fields of a Llama-family `config.json` the decoder needs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LlamaConfig {
+    /// `llama`, `mistral`, `qwen2` or `qwen3`.
+    pub model_type: String,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// MLP inner size.
+    pub intermediate_size: usize,
+    /// Decoder layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (GQA); defaults to the query heads.
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Per-head size; defaults to `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_rms_eps")]
+    pub rms_norm_eps: f64,
+    /// RoPE base (transformers 4).
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// RoPE scaling (transformers 4).
+    #[serde(default)]
+    pub rope_scaling: Option<RopeParameters>,
+    /// RoPE parameters (transformers 5).
+    #[serde(default)]
+    pub rope_parameters: Option<RopeParameters>,
+    /// q/k/v (and o) bias for `llama`/`mistral` configs that ask for it.
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Output embedding tied to the input embedding.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Padding id, if the model has one.
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+    /// End-of-sequence id(s).
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
+}
+
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+
+impl LlamaConfig {
+    /// Parse and check a Llama-family `config.json`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let config: LlamaConfig = serde_json::from_str(&text).map_err(|e| Error::Format {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        if !LLAMA_FAMILY.contains(&config.model_type.as_str()) {
+            return Err(Error::Unsupported {
+                what: "model_type",
+                detail: format!("`{}` (decoders: {})", config.model_type, LLAMA_FAMILY.join(", ")),
+            });
+        }
+        if config.num_attention_heads % config.kv_heads() != 0 {
+            return Err(Error::Unsupported {
+                what: "model config",
+                detail: "num_attention_heads must be a multiple of num_key_value_heads".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// Key/value heads.
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads).max(1)
+    }
+
+    /// Per-head size.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    fn rope(&self) -> RopeParameters {
+        let mut p = self
+            .rope_parameters
+            .clone()
+            .or_else(|| self.rope_scaling.clone())
+            .unwrap_or_default();
+        if p.rope_theta.is_none() {
+            p.rope_theta = self.rope_theta.or(Some(10000.0));
+        }
+        p
+    }
+
+    /// Inverse frequencies `[head_dim/2]` after scaling, as transformers computes them.
+    pub fn inv_freq(&self) -> Result<Vec<f64>> {
+        let p = self.rope();
+        let dim = self.head_dim();
+        let base = p.rope_theta.unwrap_or(10000.0);
+        let inv: Vec<f64> = (0..dim / 2)
+            .map(|i| {
+                // transformers computes this in f32.
+                let e = (2 * i) as f32 / dim as f32;
+                (1.0 / (base as f32).powf(e)) as f64
+            })
+            .collect();
+        match p.rope_type.as_deref().unwrap_or("default") {
+            "default" => Ok(inv),
+            "linear" => {
+                let f = p.factor.unwrap_or(1.0);
+                Ok(inv.iter().map(|x| x / f).collect())
+            }
+            "llama3" => {
+                let missing = |k: &str| Error::Unsupported {
+                    what: "rope_scaling",
+                    detail: format!("llama3 scaling without `{k}`"),
+                };
+                let factor = p.factor.ok_or_else(|| missing("factor"))?;
+                let low = p.low_freq_factor.ok_or_else(|| missing("low_freq_factor"))?;
+                let high = p.high_freq_factor.ok_or_else(|| missing("high_freq_factor"))?;
+                let old = p
+                    .original_max_position_embeddings
+                    .ok_or_else(|| missing("original_max_position_embeddings"))?;
+                let (low_wl, high_wl) = (old / low, old / high);
+                Ok(inv
+                    .iter()
+                    .map(|&f| {
+                        let wl = 2.0 * std::f64::consts::PI / f;
+                        if wl < high_wl {
+                            f
+                        } else if wl > low_wl {
+                            f / factor
+                        } else {
+                            let smooth = (old / wl - low) / (high - low);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect())
+            }
+            other => Err(Error::Unsupported {
+                what: "rope_scaling",
+                detail: format!("rope type `{other}` (default, linear, llama3)"),
+            }),
+        }
+    }
+}
+
+/// RMSNorm `x · rsqrt(mean(x²) + eps) · w`, frozen.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    /// Weight.
+    pub weight: Param<Tensor<1>>,
+    /// Epsilon.
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// Norm from its weight.
+    pub fn new(weight: Tensor<1>, eps: f64) -> Self {
+        RmsNorm {
+            weight: frozen(weight),
+            eps,
+        }
+    }
+
+    /// Normalise the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let rms = x.clone().powi_scalar(2).mean_dim(D - 1).add_scalar(self.eps).sqrt();
+        (x / rms) * self.weight.val().unsqueeze::<D>()
+    }
+}
+
+/// One decoder layer.
+#[derive(Module, Debug)]
+pub struct LlamaLayer {
+    /// `input_layernorm`.
+    pub input_norm: RmsNorm,
+    /// `self_attn.q_proj`.
+    pub q_proj: LoraLinear,
+    /// `self_attn.k_proj`.
+    pub k_proj: LoraLinear,
+    /// `self_attn.v_proj`.
+    pub v_proj: LoraLinear,
+    /// `self_attn.o_proj`.
+    pub o_proj: LoraLinear,
+    /// Qwen3 `self_attn.q_norm`.
+    pub q_norm: Option<RmsNorm>,
+    /// Qwen3 `self_attn.k_norm`.
+    pub k_norm: Option<RmsNorm>,
+    /// `post_attention_layernorm`.
+    pub post_norm: RmsNorm,
+    /// `mlp.gate_proj`.
+    pub gate_proj: LoraLinear,
+    /// `mlp.up_proj`.
+    pub up_proj: LoraLinear,
+    /// `mlp.down_proj`.
+    pub down_proj: LoraLinear,
+}
+
+/// A Llama-family decoder (hidden states after the final norm).
+#[derive(Module, Debug)]
+pub struct LlamaModel {
+    /// `embed_tokens`.
+    pub embed: FrozenEmbedding,
+    /// Layers.
+    pub layers: Vec<LlamaLayer>,
+    /// Final `norm`.
+    pub norm: RmsNorm,
+    /// `lm_head` weight `[vocab, hidden]` when not tied (for generation).
+    pub lm_head: Option<Param<Tensor<2>>>,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Per-head size.
+    pub head_dim: usize,
+    /// RoPE inverse frequencies.
+    pub inv_freq: Vec<f64>,
+    /// Padding id used for last-token pooling.
+    pub pad_id: u32,
+    /// `model_type`.
+    pub model_type: String,
+    /// Hidden size.
+    pub hidden: usize,
+}
+
+fn rotate_half(x: Tensor<4>) -> Tensor<4> {
+    let [b, h, s, d] = x.dims();
+    let x1 = x.clone().slice([0..b, 0..h, 0..s, 0..d / 2]);
+    let x2 = x.slice([0..b, 0..h, 0..s, d / 2..d]);
+    Tensor::cat(vec![x2.neg(), x1], 3)
+}
+
+impl LlamaModel {
+    /// Load a checkpoint folder (`config.json` + safetensors), without adapters.
+    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config = LlamaConfig::from_file(dir.join("config.json"))?;
+        let ckpt = Checkpoint::open(dir)?;
+        Self::from_checkpoint(&config, &ckpt, device)
+    }
+
+    /// Load and inject adapters (PEFT default for the family: `q_proj`, `v_proj`).
+    pub fn from_pretrained(
+        dir: impl AsRef<Path>,
+        lora: &LoraConfig,
+        device: &Device,
+    ) -> Result<(Self, InjectionReport)> {
+        let mut model = Self::load(dir, device)?;
+        let report = inject_adapters(&mut model, lora, device)?;
+        Ok((model, report))
+    }
+
+    /// Build from an opened checkpoint; names with or without the `model.` prefix.
+    pub fn from_checkpoint(config: &LlamaConfig, ckpt: &Checkpoint, device: &Device) -> Result<Self> {
+        let prefix = ["model.", ""]
+            .into_iter()
+            .find(|p| ckpt.contains(&format!("{p}embed_tokens.weight")))
+            .ok_or_else(|| Error::MissingTensor {
+                name: "model.embed_tokens.weight".into(),
+                path: ckpt.dir().to_path_buf(),
+            })?;
+        let (h, hd) = (config.hidden_size, config.head_dim());
+        let (nh, nkv) = (config.num_attention_heads, config.kv_heads());
+        let qkv_bias = config.model_type == "qwen2" || config.attention_bias;
+        let t1 = |n: &str, len: usize| ckpt.tensor::<1>(&format!("{prefix}{n}"), [len], device);
+        let linear = |n: &str, out_f: usize, in_f: usize, bias: bool| -> Result<LoraLinear> {
+            let w = ckpt.tensor::<2>(&format!("{prefix}{n}.weight"), [out_f, in_f], device)?;
+            let b = if bias { Some(t1(&format!("{n}.bias"), out_f)?) } else { None };
+            LoraLinear::from_out_in(w, b)
+        };
+        let norm = |n: &str, len: usize| -> Result<RmsNorm> {
+            Ok(RmsNorm::new(t1(&format!("{n}.weight"), len)?, config.rms_norm_eps))
+        };
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("layers.{i}");
+            let qk_norm = config.model_type == "qwen3";
+            layers.push(LlamaLayer {
+                input_norm: norm(&format!("{p}.input_layernorm"), h)?,
+                q_proj: linear(&format!("{p}.self_attn.q_proj"), nh * hd, h, qkv_bias)?,
+                k_proj: linear(&format!("{p}.self_attn.k_proj"), nkv * hd, h, qkv_bias)?,
+                v_proj: linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h, qkv_bias)?,
+                o_proj: linear(&format!("{p}.self_attn.o_proj"), h, nh * hd, config.attention_bias)?,
+                q_norm: if qk_norm { Some(norm(&format!("{p}.self_attn.q_norm"), hd)?) } else { None },
+                k_norm: if qk_norm { Some(norm(&format!("{p}.self_attn.k_norm"), hd)?) } else { None },
+                post_norm: norm(&format!("{p}.post_attention_layernorm"), h)?,
+                gate_proj: linear(&format!("{p}.mlp.gate_proj"), config.intermediate_size, h, false)?,
+                up_proj: linear(&format!("{p}.mlp.up_proj"), config.intermediate_size, h, false)?,
+                down_proj: linear(&format!("{p}.mlp.down_proj"), h, config.intermediate_size, false)?,
+            });
+        }
+        let lm_head = if !config.tie_word_embeddings && ckpt.contains("lm_head.weight") {
+            Some(frozen(ckpt.tensor::<2>("lm_head.weight", [config.vocab_size, h], device)?))
+        } else {
+            None
+        };
+        let pad_id = config
+            .pad_token_id
+            .or_else(|| match &config.eos_token_id {
+                Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32),
+                Some(serde_json::Value::Array(a)) => a.first().and_then(|v| v.as_u64()).map(|v| v as u32),
+                _ => None,
+            })
+            .unwrap_or(0);
+        Ok(LlamaModel {
+            embed: FrozenEmbedding::new(ckpt.tensor::<2>(
+                &format!("{prefix}embed_tokens.weight"),
+                [config.vocab_size, h],
+                device,
+            )?),
+            layers,
+            norm: norm("norm", h)?,
+            lm_head,
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+            inv_freq: config.inv_freq()?,
+            pad_id,
+            model_type: config.model_type.clone(),
+            hidden: h,
+        })
+    }
+
+    /// `cos`, `sin` of shape `[1, 1, seq, head_dim]` for positions `0..seq`.
+    fn rope_tables(&self, seq: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(seq * half * 2);
+        let mut sin = Vec::with_capacity(seq * half * 2);
+        for pos in 0..seq {
+            // Angles in f32 as transformers computes them; cos/sin of the f32 angle.
+            let angles: Vec<f32> = self.inv_freq.iter().map(|&f| pos as f32 * f as f32).collect();
+            for _ in 0..2 {
+                cos.extend(angles.iter().map(|a| a.cos()));
+                sin.extend(angles.iter().map(|a| a.sin()));
+            }
+        }
+        let shape = [1, 1, seq, half * 2];
+        (
+            Tensor::from_data(TensorData::new(cos, shape), device),
+            Tensor::from_data(TensorData::new(sin, shape), device),
+        )
+    }
+
+    /// Causal + key-padding additive bias `[batch, 1, seq, seq]`.
+    fn attention_bias(mask: &Tensor<2, Int>) -> Tensor<4> {
+        let [b, s] = mask.dims();
+        let device = mask.device();
+        let keys = mask.clone().equal_elem(0).float().reshape([b, 1, 1, s]);
+        let causal: Vec<f32> = (0..s)
+            .flat_map(|i| (0..s).map(move |j| if j > i { 1.0 } else { 0.0 }))
+            .collect();
+        let causal = Tensor::<4>::from_data(TensorData::new(causal, [1, 1, s, s]), &device);
+        // 1 wherever either mask blocks; then scale to the additive mask value.
+        (keys + causal).clamp_max(1.0).mul_scalar(MASK_VALUE)
+    }
+
+    fn layer_forward(&self, layer: &LlamaLayer, x: Tensor<3>, cos: &Tensor<4>, sin: &Tensor<4>, bias: &Tensor<4>) -> Tensor<3> {
+        let [b, s, _] = x.dims();
+        let normed = layer.input_norm.forward(x.clone());
+        let mut q = split_heads(layer.q_proj.forward(normed.clone()), self.heads, self.head_dim);
+        let mut k = split_heads(layer.k_proj.forward(normed.clone()), self.kv_heads, self.head_dim);
+        let v = split_heads(layer.v_proj.forward(normed), self.kv_heads, self.head_dim);
+        if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+            q = qn.forward(q);
+            k = kn.forward(k);
+        }
+        let q = q.clone() * cos.clone() + rotate_half(q) * sin.clone();
+        let k = k.clone() * cos.clone() + rotate_half(k) * sin.clone();
+        let rep = self.heads / self.kv_heads;
+        let repeat = |t: Tensor<4>| -> Tensor<4> {
+            if rep == 1 {
+                return t;
+            }
+            t.reshape([b, self.kv_heads, 1, s, self.head_dim])
+                .repeat_dim(2, rep)
+                .reshape([b, self.heads, s, self.head_dim])
+        };
+        let (k, v) = (repeat(k), repeat(v));
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .mul_scalar(1.0 / (self.head_dim as f64).sqrt())
+            + bias.clone();
+        let ctx = merge_heads(burn::tensor::activation::softmax(scores, 3).matmul(v));
+        let h = x + layer.o_proj.forward(ctx);
+        let normed = layer.post_norm.forward(h.clone());
+        let gate = burn::tensor::activation::silu(layer.gate_proj.forward(normed.clone()));
+        h + layer.down_proj.forward(gate * layer.up_proj.forward(normed))
+    }
+
+    /// Next-token logits `[batch, seq, vocab]` from hidden states (tied or `lm_head`).
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let w = match &self.lm_head {
+            Some(w) => w.val(),
+            None => self.embed.weight.val(),
+        };
+        burn::tensor::module::linear(hidden, w.transpose(), None)
+    }
+}
+
+impl Backbone for LlamaModel {
+    fn forward(&self, input: &EncoderInput) -> Tensor<3> {
+        let [_, s] = input.input_ids.dims();
+        let device = input.input_ids.device();
+        let (cos, sin) = self.rope_tables(s, &device);
+        let bias = Self::attention_bias(&input.attention_mask);
+        let mut h = self.embed.forward(input.input_ids.clone());
+        for layer in &self.layers {
+            h = self.layer_forward(layer, h, &cos, &sin, &bias);
+        }
+        self.norm.forward(h)
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    fn pad_token_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    fn model_type(&self) -> &str {
+        &self.model_type
+    }
+}
+
+impl LoraTargets for LlamaModel {
+    fn visit_linears(&mut self, prefix: &str, visitor: &mut LinearVisitor<'_>) -> Result<()> {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let p = join_path(prefix, &format!("layers.{i}"));
+            visitor(&join_path(&p, "self_attn.q_proj"), &mut l.q_proj)?;
+            visitor(&join_path(&p, "self_attn.k_proj"), &mut l.k_proj)?;
+            visitor(&join_path(&p, "self_attn.v_proj"), &mut l.v_proj)?;
+            visitor(&join_path(&p, "self_attn.o_proj"), &mut l.o_proj)?;
+            visitor(&join_path(&p, "mlp.gate_proj"), &mut l.gate_proj)?;
+            visitor(&join_path(&p, "mlp.up_proj"), &mut l.up_proj)?;
+            visitor(&join_path(&p, "mlp.down_proj"), &mut l.down_proj)?;
+        }
+        Ok(())
+    }
+
+    fn default_targets(&self) -> ModuleSelector {
+        ModuleSelector::names(&["q_proj", "v_proj"])
+    }
+}

@@ -1,0 +1,83 @@
+//! Pretrained backbones loaded from Hugging Face checkpoints.
+
+pub mod bert;
+pub mod config;
+pub mod layers;
+pub mod llama;
+
+use burn::module::{Module, ModuleDisplay};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+pub use bert::BertModel;
+pub use config::{BertConfig, SUPPORTED_MODEL_TYPES};
+pub use llama::{LlamaConfig, LlamaModel};
+
+use crate::error::{Error, Result};
+use crate::lora::LoraTargets;
+
+/// A padded batch of token ids for a backbone.
+#[derive(Debug, Clone)]
+pub struct EncoderInput {
+    /// Token ids `[batch, seq]`.
+    pub input_ids: Tensor<2, Int>,
+    /// 1 for real tokens, 0 for padding, `[batch, seq]`.
+    pub attention_mask: Tensor<2, Int>,
+    /// Segment ids `[batch, seq]` (BERT pair inputs); zeros when `None`.
+    pub token_type_ids: Option<Tensor<2, Int>>,
+}
+
+impl EncoderInput {
+    /// Build from row-major host data of shape `[batch, seq]`.
+    pub fn from_rows(
+        ids: &[u32],
+        mask: &[u32],
+        type_ids: Option<&[u32]>,
+        batch: usize,
+        seq: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let n = batch * seq;
+        for (what, len) in [("input_ids", ids.len()), ("attention_mask", mask.len())]
+            .into_iter()
+            .chain(type_ids.map(|t| ("token_type_ids", t.len())))
+        {
+            if len != n {
+                return Err(Error::ShapeMismatch {
+                    name: what.into(),
+                    expected: vec![batch, seq],
+                    actual: vec![len],
+                });
+            }
+        }
+        let to_tensor = |v: &[u32]| {
+            let data: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+            Tensor::<2, Int>::from_data(TensorData::new(data, [batch, seq]), device)
+        };
+        Ok(EncoderInput {
+            input_ids: to_tensor(ids),
+            attention_mask: to_tensor(mask),
+            token_type_ids: type_ids.map(to_tensor),
+        })
+    }
+}
+
+/// What a classification head needs from a pretrained model: hidden states for a batch,
+/// plus the facts about the model that pooling depends on.
+pub trait Backbone: Module + ModuleDisplay + LoraTargets {
+    /// Last hidden states `[batch, seq, hidden]`.
+    fn forward(&self, input: &EncoderInput) -> Tensor<3>;
+    /// Hidden size.
+    fn hidden_size(&self) -> usize;
+    /// Padding token id.
+    fn pad_token_id(&self) -> u32;
+    /// Hugging Face `model_type`.
+    fn model_type(&self) -> &str;
+    /// Whether [`pooler_output`](Backbone::pooler_output) is available.
+    fn has_pooler(&self) -> bool {
+        false
+    }
+    /// The checkpoint's own pooled output (BERT's `tanh(W·h[CLS] + b)`), if it has one.
+    fn pooler_output(&self, _hidden: Tensor<3>) -> Option<Tensor<2>> {
+        None
+    }
+}

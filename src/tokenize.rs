@@ -1,0 +1,154 @@
+//! Tokenisation through the `tokenizers` crate, with truncation and batch padding set
+//! here (a `tokenizer.json` may ship fixed padding/truncation, as all-MiniLM-L6-v2's
+//! does at 128: those are overridden).
+
+use std::path::Path;
+
+use tokenizers::{
+    EncodeInput, PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams,
+    TruncationStrategy,
+};
+
+use crate::error::{Error, Result};
+
+/// A padded batch of encodings, row-major `[batch, seq]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenBatch {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// 1 = token, 0 = padding.
+    pub attention_mask: Vec<u32>,
+    /// Segment ids.
+    pub type_ids: Vec<u32>,
+    /// Rows.
+    pub batch: usize,
+    /// Columns (longest row after truncation).
+    pub seq: usize,
+}
+
+impl TokenBatch {
+    /// Real (non-padding) tokens in the batch.
+    pub fn real_tokens(&self) -> usize {
+        self.attention_mask.iter().filter(|&&m| m == 1).count()
+    }
+}
+
+/// A Hugging Face tokenizer with our truncation length and dynamic (longest-in-batch) padding.
+#[derive(Debug, Clone)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    max_len: usize,
+    pad_id: u32,
+}
+
+fn tok_err(e: impl std::fmt::Display) -> Error {
+    Error::Tokenizer(e.to_string())
+}
+
+impl TextTokenizer {
+    /// Load `tokenizer.json`; sequences are truncated to `max_len` tokens (specials included).
+    pub fn from_file(path: impl AsRef<Path>, max_len: usize) -> Result<Self> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "tokenizer.json not found"),
+            ));
+        }
+        let inner = Tokenizer::from_file(path).map_err(|e| Error::Format {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::from_tokenizer(inner, max_len)
+    }
+
+    /// Wrap an already-built tokenizer (e.g. one made from GGUF metadata).
+    pub fn from_tokenizer(mut inner: Tokenizer, max_len: usize) -> Result<Self> {
+        if max_len == 0 {
+            return Err(Error::Tokenizer("max_len must be >= 1".into()));
+        }
+        let (pad_id, pad_token) = match inner.get_padding() {
+            Some(p) => (p.pad_id, p.pad_token.clone()),
+            None => ["[PAD]", "<pad>", "<|endoftext|>", "<|im_end|>", "</s>"]
+                .iter()
+                .find_map(|t| inner.token_to_id(t).map(|id| (id, t.to_string())))
+                .unwrap_or((0, "[PAD]".to_string())),
+        };
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                ..Default::default()
+            }))
+            .map_err(tok_err)?;
+        inner.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            direction: PaddingDirection::Right,
+            pad_to_multiple_of: None,
+            pad_id,
+            pad_type_id: 0,
+            pad_token,
+        }));
+        Ok(TextTokenizer {
+            inner,
+            max_len,
+            pad_id,
+        })
+    }
+
+    /// The truncation length.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// The padding id.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    /// The wrapped tokenizer.
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+
+    /// Ids of one text with special tokens, truncated, unpadded.
+    pub fn encode_ids(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, true).map_err(tok_err)?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Encode texts into one padded batch.
+    pub fn encode_batch(&self, texts: &[&str]) -> Result<TokenBatch> {
+        let inputs: Vec<EncodeInput> = texts.iter().map(|t| (*t).into()).collect();
+        self.batch(inputs)
+    }
+
+    /// Encode `(first, second)` pairs (BERT sentence pairs: segment ids 0 then 1).
+    pub fn encode_pairs(&self, pairs: &[(&str, &str)]) -> Result<TokenBatch> {
+        let inputs: Vec<EncodeInput> = pairs.iter().map(|&(a, b)| (a, b).into()).collect();
+        self.batch(inputs)
+    }
+
+    fn batch(&self, inputs: Vec<EncodeInput>) -> Result<TokenBatch> {
+        if inputs.is_empty() {
+            return Err(Error::Tokenizer("empty batch".into()));
+        }
+        let encodings = self.inner.encode_batch(inputs, true).map_err(tok_err)?;
+        let batch = encodings.len();
+        let seq = encodings.first().map_or(0, |e| e.get_ids().len());
+        let mut out = TokenBatch {
+            ids: Vec::with_capacity(batch * seq),
+            attention_mask: Vec::with_capacity(batch * seq),
+            type_ids: Vec::with_capacity(batch * seq),
+            batch,
+            seq,
+        };
+        for e in &encodings {
+            out.ids.extend_from_slice(e.get_ids());
+            out.attention_mask.extend_from_slice(e.get_attention_mask());
+            out.type_ids.extend_from_slice(e.get_type_ids());
+        }
+        Ok(out)
+    }
+}

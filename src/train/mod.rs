@@ -1,0 +1,321 @@
+//! Training: the loop trait, its driver, and a ready [`Trainer`].
+//!
+//! [`TrainingLoop`] names the steps a loop calls (train step, optimizer step, eval step,
+//! evaluation/epoch hooks); [`run_loop`] drives any implementation through epochs with
+//! warmup/decay, accumulation, periodic evaluation, early stopping and a progress bar.
+
+pub mod progress;
+pub mod schedule;
+pub mod trainer;
+
+use std::time::Instant;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+pub use progress::Progress;
+pub use schedule::{Decay, LrSchedule};
+pub use trainer::{Trainer, TrainerCheckpoint};
+
+use crate::classify::{MultiLabelMetrics, Scores, ThresholdMode, Thresholds, evaluate, tune_thresholds};
+use crate::data::{Batch, EncodedSet, epoch_batches};
+use crate::error::{Error, Result};
+
+/// Settings of a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (overrides `epochs` when smaller).
+    pub max_steps: Option<usize>,
+    /// Examples per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// AdamW decoupled weight decay (not applied to biases).
+    pub weight_decay: f64,
+    /// Fraction of optimizer steps spent warming up.
+    pub warmup_ratio: f64,
+    /// Decay after warmup.
+    pub decay: Decay,
+    /// Clip the global gradient norm to this value.
+    pub max_grad_norm: Option<f64>,
+    /// Evaluate every N optimizer steps (`None`: at the end of each epoch).
+    pub eval_every: Option<usize>,
+    /// Stop after this many evaluations without a better validation micro-F1.
+    pub patience: Option<usize>,
+    /// Seed for data order (and, through the caller, initialisation).
+    pub seed: u64,
+    /// Batch examples of similar length together.
+    pub bucket: bool,
+    /// Batch size for evaluation.
+    pub eval_batch_size: usize,
+    /// Draw a progress bar.
+    pub progress: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 2,
+            max_steps: None,
+            batch_size: 16,
+            grad_accum: 1,
+            lr: 5e-4,
+            weight_decay: 0.01,
+            warmup_ratio: 0.06,
+            decay: Decay::Linear,
+            max_grad_norm: Some(1.0),
+            eval_every: None,
+            patience: None,
+            seed: 42,
+            bucket: true,
+            eval_batch_size: 64,
+            progress: true,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Optimizer steps the run will take for `examples` training examples.
+    pub fn total_steps(&self, examples: usize) -> usize {
+        let micro = examples.div_ceil(self.batch_size.max(1));
+        let per_epoch = micro.div_ceil(self.grad_accum.max(1));
+        let total = per_epoch * self.epochs;
+        self.max_steps.map_or(total, |m| m.min(total))
+    }
+}
+
+/// Where a run stands; saved with checkpoints so a resumed run continues exactly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Current epoch (0-based).
+    pub epoch: usize,
+    /// Micro-batches of the current epoch already consumed.
+    pub batch_in_epoch: usize,
+    /// Best validation micro-F1 so far.
+    pub best_micro_f1: f64,
+    /// Step of the best evaluation.
+    pub best_step: usize,
+    /// Evaluations since the best one.
+    pub evals_without_improvement: usize,
+    /// Real tokens processed in training.
+    pub tokens: usize,
+    /// Seconds spent in training steps.
+    pub train_seconds: f64,
+    /// Loss of the last optimizer step.
+    pub last_loss: f32,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+}
+
+/// One evaluation on validation data.
+#[derive(Debug, Clone)]
+pub struct EvalResult {
+    /// Validation probabilities (`n × labels`).
+    pub probs: Vec<f32>,
+    /// Thresholds tuned on them (global, for monitoring).
+    pub thresholds: Thresholds,
+    /// Metrics under those thresholds.
+    pub metrics: MultiLabelMetrics,
+}
+
+/// The steps a training loop calls. [`Trainer`] implements it; implement it yourself to
+/// change what a step does and keep [`run_loop`]'s schedule, evaluation and stopping.
+pub trait TrainingLoop {
+    /// Forward and backward on one micro-batch, accumulating gradients; returns the
+    /// (unscaled) loss value.
+    fn train_step(&mut self, batch: &Batch) -> Result<f32>;
+    /// Apply the accumulated gradients with learning rate `lr`.
+    fn optimizer_step(&mut self, lr: f64) -> Result<()>;
+    /// Sigmoid probabilities for a batch, without gradients (`rows × labels`, row-major).
+    fn eval_step(&mut self, batch: &Batch) -> Result<Vec<f32>>;
+    /// After each evaluation; `improved` marks a new best (checkpoint it here).
+    fn on_evaluation(&mut self, _state: &LoopState, _eval: &EvalResult, _improved: bool) -> Result<()> {
+        Ok(())
+    }
+    /// At the end of each epoch.
+    fn on_epoch_end(&mut self, _state: &LoopState) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Probabilities for a whole set through `eval_step`, in set order.
+pub fn predict_set<L: TrainingLoop>(
+    l: &mut L,
+    set: &EncodedSet,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<f32>> {
+    let lengths: Vec<usize> = set.ids.iter().map(Vec::len).collect();
+    let mut probs = vec![0f32; set.len() * set.num_labels];
+    // Sorted by length (no shuffling) to limit padding; rows are put back in order.
+    for indices in epoch_batches(&lengths, batch_size, false, true, 0, 0) {
+        let batch = set.batch(&indices, device)?;
+        let p = l.eval_step(&batch)?;
+        for (row, &i) in indices.iter().enumerate() {
+            let l = set.num_labels;
+            probs[i * l..(i + 1) * l].copy_from_slice(&p[row * l..(row + 1) * l]);
+        }
+    }
+    Ok(probs)
+}
+
+/// Evaluate on `valid`: tune one global threshold for micro-F1 and score with it.
+pub fn evaluate_loop<L: TrainingLoop>(
+    l: &mut L,
+    valid: &EncodedSet,
+    targets: &[u8],
+    batch_size: usize,
+    device: &Device,
+) -> Result<EvalResult> {
+    let probs = predict_set(l, valid, batch_size, device)?;
+    let scores = Scores::new(&probs, targets, valid.num_labels)?;
+    let thresholds = tune_thresholds(scores, ThresholdMode::Global, 0, false);
+    let metrics = evaluate(scores, &thresholds);
+    Ok(EvalResult {
+        probs,
+        thresholds,
+        metrics,
+    })
+}
+
+fn multi_hot_of(set: &EncodedSet) -> Vec<u8> {
+    let mut out = vec![0u8; set.len() * set.num_labels];
+    for (i, labels) in set.labels.iter().enumerate() {
+        for &j in labels {
+            out[i * set.num_labels + j] = 1;
+        }
+    }
+    out
+}
+
+/// Drive `l` through training on `train`, evaluating on `valid`.
+///
+/// `device` is the plain (non-autodiff) device; training batches go to its autodiff
+/// twin. Starting from `state` resumes a run: the same epoch, the same batch order, the
+/// same optimizer step. A NaN or infinite loss stops the run with
+/// [`Error::NonFiniteLoss`].
+pub fn run_loop<L: TrainingLoop>(
+    l: &mut L,
+    train: &EncodedSet,
+    valid: &EncodedSet,
+    config: &TrainConfig,
+    device: &Device,
+    state: Option<LoopState>,
+) -> Result<LoopState> {
+    if train.is_empty() || valid.is_empty() {
+        return Err(Error::InvalidState("training and validation data must be non-empty".into()));
+    }
+    let train_device = device.clone().autodiff();
+    let mut state = state.unwrap_or_default();
+    let total = config.total_steps(train.len());
+    let schedule = LrSchedule {
+        peak: config.lr,
+        warmup: (config.warmup_ratio * total as f64).round() as usize,
+        total,
+        decay: config.decay,
+    };
+    let lengths: Vec<usize> = train.ids.iter().map(Vec::len).collect();
+    let valid_targets = multi_hot_of(valid);
+    let accum = config.grad_accum.max(1);
+    let bar = std::cell::RefCell::new(Progress::new(total, config.progress));
+
+    let evaluate_now = |l: &mut L, state: &mut LoopState| -> Result<bool> {
+        let eval = evaluate_loop(l, valid, &valid_targets, config.eval_batch_size, device)?;
+        let f1 = eval.metrics.micro_f1;
+        let improved = f1 > state.best_micro_f1 || state.best_step == 0;
+        if improved {
+            state.best_micro_f1 = f1;
+            state.best_step = state.step;
+            state.evals_without_improvement = 0;
+        } else {
+            state.evals_without_improvement += 1;
+        }
+        bar.borrow_mut().println(&format!(
+            "step {}: valid micro-F1 {:.4} (threshold {:.2}){}",
+            state.step,
+            f1,
+            eval.thresholds.global,
+            if improved { " *" } else { "" }
+        ));
+        l.on_evaluation(state, &eval, improved)?;
+        Ok(config
+            .patience
+            .is_some_and(|p| state.evals_without_improvement >= p))
+    };
+
+    'epochs: while state.epoch < config.epochs && state.step < total {
+        let batches = epoch_batches(
+            &lengths,
+            config.batch_size,
+            true,
+            config.bucket,
+            config.seed,
+            state.epoch,
+        );
+        let mut loss_sum = 0f32;
+        let mut micro_in_step = 0usize;
+        while state.batch_in_epoch < batches.len() {
+            let started = Instant::now();
+            let batch = train.batch(&batches[state.batch_in_epoch], &train_device)?;
+            let loss = l.train_step(&batch)?;
+            state.batch_in_epoch += 1;
+            state.tokens += batch.tokens;
+            if !loss.is_finite() {
+                bar.borrow_mut().finish();
+                return Err(Error::NonFiniteLoss {
+                    step: state.step + 1,
+                    value: loss,
+                });
+            }
+            loss_sum += loss;
+            micro_in_step += 1;
+            let last_of_epoch = state.batch_in_epoch == batches.len();
+            if micro_in_step == accum || last_of_epoch {
+                let lr = schedule.lr(state.step);
+                l.optimizer_step(lr)?;
+                state.step += 1;
+                state.last_loss = loss_sum / micro_in_step as f32;
+                loss_sum = 0.0;
+                micro_in_step = 0;
+                state.train_seconds += started.elapsed().as_secs_f64();
+                bar.borrow_mut().update(
+                    state.step,
+                    &format!(
+                        "loss {:.4} lr {:.2e} {:.0} tok/s",
+                        state.last_loss,
+                        lr,
+                        state.tokens as f64 / state.train_seconds.max(1e-9)
+                    ),
+                );
+                if config.eval_every.is_some_and(|n| state.step % n == 0) && evaluate_now(l, &mut state)? {
+                    state.stopped_early = true;
+                    break 'epochs;
+                }
+                if state.step >= total {
+                    break;
+                }
+            } else {
+                state.train_seconds += started.elapsed().as_secs_f64();
+            }
+        }
+        state.epoch += 1;
+        state.batch_in_epoch = 0;
+        l.on_epoch_end(&state)?;
+        if config.eval_every.is_none() && evaluate_now(l, &mut state)? {
+            state.stopped_early = true;
+            break;
+        }
+    }
+    // A run that ended between evaluations gets a final one.
+    if config.eval_every.is_some_and(|n| state.step % n != 0) && !state.stopped_early {
+        evaluate_now(l, &mut state)?;
+    }
+    bar.borrow_mut().finish();
+    Ok(state)
+}

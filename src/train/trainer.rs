@@ -1,0 +1,334 @@
+//! The ready-made [`Trainer`]: AdamW (no decay on biases), gradient accumulation,
+//! global-norm clipping, best-checkpoint saving in PEFT format, and resume.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId, ParamGroup};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::{EvalResult, LoopState, TrainConfig, TrainingLoop};
+use crate::classify::{MultiLabelClassifier, MultiLabelLoss};
+use crate::data::{Batch, LabelSet};
+use crate::error::{Error, Result};
+use crate::io::peft::{
+    AdapterContents, AdapterMeta, LoadedAdapter, load_adapter_weights, read_adapter, save_adapter,
+};
+use crate::io::write_atomic;
+use crate::lora::{LoraConfig, LoraTargets};
+use crate::models::Backbone;
+
+/// Where and what the trainer checkpoints: `DIR/best` (the best validation micro-F1,
+/// a PEFT adapter folder) and `DIR/last` (adapter + optimizer state + loop state, for resume).
+#[derive(Debug, Clone)]
+pub struct TrainerCheckpoint {
+    /// Output folder.
+    pub dir: PathBuf,
+    /// The LoRA config to record.
+    pub lora: LoraConfig,
+    /// Labels.
+    pub labels: LabelSet,
+    /// Pooling, max length, template.
+    pub meta: AdapterMeta,
+    /// `base_model_name_or_path`.
+    pub base_model: Option<String>,
+}
+
+const OPTIMIZER_FILE: &str = "optimizer.bpk";
+const STATE_FILE: &str = "trainer_state.json";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedState {
+    state: LoopState,
+    /// Parameter ids by module path, so the optimizer state finds its parameters again.
+    param_ids: BTreeMap<String, u64>,
+    config: TrainConfig,
+}
+
+/// Sum of squared gradient entries over a module's parameters.
+struct GradNorm<'a> {
+    grads: &'a GradientsParams,
+    squares: Vec<Tensor<1>>,
+}
+
+impl ModuleVisitor for GradNorm<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            self.squares.push(g.powi_scalar(2).sum());
+        }
+    }
+}
+
+/// Multiply every gradient by a factor.
+struct GradScale<'a> {
+    grads: &'a mut GradientsParams,
+    factor: f64,
+}
+
+impl ModuleVisitor for GradScale<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.remove::<D>(param.id) {
+            self.grads.register(param.id, g.mul_scalar(self.factor));
+        }
+    }
+}
+
+/// Clip the global L2 norm of `grads` to `max_norm` (PyTorch's `clip_grad_norm_`:
+/// factor `max_norm / (norm + 1e-6)` when above). Returns the norm before clipping.
+pub fn clip_global_norm<M: Module>(grads: &mut GradientsParams, module: &M, max_norm: f64) -> f64 {
+    let mut norm = GradNorm {
+        grads,
+        squares: Vec::new(),
+    };
+    module.visit(&mut norm);
+    if norm.squares.is_empty() {
+        return 0.0;
+    }
+    let total: f64 = Tensor::cat(norm.squares, 0)
+        .sum()
+        .into_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .map(|v| v[0])
+        .unwrap_or(0.0)
+        .sqrt();
+    let factor = max_norm / (total + 1e-6);
+    if factor < 1.0 {
+        module.visit(&mut GradScale { grads, factor });
+    }
+    total
+}
+
+/// The ready trainer for a [`MultiLabelClassifier`].
+pub struct Trainer<B: Backbone> {
+    model: Option<MultiLabelClassifier<B>>,
+    eval_model: Option<MultiLabelClassifier<B>>,
+    optim: ModuleOptimizer,
+    accum: GradientsAccumulator<MultiLabelClassifier<B>>,
+    pending_micro: usize,
+    loss: MultiLabelLoss,
+    config: TrainConfig,
+    checkpoint: Option<TrainerCheckpoint>,
+    /// The best evaluation so far (validation probabilities and global threshold).
+    pub best_eval: Option<EvalResult>,
+    best_model: Option<MultiLabelClassifier<B>>,
+}
+
+impl<B: Backbone> Trainer<B> {
+    /// A trainer for `model` (its parameters on an autodiff device).
+    pub fn new(
+        model: MultiLabelClassifier<B>,
+        loss: MultiLabelLoss,
+        config: TrainConfig,
+        checkpoint: Option<TrainerCheckpoint>,
+    ) -> Self {
+        let optim = Self::optimizer(&model, &config);
+        Trainer {
+            model: Some(model),
+            eval_model: None,
+            optim,
+            accum: GradientsAccumulator::new(),
+            pending_micro: 0,
+            loss,
+            config,
+            checkpoint,
+            best_eval: None,
+            best_model: None,
+        }
+    }
+
+    fn optimizer(model: &MultiLabelClassifier<B>, config: &TrainConfig) -> ModuleOptimizer {
+        // PyTorch's AdamW defaults (eps 1e-8), decoupled decay on weights only.
+        let decay = AdamWConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(config.weight_decay as f32);
+        let no_decay = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(0.0);
+        let mut optim = decay.init();
+        if let Some(bias) = &model.head.bias {
+            optim = optim.with_group(ParamGroup::from_ids(vec![bias.id]), no_decay.build(), None);
+        }
+        optim
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &MultiLabelClassifier<B> {
+        self.model.as_ref().expect("model present between steps")
+    }
+
+    /// The model (in evaluation mode) of the best validation micro-F1 so far.
+    pub fn best_model(&self) -> Option<&MultiLabelClassifier<B>> {
+        self.best_model.as_ref()
+    }
+
+    /// Take the trained model out.
+    pub fn into_model(mut self) -> MultiLabelClassifier<B> {
+        self.model.take().expect("model present between steps")
+    }
+
+    fn param_ids(&mut self) -> Result<BTreeMap<String, u64>> {
+        let model = self.model.as_mut().expect("model present");
+        let mut ids = BTreeMap::new();
+        model.backbone.visit_linears("", &mut |path, linear| {
+            if let Some(a) = &linear.adapter {
+                ids.insert(format!("{path}.lora_A"), a.a.id.val());
+                ids.insert(format!("{path}.lora_B"), a.b.id.val());
+            }
+            Ok(())
+        })?;
+        ids.insert("head.weight".into(), model.head.weight.id.val());
+        if let Some(b) = &model.head.bias {
+            ids.insert("head.bias".into(), b.id.val());
+        }
+        Ok(ids)
+    }
+
+    fn save_to(&mut self, dir: &Path, eval: Option<&EvalResult>) -> Result<()> {
+        let ck = self
+            .checkpoint
+            .clone()
+            .ok_or_else(|| Error::InvalidState("no checkpoint folder configured".into()))?;
+        let contents = AdapterContents {
+            config: &ck.lora,
+            labels: &ck.labels,
+            thresholds: eval.map(|e| &e.thresholds),
+            meta: &ck.meta,
+            base_model: ck.base_model.clone(),
+        };
+        let model = self.model.as_mut().expect("model present");
+        save_adapter(dir, model, &contents)
+    }
+
+    fn save_last(&mut self, state: &LoopState, eval: &EvalResult) -> Result<()> {
+        let Some(ck) = self.checkpoint.clone() else {
+            return Ok(());
+        };
+        let last = ck.dir.join("last");
+        self.save_to(&last, Some(eval))?;
+        let tmp = last.join(format!(".{OPTIMIZER_FILE}.tmp"));
+        self.optim
+            .save(&tmp)
+            .map_err(|e| Error::InvalidState(format!("saving optimizer state: {e:?}")))?;
+        std::fs::rename(&tmp, last.join(OPTIMIZER_FILE)).map_err(|e| Error::io(&last, e))?;
+        let saved = SavedState {
+            state: state.clone(),
+            param_ids: self.param_ids()?,
+            config: self.config.clone(),
+        };
+        write_atomic(last.join(STATE_FILE), serde_json::to_string_pretty(&saved)?.as_bytes())
+    }
+
+    /// Restore a run from `DIR/last`: adapter and head weights, parameter ids, optimizer
+    /// moments and the loop state (epoch, position in the epoch, step). The model must be
+    /// built as for the original run (same backbone, labels and pooling) but **without**
+    /// adapters: they are injected from the saved config.
+    pub fn resume(
+        mut model: MultiLabelClassifier<B>,
+        loss: MultiLabelLoss,
+        checkpoint: TrainerCheckpoint,
+        device: &Device,
+    ) -> Result<(Self, LoopState)> {
+        let last = checkpoint.dir.join("last");
+        let adapter: LoadedAdapter = read_adapter(&last)?;
+        load_adapter_weights(&adapter, &mut model, &device.clone().autodiff())?;
+        let state_path = last.join(STATE_FILE);
+        let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
+        let saved: SavedState = serde_json::from_str(&text).map_err(|e| Error::Format {
+            path: state_path.clone(),
+            message: e.to_string(),
+        })?;
+        let ids = &saved.param_ids;
+        let id_of = |key: &str| -> Result<ParamId> {
+            ids.get(key).map(|&v| ParamId::from(v)).ok_or_else(|| Error::MissingTensor {
+                name: key.to_string(),
+                path: state_path.clone(),
+            })
+        };
+        let rebind2 = |p: &Param<Tensor<2>>, id: ParamId| -> Param<Tensor<2>> {
+            Param::initialized(id, p.val().detach().set_require_grad(true))
+        };
+        model.backbone.visit_linears("", &mut |path, linear| {
+            if let Some(a) = linear.adapter.as_mut() {
+                a.a = rebind2(&a.a, id_of(&format!("{path}.lora_A"))?);
+                a.b = rebind2(&a.b, id_of(&format!("{path}.lora_B"))?);
+            }
+            Ok(())
+        })?;
+        model.head.weight = rebind2(&model.head.weight, id_of("head.weight")?);
+        if let Some(b) = model.head.bias.as_mut() {
+            *b = Param::initialized(id_of("head.bias")?, b.val().detach().set_require_grad(true));
+        }
+        let mut trainer = Trainer::new(model, loss, saved.config.clone(), Some(checkpoint));
+        trainer.optim = trainer
+            .optim
+            .load(last.join(OPTIMIZER_FILE))
+            .map_err(|e| Error::Format {
+                path: last.join(OPTIMIZER_FILE),
+                message: format!("{e:?}"),
+            })?;
+        Ok((trainer, saved.state))
+    }
+}
+
+impl<B: Backbone> TrainingLoop for Trainer<B> {
+    fn train_step(&mut self, batch: &Batch) -> Result<f32> {
+        let model = self.model.as_ref().expect("model present");
+        let logits = model.forward(&batch.input);
+        let loss = self.loss.forward(logits, batch.targets.clone());
+        let value = loss
+            .to_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map(|v| v[0])
+            .unwrap_or(f32::NAN);
+        if !value.is_finite() {
+            return Ok(value);
+        }
+        let scaled = if self.config.grad_accum > 1 {
+            loss.div_scalar(self.config.grad_accum as f64)
+        } else {
+            loss
+        };
+        let grads = GradientsParams::from_grads(scaled.backward(), model);
+        self.accum.accumulate(model, grads);
+        self.pending_micro += 1;
+        Ok(value)
+    }
+
+    fn optimizer_step(&mut self, lr: f64) -> Result<()> {
+        let mut grads = self.accum.grads();
+        let model = self.model.take().expect("model present");
+        if let Some(max) = self.config.max_grad_norm {
+            clip_global_norm(&mut grads, &model, max);
+        }
+        self.model = Some(self.optim.step(lr, model, grads));
+        self.eval_model = None;
+        self.pending_micro = 0;
+        Ok(())
+    }
+
+    fn eval_step(&mut self, batch: &Batch) -> Result<Vec<f32>> {
+        if self.eval_model.is_none() {
+            self.eval_model = Some(self.model.as_ref().expect("model present").valid());
+        }
+        let model = self.eval_model.as_ref().expect("just set");
+        let probs = model.probabilities(&batch.input);
+        probs
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|e| Error::InvalidState(format!("{e:?}")))
+    }
+
+    fn on_evaluation(&mut self, state: &LoopState, eval: &EvalResult, improved: bool) -> Result<()> {
+        if improved {
+            self.best_eval = Some(eval.clone());
+            self.best_model = Some(self.model().valid());
+            if let Some(dir) = self.checkpoint.as_ref().map(|c| c.dir.join("best")) {
+                self.save_to(&dir, Some(eval))?;
+            }
+        }
+        self.save_last(state, eval)
+    }
+}

@@ -1,0 +1,86 @@
+//! Llama-family decoders against transformers: tiny random llama (GQA), mistral, qwen2
+//! (q/k/v bias), qwen3 (q/k norm, explicit head_dim) and a sharded bf16 llama with llama3
+//! RoPE scaling. Reference: `scripts/make_llama_fixtures.py`; tolerance 1e-4 max abs at
+//! every non-padding position.
+
+mod common;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_lora::classify::{MultiLabelClassifier, Pooling};
+use burn_lora::io::SafetensorsFile;
+use burn_lora::lora::LoraConfig;
+use burn_lora::models::{Backbone, EncoderInput, LlamaModel};
+use common::{fixture, max_abs_diff, values};
+
+fn device() -> Device {
+    burn_lora::device::parse_device("flex").unwrap()
+}
+
+fn ints(st: &SafetensorsFile, name: &str) -> (Vec<u32>, [usize; 2]) {
+    let (v, shape) = st.read_i64(name).unwrap();
+    (v.into_iter().map(|x| x as u32).collect(), [shape[0], shape[1]])
+}
+
+#[test]
+fn tiny_decoders_match_transformers() {
+    let device = device();
+    for name in ["tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-qwen3", "tiny-llama-bf16-sharded"] {
+        let dir = fixture(name);
+        let model = LlamaModel::load(&dir, &device).unwrap();
+        let st = SafetensorsFile::open(dir.join("reference.safetensors")).unwrap();
+        let (ids, [b, s]) = ints(&st, "input_ids");
+        let (mask, _) = ints(&st, "attention_mask");
+        let input = EncoderInput::from_rows(&ids, &mask, None, b, s, &device).unwrap();
+        let ours = values(model.forward(&input));
+        let (reference, _) = st.read_f32("last_hidden_state").unwrap();
+        let h = model.hidden_size();
+        let mut worst = 0f32;
+        for (pos, &m) in mask.iter().enumerate() {
+            if m == 1 {
+                let r = pos * h..(pos + 1) * h;
+                worst = worst.max(max_abs_diff(&ours[r.clone()], &reference[r]));
+            }
+        }
+        assert!(worst <= 1e-4, "{name}: off by {worst}");
+    }
+}
+
+#[test]
+fn peft_default_targets_and_all_linear() {
+    let device = device();
+    let mut lora = LoraConfig::new(4, 8.0, &[] as &[&str]);
+    lora.target_modules = None;
+    let (_, report) = LlamaModel::from_pretrained(fixture("tiny-llama"), &lora, &device).unwrap();
+    // q_proj 32->32 and v_proj 32->16 per layer, 2 layers, r = 4.
+    assert_eq!(report.adapted.len(), 4);
+    assert_eq!(report.trainable_params, 2 * (4 * (32 + 32) + 4 * (32 + 16)));
+    assert!(report.adapted.contains(&"layers.1.self_attn.v_proj".to_string()));
+    lora.target_modules = Some(burn_lora::lora::ModuleSelector::AllLinear);
+    let (_, report) = LlamaModel::from_pretrained(fixture("tiny-llama"), &lora, &device).unwrap();
+    assert_eq!(report.adapted.len(), 14);
+}
+
+/// Last-token pooling picks the last non-pad token for right and left padding alike.
+#[test]
+fn last_token_pooling_handles_both_paddings() {
+    let device = device();
+    let model = LlamaModel::load(fixture("tiny-llama"), &device).unwrap();
+    let clf = MultiLabelClassifier::new(model, 3, Pooling::LastToken, 0.0, &device).unwrap();
+    let pad = clf.backbone.pad_token_id() as i64;
+    // Row 0 right-padded (last real token at 2), row 1 left-padded (last real at 4).
+    let ids = vec![5, 6, 7, pad, pad, pad, pad, 8, 9, 10];
+    let mask = vec![1, 1, 1, 0, 0, 0, 0, 1, 1, 1];
+    let input = EncoderInput {
+        input_ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 5]), &device),
+        attention_mask: Tensor::<2, Int>::from_data(TensorData::new(mask, [2, 5]), &device),
+        token_type_ids: None,
+    };
+    let hidden = Tensor::<3>::from_data(
+        TensorData::new((0..2 * 5 * 32).map(|i| i as f32).collect::<Vec<_>>(), [2, 5, 32]),
+        &device,
+    );
+    let pooled = values(clf.pool(hidden.clone(), &input));
+    let all = values(hidden);
+    assert_eq!(&pooled[..32], &all[2 * 32..3 * 32]);
+    assert_eq!(&pooled[32..], &all[(5 + 4) * 32..(5 + 5) * 32]);
+}

@@ -1,0 +1,204 @@
+//! The training loop: a tiny BERT learns a synthetic multi-label task, checkpoints land
+//! in PEFT format, resume continues exactly where the run stopped, and a NaN loss stops
+//! the run with an error naming the step.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use burn_lora::Error;
+use burn_lora::classify::{LossKind, MultiLabelClassifier, MultiLabelLoss, Pooling};
+use burn_lora::data::{Batch, EncodedSet, LabelSet};
+use burn_lora::io::SafetensorsFile;
+use burn_lora::io::peft::AdapterMeta;
+use burn_lora::lora::{LoraConfig, inject_adapters};
+use burn_lora::models::BertModel;
+use burn_lora::train::{
+    Decay, EvalResult, LoopState, TrainConfig, Trainer, TrainerCheckpoint, TrainingLoop, run_loop,
+};
+use common::fixture;
+
+fn device() -> Device {
+    burn_lora::device::parse_device("flex").unwrap()
+}
+
+/// tiny-bert with every dropout at 0, so runs are deterministic.
+fn tiny_bert_no_dropout() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("burn-lora-train-model-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = std::fs::read_to_string(fixture("tiny-bert/config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    v["hidden_dropout_prob"] = 0.0.into();
+    v["attention_probs_dropout_prob"] = 0.0.into();
+    std::fs::write(dir.join("config.json"), v.to_string()).unwrap();
+    std::fs::copy(fixture("tiny-bert/model.safetensors"), dir.join("model.safetensors")).unwrap();
+    dir
+}
+
+/// Label j is on when token 10+j occurs: learnable from the embeddings.
+fn synthetic(n: usize, seed: u64) -> EncodedSet {
+    let mut rng = burn_lora::data::SplitMix64::new(seed);
+    let mut ids = Vec::new();
+    let mut labels = Vec::new();
+    for _ in 0..n {
+        let len = 4 + rng.below(6);
+        let mut row = vec![2u32];
+        let mut lab = Vec::new();
+        for _ in 0..len {
+            let t = 10 + rng.below(30) as u32;
+            row.push(t);
+            if t < 13 && !lab.contains(&((t - 10) as usize)) {
+                lab.push((t - 10) as usize);
+            }
+        }
+        row.push(3);
+        lab.sort();
+        ids.push(row);
+        labels.push(lab);
+    }
+    EncodedSet {
+        ids,
+        labels,
+        num_labels: 3,
+        pad_id: 0,
+    }
+}
+
+fn model(dir: &Path, device: &Device, adapters: bool) -> MultiLabelClassifier<BertModel> {
+    let backbone = BertModel::load(dir, device).unwrap();
+    let mut m = MultiLabelClassifier::new(backbone, 3, Pooling::Mean, 0.0, device).unwrap();
+    if adapters {
+        inject_adapters(&mut m, &LoraConfig::new(4, 8.0, &["query", "value"]), device).unwrap();
+    }
+    m
+}
+
+fn config(epochs: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch_size: 8,
+        lr: 5e-3,
+        warmup_ratio: 0.1,
+        decay: Decay::Linear,
+        progress: false,
+        eval_batch_size: 16,
+        ..Default::default()
+    }
+}
+
+fn checkpoint(dir: &Path) -> TrainerCheckpoint {
+    TrainerCheckpoint {
+        dir: dir.to_path_buf(),
+        lora: LoraConfig::new(4, 8.0, &["query", "value"]),
+        labels: LabelSet::new(vec!["a".into(), "b".into(), "c".into()]).unwrap(),
+        meta: AdapterMeta {
+            pooling: Pooling::Mean,
+            max_len: 16,
+            template: None,
+            model_type: "bert".into(),
+        },
+        base_model: None,
+    }
+}
+
+fn adapter_tensor(dir: &Path, name: &str) -> Vec<f32> {
+    SafetensorsFile::open(dir.join("adapter_model.safetensors"))
+        .unwrap()
+        .read_f32(name)
+        .unwrap()
+        .0
+}
+
+/// Delegates to a [`Trainer`] and "crashes" right after the first evaluation (once its
+/// checkpoint is written), as a killed process would.
+struct CrashAfterFirstEval<'a> {
+    inner: &'a mut Trainer<BertModel>,
+}
+
+impl TrainingLoop for CrashAfterFirstEval<'_> {
+    fn train_step(&mut self, batch: &Batch) -> burn_lora::Result<f32> {
+        self.inner.train_step(batch)
+    }
+    fn optimizer_step(&mut self, lr: f64) -> burn_lora::Result<()> {
+        self.inner.optimizer_step(lr)
+    }
+    fn eval_step(&mut self, batch: &Batch) -> burn_lora::Result<Vec<f32>> {
+        self.inner.eval_step(batch)
+    }
+    fn on_evaluation(&mut self, s: &LoopState, e: &EvalResult, improved: bool) -> burn_lora::Result<()> {
+        self.inner.on_evaluation(s, e, improved)?;
+        Err(Error::InvalidState("simulated crash".into()))
+    }
+}
+
+#[test]
+fn learns_checkpoints_and_resumes_exactly() {
+    let device = device();
+    let train_device = device.clone().autodiff();
+    let model_dir = tiny_bert_no_dropout();
+    let (train, valid) = (synthetic(96, 1), synthetic(48, 2));
+    let out = std::env::temp_dir().join(format!("burn-lora-train-out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let loss = || MultiLabelLoss::new(LossKind::Bce);
+
+    // Uninterrupted: 4 epochs of 12 steps.
+    device.seed(1);
+    let m = model(&model_dir, &train_device, true);
+    let mut trainer = Trainer::new(m, loss(), config(4), Some(checkpoint(&out.join("a"))));
+    let full = run_loop(&mut trainer, &train, &valid, &config(4), &device, None).unwrap();
+    assert_eq!(full.step, 4 * 12);
+    assert!(full.last_loss < 0.45, "loss stayed high: {}", full.last_loss);
+    assert!(full.best_micro_f1 > 0.6, "tiny model did not learn: {}", full.best_micro_f1);
+    for f in ["adapter_config.json", "adapter_model.safetensors", "labels.txt", "thresholds.json"] {
+        assert!(out.join("a/best").join(f).exists(), "best/{f}");
+    }
+
+    // The same run, killed after its first evaluation, then resumed from `last`.
+    device.seed(1);
+    let m = model(&model_dir, &train_device, true);
+    let mut t1 = Trainer::new(m, loss(), config(4), Some(checkpoint(&out.join("b"))));
+    let err = run_loop(&mut CrashAfterFirstEval { inner: &mut t1 }, &train, &valid, &config(4), &device, None);
+    assert!(matches!(err, Err(Error::InvalidState(_))));
+    drop(t1);
+    let fresh = model(&model_dir, &train_device, false);
+    let (mut t2, state) = Trainer::resume(fresh, loss(), checkpoint(&out.join("b")), &device).unwrap();
+    assert_eq!((state.step, state.epoch, state.batch_in_epoch), (12, 1, 0));
+    let resumed = run_loop(&mut t2, &train, &valid, &config(4), &device, Some(state)).unwrap();
+    assert_eq!(resumed.step, full.step);
+    let key = "base_model.model.bert.encoder.layer.1.attention.self.value.lora_B.weight";
+    let a = adapter_tensor(&out.join("a/last"), key);
+    let b = adapter_tensor(&out.join("b/last"), key);
+    let diff = common::max_abs_diff(&a, &b);
+    assert!(diff < 1e-5, "resumed run drifted from the uninterrupted one by {diff}");
+    assert!((resumed.best_micro_f1 - full.best_micro_f1).abs() < 1e-9);
+}
+
+/// A loop whose loss turns NaN at the third micro-batch.
+struct Diverging {
+    calls: usize,
+}
+
+impl TrainingLoop for Diverging {
+    fn train_step(&mut self, _batch: &Batch) -> burn_lora::Result<f32> {
+        self.calls += 1;
+        Ok(if self.calls == 3 { f32::NAN } else { 0.5 })
+    }
+    fn optimizer_step(&mut self, _lr: f64) -> burn_lora::Result<()> {
+        Ok(())
+    }
+    fn eval_step(&mut self, batch: &Batch) -> burn_lora::Result<Vec<f32>> {
+        Ok(vec![0.5; batch.indices.len() * 3])
+    }
+    fn on_evaluation(&mut self, _: &LoopState, _: &EvalResult, _: bool) -> burn_lora::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn nan_loss_stops_with_the_step() {
+    let device = device();
+    let (train, valid) = (synthetic(64, 3), synthetic(8, 4));
+    let err = run_loop(&mut Diverging { calls: 0 }, &train, &valid, &config(1), &device, None).unwrap_err();
+    assert!(matches!(err, Error::NonFiniteLoss { step: 3, .. }), "{err}");
+}
