@@ -25,7 +25,12 @@ fn layer(rank: Option<(usize, f64)>, device: &Device) -> LoraLinear {
     if let Some((r, alpha)) = rank {
         let c = LoraConfig::new(r, alpha, &["proj"]);
         layer
-            .attach_adapter(c.params_for("proj").unwrap(), 0.0, &InitLoraWeights::Random, device)
+            .attach_adapter(
+                c.params_for("proj").unwrap(),
+                0.0,
+                &InitLoraWeights::Random,
+                device,
+            )
             .unwrap();
     }
     layer
@@ -65,7 +70,11 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(name), &l, |bch, l| {
             bch.iter(|| {
                 // The frozen baseline needs a graph too: let x require grad there.
-                let x = if rank.is_none() { x.clone().require_grad() } else { x.clone() };
+                let x = if rank.is_none() {
+                    x.clone().require_grad()
+                } else {
+                    x.clone()
+                };
                 let y = l.forward(x);
                 let grads = y.sum().backward();
                 drop(grads);

@@ -51,7 +51,10 @@ fn main() -> burn_lora::Result<()> {
     // Deterministic ids in the vocabulary's ordinary range, no padding.
     let ids: Vec<i64> = (0..n).map(|i| 1000 + (i as i64 * 7919) % 20000).collect();
     let input = EncoderInput {
-        input_ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [args.batch, args.seq]), &device),
+        input_ids: Tensor::<2, Int>::from_data(
+            TensorData::new(ids, [args.batch, args.seq]),
+            &device,
+        ),
         attention_mask: Tensor::<2, Int>::ones([args.batch, args.seq], &device),
         token_type_ids: None,
     };

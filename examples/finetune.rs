@@ -32,14 +32,26 @@ mod args;
 use args::{switch, value};
 
 const FLAGS: &[args::Flag] = &[
-    value("model", "model folder (Hugging Face config.json + safetensors + tokenizer.json)"),
-    value("data", "data folder: train/valid/test .jsonl(.gz) and optionally labels.txt"),
+    value(
+        "model",
+        "model folder (Hugging Face config.json + safetensors + tokenizer.json)",
+    ),
+    value(
+        "data",
+        "data folder: train/valid/test .jsonl(.gz) and optionally labels.txt",
+    ),
     value("out", "output folder"),
-    value("device", "flex | ndarray | wgpu | vulkan | metal | cuda[:N] (default flex)"),
+    value(
+        "device",
+        "flex | ndarray | wgpu | vulkan | metal | cuda[:N] (default flex)",
+    ),
     value("rank", "LoRA rank (default 8)"),
     value("alpha", "LoRA alpha (default 16)"),
     value("dropout", "LoRA dropout (default 0.1)"),
-    value("targets", "comma-separated target modules (default: the family's PEFT default)"),
+    value(
+        "targets",
+        "comma-separated target modules (default: the family's PEFT default)",
+    ),
     switch("rslora", "rank-stabilised scaling alpha/sqrt(r)"),
     value("epochs", "epochs (default 2)"),
     value("max-steps", "stop after N optimizer steps"),
@@ -47,21 +59,45 @@ const FLAGS: &[args::Flag] = &[
     value("grad-accum", "micro-batches per optimizer step (default 1)"),
     value("lr", "peak learning rate (default 5e-4)"),
     value("weight-decay", "AdamW weight decay (default 0.01)"),
-    value("warmup-ratio", "fraction of steps warming up (default 0.06)"),
+    value(
+        "warmup-ratio",
+        "fraction of steps warming up (default 0.06)",
+    ),
     value("schedule", "linear | cosine | constant (default linear)"),
     value("max-len", "truncation length in tokens (default 128)"),
     value("train-limit", "use only the first N training examples"),
     value("loss", "bce | focal | asl (default bce)"),
-    value("head-bias-init", "prior | zero: head bias at the label priors' logits (default prior)"),
-    switch("pos-weight", "BCE pos_weight from training label frequencies (capped at 30)"),
+    value(
+        "head-bias-init",
+        "prior | zero: head bias at the label priors' logits (default prior)",
+    ),
+    switch(
+        "pos-weight",
+        "BCE pos_weight from training label frequencies (capped at 30)",
+    ),
     value("threshold", "global | per-label (default global)"),
-    switch("at-least-one", "predict the top label when none passes its threshold"),
-    value("pooling", "pooler | cls | mean | last-token (default: the checkpoint's own)"),
-    value("eval-every", "evaluate every N optimizer steps (default: each epoch)"),
-    value("patience", "early stopping after N evaluations without improvement"),
+    switch(
+        "at-least-one",
+        "predict the top label when none passes its threshold",
+    ),
+    value(
+        "pooling",
+        "pooler | cls | mean | last-token (default: the checkpoint's own)",
+    ),
+    value(
+        "eval-every",
+        "evaluate every N optimizer steps (default: each epoch)",
+    ),
+    value(
+        "patience",
+        "early stopping after N evaluations without improvement",
+    ),
     switch("resume", "continue from OUT/last"),
     value("seed", "seed (default 42)"),
-    switch("skip-unknown-labels", "skip and count valid/test labels missing from labels.txt"),
+    switch(
+        "skip-unknown-labels",
+        "skip and count valid/test labels missing from labels.txt",
+    ),
     switch("no-progress", "no progress display"),
 ];
 
@@ -101,7 +137,10 @@ struct Args {
 
 impl Args {
     fn parse() -> Self {
-        let a = args::Args::parse("LoRA fine-tuning for multi-label text classification", FLAGS);
+        let a = args::Args::parse(
+            "LoRA fine-tuning for multi-label text classification",
+            FLAGS,
+        );
         Args {
             model: a.required("model"),
             data: a.required("data"),
@@ -186,7 +225,11 @@ fn main() -> burn_lora::Result<()> {
     let backbone = BertModel::load(&args.model, &train_device)?;
     let pooling = match &args.pooling {
         Some(p) => Pooling::parse(p)?,
-        None => Pooling::default_for(Some(&args.model), backbone.model_type(), backbone.has_pooler()),
+        None => Pooling::default_for(
+            Some(&args.model),
+            backbone.model_type(),
+            backbone.has_pooler(),
+        ),
     };
     let model_type = backbone.model_type().to_string();
     let mut model = MultiLabelClassifier::new(backbone, labels.len(), pooling, 0.1, &train_device)?;
@@ -242,7 +285,10 @@ fn main() -> burn_lora::Result<()> {
     let train = EncodedSet::encode(&data.train, &tokenizer, None, labels.len())?;
     let valid = EncodedSet::encode(&data.valid, &tokenizer, None, labels.len())?;
     let test = EncodedSet::encode(&data.test, &tokenizer, None, labels.len())?;
-    println!("tokenised in {:.1}s; pooling {pooling:?}", t0.elapsed().as_secs_f64());
+    println!(
+        "tokenised in {:.1}s; pooling {pooling:?}",
+        t0.elapsed().as_secs_f64()
+    );
 
     let (mut trainer, state) = if args.resume {
         let (t, s) = Trainer::resume(model, loss, checkpoint, &device)?;
@@ -259,7 +305,10 @@ fn main() -> burn_lora::Result<()> {
             model.head.num_params(),
             report.trainable_params + model.head.num_params()
         );
-        (Trainer::new(model, loss, config.clone(), Some(checkpoint.clone())), None)
+        (
+            Trainer::new(model, loss, config.clone(), Some(checkpoint.clone())),
+            None,
+        )
     };
     let trainable = trainer.model().trainable_params();
     let state = run_loop(&mut trainer, &train, &valid, &config, &device, state)?;
@@ -293,7 +342,10 @@ fn main() -> burn_lora::Result<()> {
     let valid_metrics = evaluate(valid_scores, &thresholds);
     let test_probs = predict_probs(&best, &test, 64, &device)?;
     let test_targets = multi_hot(&data.test, labels.len());
-    let test_metrics = evaluate(Scores::new(&test_probs, &test_targets, labels.len())?, &thresholds);
+    let test_metrics = evaluate(
+        Scores::new(&test_probs, &test_targets, labels.len())?,
+        &thresholds,
+    );
 
     save_adapter(
         args.out.join("adapter"),
@@ -333,7 +385,11 @@ fn main() -> burn_lora::Result<()> {
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
 
-    println!("\ntest metrics ({} examples, thresholds tuned on valid: {})", data.test.len(), args.threshold);
+    println!(
+        "\ntest metrics ({} examples, thresholds tuned on valid: {})",
+        data.test.len(),
+        args.threshold
+    );
     println!("| metric          | value  |");
     println!("|-----------------|--------|");
     for (name, v) in [

@@ -27,11 +27,23 @@ use args::value;
 
 const FLAGS: &[args::Flag] = &[
     value("model", "base model folder"),
-    value("adapter", "adapter folder (adapter_config.json, adapter_model.safetensors, labels.txt)"),
-    value("input", "JSON Lines with a `text` field (and optional `id`); default: text lines on stdin"),
-    value("threshold", "one global threshold instead of the adapter's tuned ones"),
+    value(
+        "adapter",
+        "adapter folder (adapter_config.json, adapter_model.safetensors, labels.txt)",
+    ),
+    value(
+        "input",
+        "JSON Lines with a `text` field (and optional `id`); default: text lines on stdin",
+    ),
+    value(
+        "threshold",
+        "one global threshold instead of the adapter's tuned ones",
+    ),
     value("format", "table | jsonl (default table)"),
-    value("device", "flex | ndarray | wgpu | vulkan | metal | cuda[:N] (default flex)"),
+    value(
+        "device",
+        "flex | ndarray | wgpu | vulkan | metal | cuda[:N] (default flex)",
+    ),
 ];
 
 struct Args {
@@ -79,11 +91,16 @@ fn main() -> burn_lora::Result<()> {
     match &args.input {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| burn_lora::Error::io(path, e))?;
-            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                let v: serde_json::Value = serde_json::from_str(line).map_err(|e| burn_lora::Error::Format {
-                    path: path.clone(),
-                    message: format!("line {}: {e}", i + 1),
-                })?;
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).map_err(|e| burn_lora::Error::Format {
+                        path: path.clone(),
+                        message: format!("line {}: {e}", i + 1),
+                    })?;
                 let text = v["text"].as_str().ok_or_else(|| burn_lora::Error::Format {
                     path: path.clone(),
                     message: format!("line {}: no `text` string", i + 1),
@@ -93,7 +110,11 @@ fn main() -> burn_lora::Result<()> {
                     serde_json::Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                examples.push(Example { id: Some(id), text: text.to_string(), labels: vec![] });
+                examples.push(Example {
+                    id: Some(id),
+                    text: text.to_string(),
+                    labels: vec![],
+                });
             }
         }
         None => {
@@ -105,13 +126,19 @@ fn main() -> burn_lora::Result<()> {
             for (i, line) in input.as_bytes().lines().enumerate() {
                 let line = line.map_err(|e| burn_lora::Error::io("<stdin>", e))?;
                 if !line.trim().is_empty() {
-                    examples.push(Example { id: Some((i + 1).to_string()), text: line, labels: vec![] });
+                    examples.push(Example {
+                        id: Some((i + 1).to_string()),
+                        text: line,
+                        labels: vec![],
+                    });
                 }
             }
         }
     }
     if examples.is_empty() {
-        return Err(burn_lora::Error::EmptyData(args.input.clone().unwrap_or_else(|| "<stdin>".into())));
+        return Err(burn_lora::Error::EmptyData(
+            args.input.clone().unwrap_or_else(|| "<stdin>".into()),
+        ));
     }
     let set = EncodedSet::encode(&examples, &tokenizer, None, labels.len())?;
     let probs = predict_probs(&model, &set, 32, &device)?;
@@ -124,7 +151,10 @@ fn main() -> burn_lora::Result<()> {
     let l = labels.len();
     for (i, e) in examples.iter().enumerate() {
         let row = &probs[i * l..(i + 1) * l];
-        let chosen: Vec<&str> = (0..l).filter(|&j| decisions[i * l + j] == 1).map(|j| labels.name(j)).collect();
+        let chosen: Vec<&str> = (0..l)
+            .filter(|&j| decisions[i * l + j] == 1)
+            .map(|j| labels.name(j))
+            .collect();
         match args.format.as_str() {
             "jsonl" => println!("{}", json!({"id": e.id, "labels": chosen, "probs": row})),
             _ => {
@@ -132,8 +162,19 @@ fn main() -> burn_lora::Result<()> {
                 let mut top: Vec<usize> = (0..l).collect();
                 top.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
                 println!("[{}] {preview}", e.id.as_deref().unwrap_or(""));
-                println!("    labels: {}", if chosen.is_empty() { "(none)".into() } else { chosen.join(", ") });
-                let best: Vec<String> = top.iter().take(3).map(|&j| format!("{} {:.3}", labels.name(j), row[j])).collect();
+                println!(
+                    "    labels: {}",
+                    if chosen.is_empty() {
+                        "(none)".into()
+                    } else {
+                        chosen.join(", ")
+                    }
+                );
+                let best: Vec<String> = top
+                    .iter()
+                    .take(3)
+                    .map(|&j| format!("{} {:.3}", labels.name(j), row[j]))
+                    .collect();
                 println!("    top-3:  {}", best.join(", "));
             }
         }

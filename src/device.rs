@@ -80,7 +80,9 @@ pub fn parse_device(spec: &str) -> Result<Device> {
                 return Err(not_compiled("cuda"));
             }
         }
-        other => Err(err(format!("unknown backend `{other}`; expected {DEVICE_NAMES}"))),
+        other => Err(err(format!(
+            "unknown backend `{other}`; expected {DEVICE_NAMES}"
+        ))),
     }
 }
 

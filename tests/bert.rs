@@ -33,7 +33,10 @@ fn minilm_dir() -> PathBuf {
 
 fn ints(st: &SafetensorsFile, name: &str) -> (Vec<u32>, [usize; 2]) {
     let (v, shape) = st.read_i64(name).unwrap();
-    (v.into_iter().map(|x| x as u32).collect(), [shape[0], shape[1]])
+    (
+        v.into_iter().map(|x| x as u32).collect(),
+        [shape[0], shape[1]],
+    )
 }
 
 fn input_from(st: &SafetensorsFile, device: &Device) -> (EncoderInput, Vec<u32>, [usize; 2]) {
@@ -68,7 +71,11 @@ fn check_parity(dir: &Path, reference: &Path) {
     let ours = values(hidden.clone());
     let (reference_h, _) = st.read_f32("last_hidden_state").unwrap();
     let err = masked_diff(&ours, &reference_h, &mask, h);
-    assert!(err <= 1e-4, "{}: last hidden state off by {err}", dir.display());
+    assert!(
+        err <= 1e-4,
+        "{}: last hidden state off by {err}",
+        dir.display()
+    );
     if st.contains("pooler_output") {
         let pooled = values(model.pool(hidden).expect("model has a pooler"));
         let (reference_p, _) = st.read_f32("pooler_output").unwrap();
@@ -92,10 +99,9 @@ fn tiny_random_bert_family_matches_transformers() {
 
 #[test]
 fn tokenizer_matches_transformers() {
-    let data: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("minilm_tokens.json")).unwrap(),
-    )
-    .unwrap();
+    let data: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("minilm_tokens.json")).unwrap())
+            .unwrap();
     let tok = TextTokenizer::from_file(
         minilm_dir().join("tokenizer.json"),
         data["max_len"].as_u64().unwrap() as usize,
@@ -120,7 +126,11 @@ fn tokenizer_matches_transformers() {
     let st = SafetensorsFile::open(fixture("minilm_reference.safetensors")).unwrap();
     let (ids, [b, s]) = ints(&st, "input_ids");
     let (mask, _) = ints(&st, "attention_mask");
-    let texts: Vec<&str> = strings.iter().take(b).map(|v| v["text"].as_str().unwrap()).collect();
+    let texts: Vec<&str> = strings
+        .iter()
+        .take(b)
+        .map(|v| v["text"].as_str().unwrap())
+        .collect();
     let batch = tok.encode_batch(&texts).unwrap();
     assert_eq!((batch.batch, batch.seq), (b, s));
     assert_eq!(batch.ids, ids);
@@ -129,10 +139,9 @@ fn tokenizer_matches_transformers() {
 
 #[test]
 fn lora_trainable_params_match_peft() {
-    let counts: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("minilm_peft_counts.json")).unwrap(),
-    )
-    .unwrap();
+    let counts: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("minilm_peft_counts.json")).unwrap())
+            .unwrap();
     let device = device();
     let config = LoraConfig::new(8, 16.0, &["query", "value"]);
     let (_, report) = BertModel::from_pretrained(minilm_dir(), &config, &device).unwrap();
@@ -144,7 +153,9 @@ fn lora_trainable_params_match_peft() {
     assert_eq!(report.adapted.len(), 12);
     assert_eq!(
         (report.trainable_params + 71 * 384 + 71) as u64,
-        counts["seq_cls_71_labels_with_classifier"].as_u64().unwrap()
+        counts["seq_cls_71_labels_with_classifier"]
+            .as_u64()
+            .unwrap()
     );
 }
 
@@ -177,7 +188,8 @@ fn rewrite_without(dir: &Path, drop: &str) {
         .map(|(n, s, b)| {
             (
                 n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
             )
         })
         .collect();
@@ -207,7 +219,11 @@ fn broken_checkpoints_give_specific_errors() {
     )
     .unwrap();
     match BertModel::load(&dir, &device) {
-        Err(Error::ShapeMismatch { name, expected, actual }) => {
+        Err(Error::ShapeMismatch {
+            name,
+            expected,
+            actual,
+        }) => {
             assert_eq!(name, "encoder.layer.0.intermediate.dense.weight");
             assert_eq!((expected, actual), (vec![38, 32], vec![37, 32]));
         }
@@ -217,21 +233,42 @@ fn broken_checkpoints_give_specific_errors() {
     let dir = scratch("truncated");
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
     std::fs::write(dir.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
-    assert!(matches!(BertModel::load(&dir, &device), Err(Error::Format { .. })));
+    assert!(matches!(
+        BertModel::load(&dir, &device),
+        Err(Error::Format { .. })
+    ));
     std::fs::write(dir.join("model.safetensors"), &bytes[..5]).unwrap();
-    assert!(matches!(BertModel::load(&dir, &device), Err(Error::Format { .. })));
+    assert!(matches!(
+        BertModel::load(&dir, &device),
+        Err(Error::Format { .. })
+    ));
 
     let dir = scratch("config");
     std::fs::write(dir.join("config.json"), "{ not json").unwrap();
-    assert!(matches!(BertModel::load(&dir, &device), Err(Error::Format { .. })));
+    assert!(matches!(
+        BertModel::load(&dir, &device),
+        Err(Error::Format { .. })
+    ));
     std::fs::write(dir.join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
     let err = BertModel::load(&dir, &device).unwrap_err();
-    assert!(matches!(err, Error::Unsupported { what: "model_type", .. }));
-    assert!(err.to_string().contains("bert, roberta, distilbert"), "{err}");
+    assert!(matches!(
+        err,
+        Error::Unsupported {
+            what: "model_type",
+            ..
+        }
+    ));
+    assert!(
+        err.to_string().contains("bert, roberta, distilbert"),
+        "{err}"
+    );
     let e = BertConfig::from_json(r#"{"model_type": "bert", "vocab_size": 10}"#).unwrap_err();
     assert!(matches!(e, Error::Json(_)), "{e}");
     std::fs::remove_file(dir.join("config.json")).unwrap();
-    assert!(matches!(BertModel::load(&dir, &device), Err(Error::Io { .. })));
+    assert!(matches!(
+        BertModel::load(&dir, &device),
+        Err(Error::Io { .. })
+    ));
 }
 
 #[test]

@@ -40,7 +40,12 @@ fn matrix(v: &Value) -> (Vec<f32>, [usize; 2]) {
     let cols = rows[0].as_array().unwrap().len();
     let flat = rows
         .iter()
-        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
         .collect();
     (flat, [rows.len(), cols])
 }
@@ -91,7 +96,10 @@ fn losses_match_references() {
         }),
         "asl_g1_g2_noclip",
     );
-    assert!(matches!(LossKind::parse("hinge"), Err(Error::Unsupported { .. })));
+    assert!(matches!(
+        LossKind::parse("hinge"),
+        Err(Error::Unsupported { .. })
+    ));
 }
 
 /// Metrics equal scikit-learn's (zero_division=0) to 1e-12.
@@ -151,9 +159,15 @@ fn threshold_tuning() {
     let mg = evaluate(scores, &global);
     let mp = evaluate(scores, &per);
     for j in 0..l {
-        assert!(mp.per_label[j].f1 >= mg.per_label[j].f1 - 1e-12, "label {j}");
+        assert!(
+            mp.per_label[j].f1 >= mg.per_label[j].f1 - 1e-12,
+            "label {j}"
+        );
     }
-    assert_eq!(per.per_label[5], global.global, "label without positives keeps global");
+    assert_eq!(
+        per.per_label[5], global.global,
+        "label without positives keeps global"
+    );
     let top1 = Thresholds::global(0.999, l, true);
     let pred = top1.apply(&probs);
     for row in pred.chunks(l) {
@@ -175,22 +189,40 @@ fn data_loading_errors_and_formats() {
     let dir = scratch("jsonl");
     let labels = LabelSet::new(vec!["a".into(), "b".into()]).unwrap();
     let p = dir.join("valid.jsonl");
-    std::fs::write(&p, "{\"text\": \"x\", \"labels\": [\"a\"]}\n{\"text\": \"y\", \"labels\": [\"zz\", \"b\"]}\n").unwrap();
+    std::fs::write(
+        &p,
+        "{\"text\": \"x\", \"labels\": [\"a\"]}\n{\"text\": \"y\", \"labels\": [\"zz\", \"b\"]}\n",
+    )
+    .unwrap();
     match load_jsonl(&p, &labels, UnknownLabelPolicy::Error) {
-        Err(Error::UnknownLabel { line, label, .. }) => assert_eq!((line, label.as_str()), (2, "zz")),
+        Err(Error::UnknownLabel { line, label, .. }) => {
+            assert_eq!((line, label.as_str()), (2, "zz"))
+        }
         other => panic!("expected UnknownLabel, got {other:?}"),
     }
     let (ex, stats) = load_jsonl(&p, &labels, UnknownLabelPolicy::Skip).unwrap();
     assert_eq!((ex.len(), stats.unknown_labels_skipped), (2, 1));
     assert_eq!(ex[1].labels, vec![1]);
     std::fs::write(&p, "\n\n").unwrap();
-    assert!(matches!(load_jsonl(&p, &labels, UnknownLabelPolicy::Error), Err(Error::EmptyData(_))));
+    assert!(matches!(
+        load_jsonl(&p, &labels, UnknownLabelPolicy::Error),
+        Err(Error::EmptyData(_))
+    ));
     std::fs::write(&p, "{\"text\": 3}\n").unwrap();
-    assert!(matches!(load_jsonl(&p, &labels, UnknownLabelPolicy::Error), Err(Error::Format { .. })));
+    assert!(matches!(
+        load_jsonl(&p, &labels, UnknownLabelPolicy::Error),
+        Err(Error::Format { .. })
+    ));
 
     let csv = dir.join("d.csv");
     std::fs::write(&csv, "id,text,labels\n1,\"hello, world\",a|b\n2,bye,\n").unwrap();
-    let (ex, _) = load_csv(&csv, &labels, &Default::default(), UnknownLabelPolicy::Error).unwrap();
+    let (ex, _) = load_csv(
+        &csv,
+        &labels,
+        &Default::default(),
+        UnknownLabelPolicy::Error,
+    )
+    .unwrap();
     assert_eq!(ex[0].text, "hello, world");
     assert_eq!(ex[0].labels, vec![0, 1]);
     assert!(ex[1].labels.is_empty());
@@ -199,7 +231,10 @@ fn data_loading_errors_and_formats() {
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/debtags-min200");
     let splits = DataSplits::load(&data, UnknownLabelPolicy::Error).unwrap();
     assert_eq!(splits.labels.len(), 71);
-    assert_eq!((splits.train.len(), splits.valid.len(), splits.test.len()), (23339, 2853, 2844));
+    assert_eq!(
+        (splits.train.len(), splits.valid.len(), splits.test.len()),
+        (23339, 2853, 2844)
+    );
 }
 
 fn tiny_tokenizer_examples() -> Vec<Example> {
@@ -252,11 +287,14 @@ fn adapter_round_trip() {
     // Saving again over an existing folder works (atomic swap).
     save_adapter(&out, &mut model, &contents).unwrap();
     let saved: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap())
+            .unwrap();
     assert_eq!(saved["task_type"], "SEQ_CLS");
     assert_eq!(saved["modules_to_save"], serde_json::json!(["classifier"]));
     let st = burn_lora::io::SafetensorsFile::open(out.join("adapter_model.safetensors")).unwrap();
-    assert!(st.contains("base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight"));
+    assert!(
+        st.contains("base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight")
+    );
     assert!(st.contains("base_model.model.classifier.weight"));
 
     let loaded = read_adapter(&out).unwrap();
@@ -293,8 +331,14 @@ fn python_peft_seq_cls_adapter_matches() {
     let adapter = read_adapter(fixture("peft_seqcls_minilm")).unwrap();
     assert!(adapter.meta.is_none());
     let backbone = BertModel::load(&model_dir, &device).unwrap();
-    let mut model =
-        MultiLabelClassifier::new(backbone, adapter.labels.len(), Pooling::Pooler, 0.0, &device).unwrap();
+    let mut model = MultiLabelClassifier::new(
+        backbone,
+        adapter.labels.len(),
+        Pooling::Pooler,
+        0.0,
+        &device,
+    )
+    .unwrap();
     load_adapter_weights(&adapter, &mut model, &device).unwrap();
     let tokenizer = TextTokenizer::from_file(model_dir.join("tokenizer.json"), 512).unwrap();
     let examples: Vec<Example> = reference["texts"]

@@ -18,13 +18,22 @@ fn device() -> Device {
 
 fn ints(st: &SafetensorsFile, name: &str) -> (Vec<u32>, [usize; 2]) {
     let (v, shape) = st.read_i64(name).unwrap();
-    (v.into_iter().map(|x| x as u32).collect(), [shape[0], shape[1]])
+    (
+        v.into_iter().map(|x| x as u32).collect(),
+        [shape[0], shape[1]],
+    )
 }
 
 #[test]
 fn tiny_decoders_match_transformers() {
     let device = device();
-    for name in ["tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-qwen3", "tiny-llama-bf16-sharded"] {
+    for name in [
+        "tiny-llama",
+        "tiny-mistral",
+        "tiny-qwen2",
+        "tiny-qwen3",
+        "tiny-llama-bf16-sharded",
+    ] {
         let dir = fixture(name);
         let model = LlamaModel::load(&dir, &device).unwrap();
         let st = SafetensorsFile::open(dir.join("reference.safetensors")).unwrap();
@@ -54,7 +63,11 @@ fn peft_default_targets_and_all_linear() {
     // q_proj 32->32 and v_proj 32->16 per layer, 2 layers, r = 4.
     assert_eq!(report.adapted.len(), 4);
     assert_eq!(report.trainable_params, 2 * (4 * (32 + 32) + 4 * (32 + 16)));
-    assert!(report.adapted.contains(&"layers.1.self_attn.v_proj".to_string()));
+    assert!(
+        report
+            .adapted
+            .contains(&"layers.1.self_attn.v_proj".to_string())
+    );
     lora.target_modules = Some(burn_lora::lora::ModuleSelector::AllLinear);
     let (_, report) = LlamaModel::from_pretrained(fixture("tiny-llama"), &lora, &device).unwrap();
     assert_eq!(report.adapted.len(), 14);
@@ -76,7 +89,10 @@ fn last_token_pooling_handles_both_paddings() {
         token_type_ids: None,
     };
     let hidden = Tensor::<3>::from_data(
-        TensorData::new((0..2 * 5 * 32).map(|i| i as f32).collect::<Vec<_>>(), [2, 5, 32]),
+        TensorData::new(
+            (0..2 * 5 * 32).map(|i| i as f32).collect::<Vec<_>>(),
+            [2, 5, 32],
+        ),
         &device,
     );
     let pooled = values(clf.pool(hidden.clone(), &input));

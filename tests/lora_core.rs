@@ -31,9 +31,14 @@ fn layer_from_case(
     let r = case["r"].as_u64().unwrap() as usize;
     let alpha = case["lora_alpha"].as_f64().unwrap();
     let rslora = case["use_rslora"].as_bool().unwrap();
-    let weight = st.tensor::<2>(&format!("{name}.weight"), None, device).unwrap();
+    let weight = st
+        .tensor::<2>(&format!("{name}.weight"), None, device)
+        .unwrap();
     let bias = if case["bias"].as_bool().unwrap() {
-        Some(st.tensor::<1>(&format!("{name}.bias"), None, device).unwrap())
+        Some(
+            st.tensor::<1>(&format!("{name}.bias"), None, device)
+                .unwrap(),
+        )
     } else {
         None
     };
@@ -48,8 +53,12 @@ fn layer_from_case(
     layer
         .attach_adapter(params, 0.0, &InitLoraWeights::Default, device)
         .unwrap();
-    let a = st.tensor::<2>(&format!("{name}.lora_A"), None, device).unwrap();
-    let b = st.tensor::<2>(&format!("{name}.lora_B"), None, device).unwrap();
+    let a = st
+        .tensor::<2>(&format!("{name}.lora_A"), None, device)
+        .unwrap();
+    let b = st
+        .tensor::<2>(&format!("{name}.lora_B"), None, device)
+        .unwrap();
     layer.set_lora_weights(a, b).unwrap();
     let x = st.tensor::<3>(&format!("{name}.x"), None, device).unwrap();
     (layer, x)
@@ -71,7 +80,10 @@ fn forward_matches_peft() {
             let err = max_rel_err(&y, &y_ref);
             assert!(err <= 1e-5, "{dev_name} {case}: rel err {err}");
             // The fixture's adapter is not a no-op, so this comparison can fail.
-            let y_base = values(st.tensor::<3>(&format!("{name}.y_base"), None, &device).unwrap());
+            let y_base = values(
+                st.tensor::<3>(&format!("{name}.y_base"), None, &device)
+                    .unwrap(),
+            );
             assert!(max_abs_diff(&y_ref, &y_base) > 1e-3);
         }
     }
@@ -96,17 +108,29 @@ fn merge_unmerge_and_default_init() {
                     .unwrap(),
             );
             let err = max_abs_diff(&merged_w, &merged_ref);
-            assert!(err <= 1e-5, "{dev_name} {name}: merged W differs from PEFT by {err}");
+            assert!(
+                err <= 1e-5,
+                "{dev_name} {name}: merged W differs from PEFT by {err}"
+            );
             let y_merged = values(layer.forward(x.clone()));
             let err = max_rel_err(&y_merged, &y_unmerged);
-            assert!(err <= 1e-5, "{dev_name} {name}: merged forward rel err {err}");
+            assert!(
+                err <= 1e-5,
+                "{dev_name} {name}: merged forward rel err {err}"
+            );
             layer.unmerge().unwrap();
             let err = max_abs_diff(&values(layer.base.weight.val()), &w0);
-            assert!(err <= 1e-6, "{dev_name} {name}: unmerge left W off by {err}");
+            assert!(
+                err <= 1e-6,
+                "{dev_name} {name}: unmerge left W off by {err}"
+            );
             // Disabling the adapter gives exactly the base output.
             layer.set_adapter_enabled(false).unwrap();
             let y_off = values(layer.forward(x.clone()));
-            let y_base = values(st.tensor::<3>(&format!("{name}.y_base"), None, &device).unwrap());
+            let y_base = values(
+                st.tensor::<3>(&format!("{name}.y_base"), None, &device)
+                    .unwrap(),
+            );
             assert!(max_rel_err(&y_off, &y_base) <= 1e-5);
         }
 
@@ -118,12 +142,24 @@ fn merge_unmerge_and_default_init() {
         let y_base = values(layer.forward(x.clone()));
         let config = LoraConfig::new(8, 16.0, &["proj"]);
         layer
-            .attach_adapter(config.params_for("proj").unwrap(), 0.0, &config.init_lora_weights, &device)
+            .attach_adapter(
+                config.params_for("proj").unwrap(),
+                0.0,
+                &config.init_lora_weights,
+                &device,
+            )
             .unwrap();
-        assert_eq!(values(layer.forward(x)), y_base, "{dev_name}: default init must be a no-op");
+        assert_eq!(
+            values(layer.forward(x)),
+            y_base,
+            "{dev_name}: default init must be a no-op"
+        );
         let a = values(layer.lora_a().unwrap());
         let bound = 1.0 / 32f32.sqrt();
-        assert!(a.iter().all(|v| v.abs() <= bound), "A outside kaiming bound");
+        assert!(
+            a.iter().all(|v| v.abs() <= bound),
+            "A outside kaiming bound"
+        );
         assert!(a.iter().any(|v| *v != 0.0));
         assert!(values(layer.lora_b().unwrap()).iter().all(|v| *v == 0.0));
     }
@@ -142,7 +178,12 @@ fn training_updates_only_adapter() {
         let mut config = LoraConfig::new(4, 8.0, &["proj"]);
         config.lora_dropout = 0.1;
         layer
-            .attach_adapter(config.params_for("proj").unwrap(), 0.1, &config.init_lora_weights, &device)
+            .attach_adapter(
+                config.params_for("proj").unwrap(),
+                0.1,
+                &config.init_lora_weights,
+                &device,
+            )
             .unwrap();
         let w0 = values(layer.base.weight.val());
         let b0 = values(layer.base.bias.as_ref().unwrap().val());
@@ -160,16 +201,31 @@ fn training_updates_only_adapter() {
             layer = optim.step(1e-2, layer, grads);
         }
         assert_eq!(values(layer.base.weight.val()), w0, "{dev_name}: W changed");
-        assert_eq!(values(layer.base.bias.as_ref().unwrap().val()), b0, "{dev_name}: b changed");
-        assert_ne!(values(layer.lora_a().unwrap()), a0, "{dev_name}: A did not train");
-        assert_ne!(values(layer.lora_b().unwrap()), bb0, "{dev_name}: B did not train");
+        assert_eq!(
+            values(layer.base.bias.as_ref().unwrap().val()),
+            b0,
+            "{dev_name}: b changed"
+        );
+        assert_ne!(
+            values(layer.lora_a().unwrap()),
+            a0,
+            "{dev_name}: A did not train"
+        );
+        assert_ne!(
+            values(layer.lora_b().unwrap()),
+            bb0,
+            "{dev_name}: B did not train"
+        );
         let (first, last) = (losses[0], *losses.last().unwrap());
         assert!(last < first * 0.9, "{dev_name}: loss {first} -> {last}");
         assert_eq!(layer.trainable_params(), 4 * (10 + 6));
         // Evaluation mode: dropout off, so two forwards agree.
         let eval = layer.valid();
         let x_plain = x.clone().without_autodiff();
-        assert_eq!(values(eval.forward(x_plain.clone())), values(eval.forward(x_plain)));
+        assert_eq!(
+            values(eval.forward(x_plain.clone())),
+            values(eval.forward(x_plain))
+        );
     }
 }
 
@@ -194,7 +250,11 @@ impl TinyEncoder {
 }
 
 impl LoraTargets for TinyEncoder {
-    fn visit_linears(&mut self, prefix: &str, visitor: &mut LinearVisitor<'_>) -> burn_lora::Result<()> {
+    fn visit_linears(
+        &mut self,
+        prefix: &str,
+        visitor: &mut LinearVisitor<'_>,
+    ) -> burn_lora::Result<()> {
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let p = join_path(prefix, &format!("encoder.layer.{i}.attention.self"));
             for (name, lin) in ["query", "key", "value"].iter().zip(layer.iter_mut()) {
@@ -239,9 +299,17 @@ fn peft_adapter_config_round_trip_and_matching() {
     assert_eq!(adapted, peft_adapted);
     for path in &adapted {
         let p = config.params_for(path).unwrap();
-        assert_eq!(p.r as u64, expected["ranks"][path].as_u64().unwrap(), "{path}");
+        assert_eq!(
+            p.r as u64,
+            expected["ranks"][path].as_u64().unwrap(),
+            "{path}"
+        );
         let s = expected["scalings"][path].as_f64().unwrap();
-        assert!((p.scaling - s).abs() < 1e-12, "{path}: {} vs {s}", p.scaling);
+        assert!(
+            (p.scaling - s).abs() < 1e-12,
+            "{path}: {} vs {s}",
+            p.scaling
+        );
     }
 }
 
@@ -251,7 +319,10 @@ fn invalid_configs_are_rejected_specifically() {
     let base = LoraConfig::new(8, 16.0, &["query"]);
     let mut c = base.clone();
     c.r = 0;
-    assert!(matches!(c.validate(), Err(Error::InvalidRank { rank: 0, .. })));
+    assert!(matches!(
+        c.validate(),
+        Err(Error::InvalidRank { rank: 0, .. })
+    ));
     let mut c = base.clone();
     c.lora_alpha = 0.0;
     assert!(matches!(c.validate(), Err(Error::InvalidAlpha { .. })));
@@ -264,26 +335,50 @@ fn invalid_configs_are_rejected_specifically() {
     }
     let mut c = base.clone();
     c.target_modules = Some(ModuleSelector::Regex("(unclosed".into()));
-    assert!(matches!(c.validate(), Err(Error::InvalidRegex { field: "target_modules", .. })));
+    assert!(matches!(
+        c.validate(),
+        Err(Error::InvalidRegex {
+            field: "target_modules",
+            ..
+        })
+    ));
     let mut c = base.clone();
     c.rank_pattern.insert("[".into(), 4);
-    assert!(matches!(c.validate(), Err(Error::InvalidRegex { field: "rank_pattern", .. })));
+    assert!(matches!(
+        c.validate(),
+        Err(Error::InvalidRegex {
+            field: "rank_pattern",
+            ..
+        })
+    ));
     let mut c = base.clone();
     c.rank_pattern.insert("query".into(), 0);
     assert!(matches!(c.validate(), Err(Error::InvalidRank { .. })));
     let mut c = base.clone();
     c.bias = "all".into();
-    assert!(matches!(c.validate(), Err(Error::Unsupported { what: "bias", .. })));
+    assert!(matches!(
+        c.validate(),
+        Err(Error::Unsupported { what: "bias", .. })
+    ));
     let json = r#"{"peft_type": "LORA", "r": 4, "init_lora_weights": "pissa"}"#;
     let c: LoraConfig = serde_json::from_str(json).unwrap();
-    assert!(matches!(c.validate(), Err(Error::Unsupported { what: "init_lora_weights", .. })));
+    assert!(matches!(
+        c.validate(),
+        Err(Error::Unsupported {
+            what: "init_lora_weights",
+            ..
+        })
+    ));
 
     let (_, device) = devices().remove(0);
     let mut model = TinyEncoder::new(&device);
     let c = LoraConfig::new(8, 16.0, &["q_proj"]);
     let err = inject_adapters(&mut model, &c, &device).unwrap_err();
     assert!(matches!(err, Error::NoTargetMatched { .. }), "{err}");
-    assert!(err.to_string().contains("encoder.layer.0.attention.self.query"));
+    assert!(
+        err.to_string()
+            .contains("encoder.layer.0.attention.self.query")
+    );
 }
 
 /// `"all-linear"` adapts every linear but the head; scaling follows rsLoRA.

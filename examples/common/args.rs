@@ -22,11 +22,19 @@ pub struct Flag {
 }
 
 pub const fn value(name: &'static str, help: &'static str) -> Flag {
-    Flag { name, takes_value: true, help }
+    Flag {
+        name,
+        takes_value: true,
+        help,
+    }
 }
 
 pub const fn switch(name: &'static str, help: &'static str) -> Flag {
-    Flag { name, takes_value: false, help }
+    Flag {
+        name,
+        takes_value: false,
+        help,
+    }
 }
 
 fn usage(about: &str, flags: &[Flag]) -> String {
@@ -76,7 +84,9 @@ impl Args {
             if flag.takes_value {
                 let v = match inline {
                     Some(v) => v,
-                    None => it.next().ok_or_else(|| format!("`--{name}` needs a value"))?,
+                    None => it
+                        .next()
+                        .ok_or_else(|| format!("`--{name}` needs a value"))?,
                 };
                 values.insert(name, v);
             } else {

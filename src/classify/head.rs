@@ -218,12 +218,21 @@ impl<B: Backbone> MultiLabelClassifier<B> {
         if pooling == Pooling::Pooler && !backbone.has_pooler() {
             return Err(Error::Unsupported {
                 what: "pooling",
-                detail: format!("`pooler`: this {} checkpoint has no pooler", backbone.model_type()),
+                detail: format!(
+                    "`pooler`: this {} checkpoint has no pooler",
+                    backbone.model_type()
+                ),
             });
         }
         let decoder = !matches!(backbone.model_type(), "bert" | "roberta" | "distilbert");
         let head_name = if decoder { "score" } else { "classifier" };
-        let head = ClassificationHead::init(backbone.hidden_size(), num_labels, !decoder, dropout, device);
+        let head = ClassificationHead::init(
+            backbone.hidden_size(),
+            num_labels,
+            !decoder,
+            dropout,
+            device,
+        );
         Ok(MultiLabelClassifier {
             backbone,
             head,
@@ -260,7 +269,12 @@ impl<B: Backbone> MultiLabelClassifier<B> {
                     .reshape([1, s])
                     .repeat_dim(0, b);
                 let last = (positions.clone() * not_pad).argmax(1); // [b, 1]
-                let one_hot = positions.equal(last.repeat_dim(1, s)).float().reshape([b, 1, s]);
+                // Compared as floats: argmax and arange may use different int widths.
+                let one_hot = positions
+                    .float()
+                    .equal(last.float().repeat_dim(1, s))
+                    .float()
+                    .reshape([b, 1, s]);
                 one_hot.matmul(hidden).reshape([b, h])
             }
         }

@@ -143,7 +143,8 @@ impl MultiLabelLoss {
                 let ce = bce_with_logits_elementwise(logits.clone(), targets.clone(), None);
                 let p = sigmoid(logits);
                 let one_minus_y = targets.clone().neg().add_scalar(1.0);
-                let p_t = p.clone() * targets.clone() + p.neg().add_scalar(1.0) * one_minus_y.clone();
+                let p_t =
+                    p.clone() * targets.clone() + p.neg().add_scalar(1.0) * one_minus_y.clone();
                 let mut loss = ce * p_t.neg().add_scalar(1.0).powf_scalar(gamma);
                 if let Some(a) = alpha {
                     let alpha_t = targets.mul_scalar(a) + one_minus_y.mul_scalar(1.0 - a);

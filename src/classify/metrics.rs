@@ -142,7 +142,11 @@ fn div(a: f64, b: f64) -> f64 {
 }
 
 /// Metrics of hard predictions `pred` against `targets` (both `n × labels`, 0/1).
-pub fn metrics_from_predictions(pred: &[u8], targets: &[u8], num_labels: usize) -> MultiLabelMetrics {
+pub fn metrics_from_predictions(
+    pred: &[u8],
+    targets: &[u8],
+    num_labels: usize,
+) -> MultiLabelMetrics {
     let n = targets.len() / num_labels;
     let mut tp = vec![0usize; num_labels];
     let mut fp = vec![0usize; num_labels];
@@ -240,7 +244,13 @@ pub fn tune_thresholds(
     let mut thresholds = Thresholds::global(global, l, at_least_one);
     if mode == ThresholdMode::PerLabel {
         for j in 0..l {
-            let positives = scores.targets.iter().skip(j).step_by(l).filter(|&&y| y == 1).count();
+            let positives = scores
+                .targets
+                .iter()
+                .skip(j)
+                .step_by(l)
+                .filter(|&&y| y == 1)
+                .count();
             if positives < min_positives {
                 continue;
             }

@@ -58,7 +58,12 @@ impl EncodedSet {
 
     /// Build the batch of the given example indices.
     pub fn batch(&self, indices: &[usize], device: &Device) -> Result<Batch> {
-        let seq = indices.iter().map(|&i| self.ids[i].len()).max().unwrap_or(1).max(1);
+        let seq = indices
+            .iter()
+            .map(|&i| self.ids[i].len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
         let b = indices.len();
         let mut ids = vec![self.pad_id; b * seq];
         let mut mask = vec![0u32; b * seq];

@@ -72,11 +72,14 @@ mod tests {
     #[test]
     fn quotes_and_newlines() {
         let r = parse_csv("a,b\n\"x, \"\"y\"\"\",\"two\nlines\"\r\n3,\n", ',').unwrap();
-        assert_eq!(r, vec![
-            vec!["a".to_string(), "b".into()],
-            vec!["x, \"y\"".into(), "two\nlines".into()],
-            vec!["3".into(), "".into()],
-        ]);
+        assert_eq!(
+            r,
+            vec![
+                vec!["a".to_string(), "b".into()],
+                vec!["x, \"y\"".into(), "two\nlines".into()],
+                vec!["3".into(), "".into()],
+            ]
+        );
         assert!(parse_csv("a,\"open\n", ',').unwrap_err().contains("line 1"));
     }
 }

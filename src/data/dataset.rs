@@ -160,7 +160,10 @@ pub fn find_split(dir: &Path, name: &str) -> Result<PathBuf> {
     }
     Err(Error::io(
         dir.join(format!("{name}.jsonl")),
-        std::io::Error::new(std::io::ErrorKind::NotFound, "split not found (.jsonl or .jsonl.gz)"),
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "split not found (.jsonl or .jsonl.gz)",
+        ),
     ))
 }
 
@@ -281,7 +284,9 @@ pub fn load_csv(
         .map_err(|e| Error::io(path, e))?;
     let records = super::csv::parse_csv(&text, options.delimiter as char).map_err(fmt)?;
     let mut rows = records.into_iter();
-    let headers = rows.next().ok_or_else(|| Error::EmptyData(path.to_path_buf()))?;
+    let headers = rows
+        .next()
+        .ok_or_else(|| Error::EmptyData(path.to_path_buf()))?;
     let col = |name: &str| {
         headers
             .iter()

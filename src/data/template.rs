@@ -77,7 +77,8 @@ mod tests {
 
     #[test]
     fn renders_and_requires_placeholder() {
-        let t = PromptTemplate::new("Tags ({labels}) for: {text}", &["a".into(), "b".into()]).unwrap();
+        let t =
+            PromptTemplate::new("Tags ({labels}) for: {text}", &["a".into(), "b".into()]).unwrap();
         assert_eq!(t.render("x {labels}"), "Tags (a, b) for: x {labels}");
         assert!(PromptTemplate::new("no placeholder", &[]).is_err());
         let c = PromptTemplate::chatml("sys", "Classify: {text}", &[]).unwrap();

@@ -43,7 +43,8 @@ impl Checkpoint {
         let mut files = Vec::new();
         let mut by_name = HashMap::new();
         if index_path.exists() {
-            let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
+            let text =
+                std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
             let index: ShardIndex = serde_json::from_str(&text).map_err(|e| Error::Format {
                 path: index_path.clone(),
                 message: e.to_string(),

@@ -179,13 +179,19 @@ impl<'a> Cursor<'a> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     fn count(&mut self, what: &str) -> Result<u64> {
@@ -242,8 +248,16 @@ impl<'a> Cursor<'a> {
 pub fn parse_header(
     bytes: &[u8],
     path: &Path,
-) -> Result<(u32, BTreeMap<String, GgufValue>, BTreeMap<String, GgufTensorInfo>)> {
-    let mut c = Cursor { bytes, pos: 0, path };
+) -> Result<(
+    u32,
+    BTreeMap<String, GgufValue>,
+    BTreeMap<String, GgufTensorInfo>,
+)> {
+    let mut c = Cursor {
+        bytes,
+        pos: 0,
+        path,
+    };
     if c.take(4)? != MAGIC {
         return Err(c.err("bad magic: not a GGUF file"));
     }
@@ -279,8 +293,11 @@ pub fn parse_header(
             dims.push(c.u64()?);
         }
         let type_id = c.u32()?;
-        let ggml_type = GgmlType::from_id(type_id)
-            .ok_or_else(|| c.err(format!("tensor `{name}` has unsupported ggml type {type_id}")))?;
+        let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| {
+            c.err(format!(
+                "tensor `{name}` has unsupported ggml type {type_id}"
+            ))
+        })?;
         let offset = c.u64()?;
         infos.push((name, dims, ggml_type, offset));
     }
@@ -293,7 +310,9 @@ pub fn parse_header(
             .ok_or_else(|| c.err(format!("tensor `{name}`: element count overflows")))?;
         let (per_block, block_bytes) = ggml_type.block();
         if elements % per_block != 0 {
-            return Err(c.err(format!("tensor `{name}`: {elements} elements is not a whole number of blocks")));
+            return Err(c.err(format!(
+                "tensor `{name}`: {elements} elements is not a whole number of blocks"
+            )));
         }
         let size = (elements / per_block)
             .checked_mul(block_bytes)
@@ -301,9 +320,14 @@ pub fn parse_header(
         let start = data_start
             .checked_add(offset)
             .ok_or_else(|| c.err(format!("tensor `{name}`: offset overflows")))?;
-        let end = start.checked_add(size).filter(|&e| e <= bytes.len() as u64).ok_or_else(|| {
-            c.err(format!("tensor `{name}`: data [{start}, +{size}) lies past the end of the file"))
-        })?;
+        let end = start
+            .checked_add(size)
+            .filter(|&e| e <= bytes.len() as u64)
+            .ok_or_else(|| {
+                c.err(format!(
+                    "tensor `{name}`: data [{start}, +{size}) lies past the end of the file"
+                ))
+            })?;
         let _ = end;
         tensors.insert(
             name.clone(),
@@ -348,10 +372,12 @@ impl GgufFile {
 
     /// A required unsigned metadata value.
     pub fn meta_u64(&self, key: &str) -> Result<u64> {
-        self.meta(key).and_then(GgufValue::as_u64).ok_or_else(|| Error::Format {
-            path: self.path.clone(),
-            message: format!("metadata `{key}` missing or not an integer"),
-        })
+        self.meta(key)
+            .and_then(GgufValue::as_u64)
+            .ok_or_else(|| Error::Format {
+                path: self.path.clone(),
+                message: format!("metadata `{key}` missing or not an integer"),
+            })
     }
 
     /// Dequantise tensor `name` to f32, returning values and the PyTorch-order shape.
@@ -388,11 +414,19 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
             out
         }
         GgmlType::Q4_0 | GgmlType::Q4_1 => {
-            let (header, offset_q) = if ty == GgmlType::Q4_0 { (2, 8.0) } else { (4, 0.0) };
+            let (header, offset_q) = if ty == GgmlType::Q4_0 {
+                (2, 8.0)
+            } else {
+                (4, 0.0)
+            };
             let mut out = Vec::with_capacity(bytes.len() / (header + 16) * 32);
             for block in bytes.chunks_exact(header + 16) {
                 let d = f16_at(block, 0);
-                let m = if ty == GgmlType::Q4_1 { f16_at(block, 2) } else { 0.0 };
+                let m = if ty == GgmlType::Q4_1 {
+                    f16_at(block, 2)
+                } else {
+                    0.0
+                };
                 let qs = &block[header..];
                 // Low nibbles are elements 0..16, high nibbles 16..32.
                 let mut vals = [0f32; 32];
@@ -440,7 +474,13 @@ mod tests {
         b
     }
 
-    fn parse(b: &[u8]) -> Result<(u32, BTreeMap<String, GgufValue>, BTreeMap<String, GgufTensorInfo>)> {
+    fn parse(
+        b: &[u8],
+    ) -> Result<(
+        u32,
+        BTreeMap<String, GgufValue>,
+        BTreeMap<String, GgufTensorInfo>,
+    )> {
         parse_header(b, Path::new("test.gguf"))
     }
 

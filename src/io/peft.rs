@@ -16,7 +16,7 @@ use super::safetensors::SafetensorsFile;
 use crate::classify::{MultiLabelClassifier, Pooling, Thresholds};
 use crate::data::LabelSet;
 use crate::error::{Error, Result};
-use crate::lora::{LoraConfig, LoraTargets, ModuleSelector, inject_adapters};
+use crate::lora::{LoraConfig, ModuleSelector, inject_adapters};
 use crate::models::Backbone;
 
 /// File names inside an adapter folder.
@@ -59,7 +59,11 @@ pub fn task_prefix(model_type: &str) -> &'static str {
 
 fn f32_bytes<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<u8>) {
     let shape = t.dims().to_vec();
-    let values = t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 tensor");
+    let values = t
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 tensor");
     (shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
@@ -106,7 +110,10 @@ pub fn save_adapter<B: Backbone>(
     }
     let head = &model.head;
     let head_key = format!("{PEFT_ROOT}{}", model.head_name);
-    tensors.insert(format!("{head_key}.weight"), f32_bytes(head.weight.val().transpose()));
+    tensors.insert(
+        format!("{head_key}.weight"),
+        f32_bytes(head.weight.val().transpose()),
+    );
     if let Some(b) = &head.bias {
         tensors.insert(format!("{head_key}.bias"), f32_bytes(b.val()));
     }
@@ -139,18 +146,29 @@ pub fn save_adapter<B: Backbone>(
 
     let tmp = dir.with_file_name(format!(
         ".{}.tmp-{}",
-        dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        dir.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     write_atomic(tmp.join(ADAPTER_WEIGHTS), &weights)?;
-    write_atomic(tmp.join(ADAPTER_CONFIG), serde_json::to_string_pretty(&config)?.as_bytes())?;
+    write_atomic(
+        tmp.join(ADAPTER_CONFIG),
+        serde_json::to_string_pretty(&config)?.as_bytes(),
+    )?;
     write_atomic(tmp.join(LABELS_FILE), contents.labels.to_text().as_bytes())?;
     if let Some(t) = contents.thresholds {
-        write_atomic(tmp.join(THRESHOLDS_FILE), serde_json::to_string_pretty(t)?.as_bytes())?;
+        write_atomic(
+            tmp.join(THRESHOLDS_FILE),
+            serde_json::to_string_pretty(t)?.as_bytes(),
+        )?;
     }
-    write_atomic(tmp.join(META_FILE), serde_json::to_string_pretty(contents.meta)?.as_bytes())?;
+    write_atomic(
+        tmp.join(META_FILE),
+        serde_json::to_string_pretty(contents.meta)?.as_bytes(),
+    )?;
     swap_in(&tmp, dir)
 }
 
@@ -161,7 +179,9 @@ fn swap_in(staged: &Path, dest: &Path) -> Result<()> {
     }
     let old = dest.with_file_name(format!(
         ".{}.old-{}",
-        dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        dest.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id()
     ));
     if dest.exists() {
@@ -197,7 +217,9 @@ pub fn read_adapter(dir: impl AsRef<Path>) -> Result<LoadedAdapter> {
     let read_json = |name: &str| -> Result<Option<String>> {
         let p = dir.join(name);
         if p.exists() {
-            Ok(Some(std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?))
+            Ok(Some(
+                std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?,
+            ))
         } else {
             Ok(None)
         }
@@ -209,7 +231,9 @@ pub fn read_adapter(dir: impl AsRef<Path>) -> Result<LoadedAdapter> {
         }
     };
     let thresholds: Option<Thresholds> = match read_json(THRESHOLDS_FILE)? {
-        Some(t) => Some(serde_json::from_str(&t).map_err(|e| parse(THRESHOLDS_FILE, &e.to_string()))?),
+        Some(t) => {
+            Some(serde_json::from_str(&t).map_err(|e| parse(THRESHOLDS_FILE, &e.to_string()))?)
+        }
         None => None,
     };
     let meta: Option<AdapterMeta> = match read_json(META_FILE)? {
@@ -254,9 +278,12 @@ pub fn load_adapter_weights<B: Backbone>(
     let task = task_prefix(model.backbone.model_type());
     let names: BTreeSet<String> = st.names().into_iter().collect();
     let resolve = |suffix: &str| -> Option<String> {
-        [format!("{PEFT_ROOT}{task}{suffix}"), format!("{PEFT_ROOT}{suffix}")]
-            .into_iter()
-            .find(|k| names.contains(k))
+        [
+            format!("{PEFT_ROOT}{task}{suffix}"),
+            format!("{PEFT_ROOT}{suffix}"),
+        ]
+        .into_iter()
+        .find(|k| names.contains(k))
     };
     let mut used = BTreeSet::new();
     model.backbone.visit_linears("", &mut |p, linear| {
@@ -264,10 +291,11 @@ pub fn load_adapter_weights<B: Backbone>(
             return Ok(());
         }
         let mut get = |which: &str| -> Result<Tensor<2>> {
-            let key = resolve(&format!("{p}.{which}.weight")).ok_or_else(|| Error::MissingTensor {
-                name: format!("{PEFT_ROOT}{task}{p}.{which}.weight"),
-                path: path.clone(),
-            })?;
+            let key =
+                resolve(&format!("{p}.{which}.weight")).ok_or_else(|| Error::MissingTensor {
+                    name: format!("{PEFT_ROOT}{task}{p}.{which}.weight"),
+                    path: path.clone(),
+                })?;
             used.insert(key.clone());
             st.tensor::<2>(&key, None, device)
         };
@@ -296,7 +324,12 @@ pub fn load_adapter_weights<B: Backbone>(
             path,
             message: format!(
                 "tensors that match no adapted module of this model: {}",
-                unexpected.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                unexpected
+                    .iter()
+                    .take(5)
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         });
     }

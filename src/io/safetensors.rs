@@ -44,6 +44,17 @@ impl SafetensorsFile {
         SafeTensors::deserialize(&self.mmap).expect("header validated at open")
     }
 
+    fn lookup<'a>(
+        &self,
+        st: &'a SafeTensors<'a>,
+        name: &str,
+    ) -> Result<safetensors::tensor::TensorView<'a>> {
+        st.tensor(name).map_err(|_| Error::MissingTensor {
+            name: name.to_string(),
+            path: self.path.clone(),
+        })
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -51,7 +62,11 @@ impl SafetensorsFile {
 
     /// Names of all tensors in the file.
     pub fn names(&self) -> Vec<String> {
-        self.view().names().into_iter().map(|s| s.to_string()).collect()
+        self.view()
+            .names()
+            .into_iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     /// Whether the file holds `name`.
@@ -67,10 +82,7 @@ impl SafetensorsFile {
     /// Read `name` as f32 values and its shape (f32, f16 and bf16 are accepted).
     pub fn read_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
         let st = self.view();
-        let view = st.tensor(name).map_err(|_| Error::MissingTensor {
-            name: name.to_string(),
-            path: self.path.clone(),
-        })?;
+        let view = self.lookup(&st, name)?;
         let bytes = view.data();
         let values: Vec<f32> = match view.dtype() {
             Dtype::F32 => bytes
@@ -98,10 +110,7 @@ impl SafetensorsFile {
     /// Read an integer tensor (`I64`, `I32`, `U32`) as i64 values and its shape.
     pub fn read_i64(&self, name: &str) -> Result<(Vec<i64>, Vec<usize>)> {
         let st = self.view();
-        let view = st.tensor(name).map_err(|_| Error::MissingTensor {
-            name: name.to_string(),
-            path: self.path.clone(),
-        })?;
+        let view = self.lookup(&st, name)?;
         let bytes = view.data();
         let values: Vec<i64> = match view.dtype() {
             Dtype::I64 => bytes

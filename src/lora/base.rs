@@ -102,9 +102,7 @@ impl FrozenBase for DenseBase {
         }
         let delta = delta_in_out.detach();
         let weight = self.weight.clone();
-        self.weight = weight
-            .map(|w| (w + delta).detach())
-            .set_require_grad(false);
+        self.weight = weight.map(|w| (w + delta).detach()).set_require_grad(false);
         Ok(())
     }
 }

@@ -546,11 +546,20 @@ mod tests {
     fn list_matches_exact_and_dotted_suffix_only() {
         let c = LoraConfig::new(8, 16.0, &["query", "value"]);
         let d = names(&[]);
-        assert!(c.is_target("encoder.layer.0.attention.self.query", &d).unwrap());
+        assert!(
+            c.is_target("encoder.layer.0.attention.self.query", &d)
+                .unwrap()
+        );
         assert!(c.is_target("query", &d).unwrap());
         // `key` is not a suffix match of `query`, nor is `xquery`.
-        assert!(!c.is_target("encoder.layer.0.attention.self.key", &d).unwrap());
-        assert!(!c.is_target("encoder.layer.0.attention.self.xquery", &d).unwrap());
+        assert!(
+            !c.is_target("encoder.layer.0.attention.self.key", &d)
+                .unwrap()
+        );
+        assert!(
+            !c.is_target("encoder.layer.0.attention.self.xquery", &d)
+                .unwrap()
+        );
     }
 
     #[test]
@@ -558,10 +567,19 @@ mod tests {
         let mut c = LoraConfig::default();
         c.target_modules = Some(ModuleSelector::Regex(r".*\.(query|key)".into()));
         let d = names(&[]);
-        assert!(c.is_target("encoder.layer.1.attention.self.key", &d).unwrap());
-        assert!(!c.is_target("encoder.layer.1.attention.self.key.extra", &d).unwrap());
+        assert!(
+            c.is_target("encoder.layer.1.attention.self.key", &d)
+                .unwrap()
+        );
+        assert!(
+            !c.is_target("encoder.layer.1.attention.self.key.extra", &d)
+                .unwrap()
+        );
         c.target_modules = Some(ModuleSelector::Regex("query".into()));
-        assert!(!c.is_target("encoder.layer.1.attention.self.query", &d).unwrap());
+        assert!(
+            !c.is_target("encoder.layer.1.attention.self.query", &d)
+                .unwrap()
+        );
     }
 
     #[test]
@@ -591,7 +609,9 @@ mod tests {
         let q = c.params_for("encoder.layer.1.output.dense").unwrap();
         assert_eq!((q.r, q.alpha), (8, 4.0));
         c.use_rslora = true;
-        let q = c.params_for("encoder.layer.1.attention.self.query").unwrap();
+        let q = c
+            .params_for("encoder.layer.1.attention.self.query")
+            .unwrap();
         assert!((q.scaling - 8.0 / 8f64.sqrt()).abs() < 1e-12);
     }
 

@@ -13,4 +13,6 @@ pub use config::{
     scaling,
 };
 pub use linear::{LoraAdapter, LoraLinear};
-pub use wrap::{InjectionReport, LinearVisitor, LoraTargets, for_each_adapted, inject_adapters, join_path};
+pub use wrap::{
+    InjectionReport, LinearVisitor, LoraTargets, for_each_adapted, inject_adapters, join_path,
+};

@@ -63,7 +63,12 @@ pub fn inject_adapters<M: LoraTargets>(
         all_paths.push(path.to_string());
         if config.is_target(path, &default_targets)? {
             let params = config.params_for(path)?;
-            linear.attach_adapter(params, config.lora_dropout, &config.init_lora_weights, device)?;
+            linear.attach_adapter(
+                params,
+                config.lora_dropout,
+                &config.init_lora_weights,
+                device,
+            )?;
             report.trainable_params += linear.trainable_params();
             report.adapted.push(path.to_string());
         }

@@ -219,7 +219,11 @@ impl BertModel {
 
     /// Build from an opened checkpoint; names may carry a `bert.`/`roberta.`/`distilbert.`
     /// prefix (as saved by the task heads) or none (as saved by the bare model).
-    pub fn from_checkpoint(config: &BertConfig, ckpt: &Checkpoint, device: &Device) -> Result<Self> {
+    pub fn from_checkpoint(
+        config: &BertConfig,
+        ckpt: &Checkpoint,
+        device: &Device,
+    ) -> Result<Self> {
         let names = names_for(&config.model_type);
         let prefix = ["", "bert.", "roberta.", "distilbert."]
             .into_iter()

@@ -108,7 +108,11 @@ impl LlamaConfig {
         if !LLAMA_FAMILY.contains(&config.model_type.as_str()) {
             return Err(Error::Unsupported {
                 what: "model_type",
-                detail: format!("`{}` (decoders: {})", config.model_type, LLAMA_FAMILY.join(", ")),
+                detail: format!(
+                    "`{}` (decoders: {})",
+                    config.model_type,
+                    LLAMA_FAMILY.join(", ")
+                ),
             });
         }
         if config.num_attention_heads % config.kv_heads() != 0 {
@@ -122,7 +126,9 @@ impl LlamaConfig {
 
     /// Key/value heads.
     pub fn kv_heads(&self) -> usize {
-        self.num_key_value_heads.unwrap_or(self.num_attention_heads).max(1)
+        self.num_key_value_heads
+            .unwrap_or(self.num_attention_heads)
+            .max(1)
     }
 
     /// Per-head size.
@@ -167,8 +173,12 @@ impl LlamaConfig {
                     detail: format!("llama3 scaling without `{k}`"),
                 };
                 let factor = p.factor.ok_or_else(|| missing("factor"))?;
-                let low = p.low_freq_factor.ok_or_else(|| missing("low_freq_factor"))?;
-                let high = p.high_freq_factor.ok_or_else(|| missing("high_freq_factor"))?;
+                let low = p
+                    .low_freq_factor
+                    .ok_or_else(|| missing("low_freq_factor"))?;
+                let high = p
+                    .high_freq_factor
+                    .ok_or_else(|| missing("high_freq_factor"))?;
                 let old = p
                     .original_max_position_embeddings
                     .ok_or_else(|| missing("original_max_position_embeddings"))?;
@@ -216,7 +226,12 @@ impl RmsNorm {
 
     /// Normalise the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let rms = x.clone().powi_scalar(2).mean_dim(D - 1).add_scalar(self.eps).sqrt();
+        let rms = x
+            .clone()
+            .powi_scalar(2)
+            .mean_dim(D - 1)
+            .add_scalar(self.eps)
+            .sqrt();
         (x / rms) * self.weight.val().unsqueeze::<D>()
     }
 }
@@ -303,7 +318,11 @@ impl LlamaModel {
     }
 
     /// Build from an opened checkpoint; names with or without the `model.` prefix.
-    pub fn from_checkpoint(config: &LlamaConfig, ckpt: &Checkpoint, device: &Device) -> Result<Self> {
+    pub fn from_checkpoint(
+        config: &LlamaConfig,
+        ckpt: &Checkpoint,
+        device: &Device,
+    ) -> Result<Self> {
         let prefix = ["model.", ""]
             .into_iter()
             .find(|p| ckpt.contains(&format!("{p}embed_tokens.weight")))
@@ -317,11 +336,18 @@ impl LlamaModel {
         let t1 = |n: &str, len: usize| ckpt.tensor::<1>(&format!("{prefix}{n}"), [len], device);
         let linear = |n: &str, out_f: usize, in_f: usize, bias: bool| -> Result<LoraLinear> {
             let w = ckpt.tensor::<2>(&format!("{prefix}{n}.weight"), [out_f, in_f], device)?;
-            let b = if bias { Some(t1(&format!("{n}.bias"), out_f)?) } else { None };
+            let b = if bias {
+                Some(t1(&format!("{n}.bias"), out_f)?)
+            } else {
+                None
+            };
             LoraLinear::from_out_in(w, b)
         };
         let norm = |n: &str, len: usize| -> Result<RmsNorm> {
-            Ok(RmsNorm::new(t1(&format!("{n}.weight"), len)?, config.rms_norm_eps))
+            Ok(RmsNorm::new(
+                t1(&format!("{n}.weight"), len)?,
+                config.rms_norm_eps,
+            ))
         };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
@@ -332,17 +358,49 @@ impl LlamaModel {
                 q_proj: linear(&format!("{p}.self_attn.q_proj"), nh * hd, h, qkv_bias)?,
                 k_proj: linear(&format!("{p}.self_attn.k_proj"), nkv * hd, h, qkv_bias)?,
                 v_proj: linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h, qkv_bias)?,
-                o_proj: linear(&format!("{p}.self_attn.o_proj"), h, nh * hd, config.attention_bias)?,
-                q_norm: if qk_norm { Some(norm(&format!("{p}.self_attn.q_norm"), hd)?) } else { None },
-                k_norm: if qk_norm { Some(norm(&format!("{p}.self_attn.k_norm"), hd)?) } else { None },
+                o_proj: linear(
+                    &format!("{p}.self_attn.o_proj"),
+                    h,
+                    nh * hd,
+                    config.attention_bias,
+                )?,
+                q_norm: if qk_norm {
+                    Some(norm(&format!("{p}.self_attn.q_norm"), hd)?)
+                } else {
+                    None
+                },
+                k_norm: if qk_norm {
+                    Some(norm(&format!("{p}.self_attn.k_norm"), hd)?)
+                } else {
+                    None
+                },
                 post_norm: norm(&format!("{p}.post_attention_layernorm"), h)?,
-                gate_proj: linear(&format!("{p}.mlp.gate_proj"), config.intermediate_size, h, false)?,
-                up_proj: linear(&format!("{p}.mlp.up_proj"), config.intermediate_size, h, false)?,
-                down_proj: linear(&format!("{p}.mlp.down_proj"), h, config.intermediate_size, false)?,
+                gate_proj: linear(
+                    &format!("{p}.mlp.gate_proj"),
+                    config.intermediate_size,
+                    h,
+                    false,
+                )?,
+                up_proj: linear(
+                    &format!("{p}.mlp.up_proj"),
+                    config.intermediate_size,
+                    h,
+                    false,
+                )?,
+                down_proj: linear(
+                    &format!("{p}.mlp.down_proj"),
+                    h,
+                    config.intermediate_size,
+                    false,
+                )?,
             });
         }
         let lm_head = if !config.tie_word_embeddings && ckpt.contains("lm_head.weight") {
-            Some(frozen(ckpt.tensor::<2>("lm_head.weight", [config.vocab_size, h], device)?))
+            Some(frozen(ckpt.tensor::<2>(
+                "lm_head.weight",
+                [config.vocab_size, h],
+                device,
+            )?))
         } else {
             None
         };
@@ -350,7 +408,9 @@ impl LlamaModel {
             .pad_token_id
             .or_else(|| match &config.eos_token_id {
                 Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32),
-                Some(serde_json::Value::Array(a)) => a.first().and_then(|v| v.as_u64()).map(|v| v as u32),
+                Some(serde_json::Value::Array(a)) => {
+                    a.first().and_then(|v| v.as_u64()).map(|v| v as u32)
+                }
                 _ => None,
             })
             .unwrap_or(0);
@@ -380,7 +440,11 @@ impl LlamaModel {
         let mut sin = Vec::with_capacity(seq * half * 2);
         for pos in 0..seq {
             // Angles in f32 as transformers computes them; cos/sin of the f32 angle.
-            let angles: Vec<f32> = self.inv_freq.iter().map(|&f| pos as f32 * f as f32).collect();
+            let angles: Vec<f32> = self
+                .inv_freq
+                .iter()
+                .map(|&f| pos as f32 * f as f32)
+                .collect();
             for _ in 0..2 {
                 cos.extend(angles.iter().map(|a| a.cos()));
                 sin.extend(angles.iter().map(|a| a.sin()));
@@ -406,11 +470,26 @@ impl LlamaModel {
         (keys + causal).clamp_max(1.0).mul_scalar(MASK_VALUE)
     }
 
-    fn layer_forward(&self, layer: &LlamaLayer, x: Tensor<3>, cos: &Tensor<4>, sin: &Tensor<4>, bias: &Tensor<4>) -> Tensor<3> {
+    fn layer_forward(
+        &self,
+        layer: &LlamaLayer,
+        x: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        bias: &Tensor<4>,
+    ) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let normed = layer.input_norm.forward(x.clone());
-        let mut q = split_heads(layer.q_proj.forward(normed.clone()), self.heads, self.head_dim);
-        let mut k = split_heads(layer.k_proj.forward(normed.clone()), self.kv_heads, self.head_dim);
+        let mut q = split_heads(
+            layer.q_proj.forward(normed.clone()),
+            self.heads,
+            self.head_dim,
+        );
+        let mut k = split_heads(
+            layer.k_proj.forward(normed.clone()),
+            self.kv_heads,
+            self.head_dim,
+        );
         let v = split_heads(layer.v_proj.forward(normed), self.kv_heads, self.head_dim);
         if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
             q = qn.forward(q);
@@ -436,7 +515,9 @@ impl LlamaModel {
         let h = x + layer.o_proj.forward(ctx);
         let normed = layer.post_norm.forward(h.clone());
         let gate = burn::tensor::activation::silu(layer.gate_proj.forward(normed.clone()));
-        h + layer.down_proj.forward(gate * layer.up_proj.forward(normed))
+        h + layer
+            .down_proj
+            .forward(gate * layer.up_proj.forward(normed))
     }
 
     /// Next-token logits `[batch, seq, vocab]` from hidden states (tied or `lm_head`).

@@ -17,7 +17,9 @@ pub use progress::Progress;
 pub use schedule::{Decay, LrSchedule};
 pub use trainer::{Trainer, TrainerCheckpoint};
 
-use crate::classify::{MultiLabelMetrics, Scores, ThresholdMode, Thresholds, evaluate, tune_thresholds};
+use crate::classify::{
+    MultiLabelMetrics, Scores, ThresholdMode, Thresholds, evaluate, tune_thresholds,
+};
 use crate::data::{Batch, EncodedSet, epoch_batches};
 use crate::error::{Error, Result};
 
@@ -135,7 +137,12 @@ pub trait TrainingLoop {
     /// Sigmoid probabilities for a batch, without gradients (`rows × labels`, row-major).
     fn eval_step(&mut self, batch: &Batch) -> Result<Vec<f32>>;
     /// After each evaluation; `improved` marks a new best (checkpoint it here).
-    fn on_evaluation(&mut self, _state: &LoopState, _eval: &EvalResult, _improved: bool) -> Result<()> {
+    fn on_evaluation(
+        &mut self,
+        _state: &LoopState,
+        _eval: &EvalResult,
+        _improved: bool,
+    ) -> Result<()> {
         Ok(())
     }
     /// At the end of each epoch.
@@ -209,7 +216,9 @@ pub fn run_loop<L: TrainingLoop>(
     state: Option<LoopState>,
 ) -> Result<LoopState> {
     if train.is_empty() || valid.is_empty() {
-        return Err(Error::InvalidState("training and validation data must be non-empty".into()));
+        return Err(Error::InvalidState(
+            "training and validation data must be non-empty".into(),
+        ));
     }
     let train_device = device.clone().autodiff();
     let mut state = state.unwrap_or_default();
@@ -293,7 +302,9 @@ pub fn run_loop<L: TrainingLoop>(
                         state.tokens as f64 / state.train_seconds.max(1e-9)
                     ),
                 );
-                if config.eval_every.is_some_and(|n| state.step % n == 0) && evaluate_now(l, &mut state)? {
+                if config.eval_every.is_some_and(|n| state.step % n == 0)
+                    && evaluate_now(l, &mut state)?
+                {
                     state.stopped_early = true;
                     break 'epochs;
                 }

@@ -43,7 +43,8 @@ impl Progress {
         }
         let now = Instant::now();
         let due = if self.terminal {
-            self.last_draw.is_none_or(|t| now - t >= Duration::from_millis(500))
+            self.last_draw
+                .is_none_or(|t| now - t >= Duration::from_millis(500))
         } else {
             let every = (self.total / 20).max(1);
             step % every == 0 || step == self.total

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId, ParamGroup};
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use crate::io::peft::{
     AdapterContents, AdapterMeta, LoadedAdapter, load_adapter_weights, read_adapter, save_adapter,
 };
 use crate::io::write_atomic;
-use crate::lora::{LoraConfig, LoraTargets};
+use crate::lora::LoraConfig;
 use crate::models::Backbone;
 
 /// Where and what the trainer checkpoints: `DIR/best` (the best validation micro-F1,
@@ -216,7 +216,10 @@ impl<B: Backbone> Trainer<B> {
             param_ids: self.param_ids()?,
             config: self.config.clone(),
         };
-        write_atomic(last.join(STATE_FILE), serde_json::to_string_pretty(&saved)?.as_bytes())
+        write_atomic(
+            last.join(STATE_FILE),
+            serde_json::to_string_pretty(&saved)?.as_bytes(),
+        )
     }
 
     /// Restore a run from `DIR/last`: adapter and head weights, parameter ids, optimizer
@@ -240,10 +243,12 @@ impl<B: Backbone> Trainer<B> {
         })?;
         let ids = &saved.param_ids;
         let id_of = |key: &str| -> Result<ParamId> {
-            ids.get(key).map(|&v| ParamId::from(v)).ok_or_else(|| Error::MissingTensor {
-                name: key.to_string(),
-                path: state_path.clone(),
-            })
+            ids.get(key)
+                .map(|&v| ParamId::from(v))
+                .ok_or_else(|| Error::MissingTensor {
+                    name: key.to_string(),
+                    path: state_path.clone(),
+                })
         };
         let rebind2 = |p: &Param<Tensor<2>>, id: ParamId| -> Param<Tensor<2>> {
             Param::initialized(id, p.val().detach().set_require_grad(true))
@@ -260,13 +265,14 @@ impl<B: Backbone> Trainer<B> {
             *b = Param::initialized(id_of("head.bias")?, b.val().detach().set_require_grad(true));
         }
         let mut trainer = Trainer::new(model, loss, saved.config.clone(), Some(checkpoint));
-        trainer.optim = trainer
-            .optim
-            .load(last.join(OPTIMIZER_FILE))
-            .map_err(|e| Error::Format {
-                path: last.join(OPTIMIZER_FILE),
-                message: format!("{e:?}"),
-            })?;
+        trainer.optim =
+            trainer
+                .optim
+                .load(last.join(OPTIMIZER_FILE))
+                .map_err(|e| Error::Format {
+                    path: last.join(OPTIMIZER_FILE),
+                    message: format!("{e:?}"),
+                })?;
         Ok((trainer, saved.state))
     }
 }
@@ -321,7 +327,12 @@ impl<B: Backbone> TrainingLoop for Trainer<B> {
             .map_err(|e| Error::InvalidState(format!("{e:?}")))
     }
 
-    fn on_evaluation(&mut self, state: &LoopState, eval: &EvalResult, improved: bool) -> Result<()> {
+    fn on_evaluation(
+        &mut self,
+        state: &LoopState,
+        eval: &EvalResult,
+        improved: bool,
+    ) -> Result<()> {
         if improved {
             self.best_eval = Some(eval.clone());
             self.best_model = Some(self.model().valid());
