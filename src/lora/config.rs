@@ -564,8 +564,10 @@ mod tests {
 
     #[test]
     fn regex_is_full_match() {
-        let mut c = LoraConfig::default();
-        c.target_modules = Some(ModuleSelector::Regex(r".*\.(query|key)".into()));
+        let mut c = LoraConfig {
+            target_modules: Some(ModuleSelector::Regex(r".*\.(query|key)".into())),
+            ..Default::default()
+        };
         let d = names(&[]);
         assert!(
             c.is_target("encoder.layer.1.attention.self.key", &d)
@@ -597,8 +599,10 @@ mod tests {
 
     #[test]
     fn all_linear_skips_heads_and_patterns_override() {
-        let mut c = LoraConfig::default();
-        c.target_modules = Some(ModuleSelector::AllLinear);
+        let mut c = LoraConfig {
+            target_modules: Some(ModuleSelector::AllLinear),
+            ..Default::default()
+        };
         let d = names(&[]);
         assert!(c.is_target("encoder.layer.0.output.dense", &d).unwrap());
         assert!(!c.is_target("classifier", &d).unwrap());
