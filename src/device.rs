@@ -77,7 +77,7 @@ pub fn parse_device(spec: &str) -> Result<Device> {
             #[cfg(not(feature = "cuda"))]
             {
                 let _ = index;
-                return Err(not_compiled("cuda"));
+                Err(not_compiled("cuda"))
             }
         }
         other => Err(err(format!(

@@ -19,7 +19,10 @@ pub struct Scores<'a> {
 impl<'a> Scores<'a> {
     /// Check the shapes and wrap.
     pub fn new(probs: &'a [f32], targets: &'a [u8], num_labels: usize) -> Result<Self> {
-        if num_labels == 0 || probs.len() != targets.len() || probs.len() % num_labels != 0 {
+        if num_labels == 0
+            || probs.len() != targets.len()
+            || !probs.len().is_multiple_of(num_labels)
+        {
             return Err(Error::ShapeMismatch {
                 name: "scores".into(),
                 expected: vec![targets.len() / num_labels.max(1), num_labels],

@@ -194,8 +194,11 @@ fn lookup(
     Ok(out)
 }
 
-/// Read raw JSON Lines records: `(line number, id, text, labels)`.
-fn read_jsonl_raw(path: &Path) -> Result<Vec<(usize, Option<String>, String, Vec<String>)>> {
+/// A raw JSON Lines record: `(line number, id, text, labels)`.
+type RawRecord = (usize, Option<String>, String, Vec<String>);
+
+/// Read raw JSON Lines records.
+fn read_jsonl_raw(path: &Path) -> Result<Vec<RawRecord>> {
     let reader = open_text(path)?;
     let mut out = Vec::new();
     for (i, line) in reader.lines().enumerate() {

@@ -244,15 +244,15 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Parse a GGUF header and tensor table from bytes (the whole file).
-pub fn parse_header(
-    bytes: &[u8],
-    path: &Path,
-) -> Result<(
+/// A parsed header: version, metadata, tensor table.
+pub type GgufHeader = (
     u32,
     BTreeMap<String, GgufValue>,
     BTreeMap<String, GgufTensorInfo>,
-)> {
+);
+
+/// Parse a GGUF header and tensor table from bytes (the whole file).
+pub fn parse_header(bytes: &[u8], path: &Path) -> Result<GgufHeader> {
     let mut c = Cursor {
         bytes,
         pos: 0,
@@ -474,13 +474,7 @@ mod tests {
         b
     }
 
-    fn parse(
-        b: &[u8],
-    ) -> Result<(
-        u32,
-        BTreeMap<String, GgufValue>,
-        BTreeMap<String, GgufTensorInfo>,
-    )> {
+    fn parse(b: &[u8]) -> Result<GgufHeader> {
         parse_header(b, Path::new("test.gguf"))
     }
 

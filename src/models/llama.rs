@@ -115,7 +115,7 @@ impl LlamaConfig {
                 ),
             });
         }
-        if config.num_attention_heads % config.kv_heads() != 0 {
+        if !config.num_attention_heads.is_multiple_of(config.kv_heads()) {
             return Err(Error::Unsupported {
                 what: "model config",
                 detail: "num_attention_heads must be a multiple of num_key_value_heads".into(),

@@ -302,7 +302,9 @@ pub fn run_loop<L: TrainingLoop>(
                         state.tokens as f64 / state.train_seconds.max(1e-9)
                     ),
                 );
-                if config.eval_every.is_some_and(|n| state.step % n == 0)
+                if config
+                    .eval_every
+                    .is_some_and(|n| state.step.is_multiple_of(n))
                     && evaluate_now(l, &mut state)?
                 {
                     state.stopped_early = true;
@@ -324,7 +326,11 @@ pub fn run_loop<L: TrainingLoop>(
         }
     }
     // A run that ended between evaluations gets a final one.
-    if config.eval_every.is_some_and(|n| state.step % n != 0) && !state.stopped_early {
+    if config
+        .eval_every
+        .is_some_and(|n| !state.step.is_multiple_of(n))
+        && !state.stopped_early
+    {
         evaluate_now(l, &mut state)?;
     }
     bar.borrow_mut().finish();

@@ -47,7 +47,7 @@ impl Progress {
                 .is_none_or(|t| now - t >= Duration::from_millis(500))
         } else {
             let every = (self.total / 20).max(1);
-            step % every == 0 || step == self.total
+            step.is_multiple_of(every) || step == self.total
         };
         if !due {
             return;
