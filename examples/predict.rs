@@ -69,7 +69,15 @@ impl Args {
     }
 }
 
-fn main() -> burn_lora::Result<()> {
+fn main() {
+    // Errors print with their message (Display), not as a debug dump.
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> burn_lora::Result<()> {
     let args = Args::parse();
     let device = parse_device(&args.device)?;
     let adapter = read_adapter(&args.adapter)?;
