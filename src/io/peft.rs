@@ -16,7 +16,7 @@ use super::safetensors::SafetensorsFile;
 use crate::classify::{MultiLabelClassifier, Pooling, Thresholds};
 use crate::data::LabelSet;
 use crate::error::{Error, Result};
-use crate::lora::{LoraConfig, ModuleSelector, inject_adapters};
+use crate::lora::{LoraConfig, inject_adapters};
 use crate::models::Backbone;
 
 /// File names inside an adapter folder.
@@ -334,12 +334,4 @@ pub fn load_adapter_weights<B: Backbone>(
         });
     }
     Ok(())
-}
-
-/// The target list to record when a config leaves it to the model family.
-pub fn resolved_targets<B: Backbone>(config: &LoraConfig, backbone: &B) -> ModuleSelector {
-    config
-        .target_modules
-        .clone()
-        .unwrap_or_else(|| backbone.default_targets())
 }
