@@ -56,6 +56,38 @@ impl EncodedSet {
         self.ids.is_empty()
     }
 
+    /// Multi-hot targets of every example (`n × labels`, 0/1).
+    pub fn multi_hot(&self) -> Vec<u8> {
+        let mut out = vec![0u8; self.len() * self.num_labels];
+        for (i, labels) in self.labels.iter().enumerate() {
+            for &j in labels {
+                out[i * self.num_labels + j] = 1;
+            }
+        }
+        out
+    }
+
+    /// Run `score` over length-sorted batches (less padding) and put each row of its output
+    /// (`rows × num_labels`) back at its example's place: `n × num_labels` in set order.
+    pub fn map_batches(
+        &self,
+        batch_size: usize,
+        device: &Device,
+        mut score: impl FnMut(&Batch) -> Result<Vec<f32>>,
+    ) -> Result<Vec<f32>> {
+        let l = self.num_labels;
+        let lengths: Vec<usize> = self.ids.iter().map(Vec::len).collect();
+        let mut out = vec![0f32; self.len() * l];
+        for indices in epoch_batches(&lengths, batch_size, false, true, 0, 0) {
+            let batch = self.batch(&indices, device)?;
+            let rows = score(&batch)?;
+            for (row, &i) in indices.iter().enumerate() {
+                out[i * l..(i + 1) * l].copy_from_slice(&rows[row * l..(row + 1) * l]);
+            }
+        }
+        Ok(out)
+    }
+
     /// Build the batch of the given example indices.
     pub fn batch(&self, indices: &[usize], device: &Device) -> Result<Batch> {
         let seq = indices

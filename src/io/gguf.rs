@@ -320,7 +320,7 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<GgufHeader> {
         let start = data_start
             .checked_add(offset)
             .ok_or_else(|| c.err(format!("tensor `{name}`: offset overflows")))?;
-        let end = start
+        start
             .checked_add(size)
             .filter(|&e| e <= bytes.len() as u64)
             .ok_or_else(|| {
@@ -328,7 +328,6 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<GgufHeader> {
                     "tensor `{name}`: data [{start}, +{size}) lies past the end of the file"
                 ))
             })?;
-        let _ = end;
         tensors.insert(
             name.clone(),
             GgufTensorInfo {

@@ -158,18 +158,7 @@ pub fn predict_set<L: TrainingLoop>(
     batch_size: usize,
     device: &Device,
 ) -> Result<Vec<f32>> {
-    let lengths: Vec<usize> = set.ids.iter().map(Vec::len).collect();
-    let mut probs = vec![0f32; set.len() * set.num_labels];
-    // Sorted by length (no shuffling) to limit padding; rows are put back in order.
-    for indices in epoch_batches(&lengths, batch_size, false, true, 0, 0) {
-        let batch = set.batch(&indices, device)?;
-        let p = l.eval_step(&batch)?;
-        for (row, &i) in indices.iter().enumerate() {
-            let l = set.num_labels;
-            probs[i * l..(i + 1) * l].copy_from_slice(&p[row * l..(row + 1) * l]);
-        }
-    }
-    Ok(probs)
+    set.map_batches(batch_size, device, |batch| l.eval_step(batch))
 }
 
 /// Evaluate on `valid`: tune one global threshold for micro-F1 and score with it.
@@ -189,16 +178,6 @@ pub fn evaluate_loop<L: TrainingLoop>(
         thresholds,
         metrics,
     })
-}
-
-fn multi_hot_of(set: &EncodedSet) -> Vec<u8> {
-    let mut out = vec![0u8; set.len() * set.num_labels];
-    for (i, labels) in set.labels.iter().enumerate() {
-        for &j in labels {
-            out[i * set.num_labels + j] = 1;
-        }
-    }
-    out
 }
 
 /// Drive `l` through training on `train`, evaluating on `valid`.
@@ -230,7 +209,7 @@ pub fn run_loop<L: TrainingLoop>(
         decay: config.decay,
     };
     let lengths: Vec<usize> = train.ids.iter().map(Vec::len).collect();
-    let valid_targets = multi_hot_of(valid);
+    let valid_targets = valid.multi_hot();
     let accum = config.grad_accum.max(1);
     let bar = std::cell::RefCell::new(Progress::new(total, config.progress));
 

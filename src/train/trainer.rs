@@ -107,7 +107,6 @@ pub struct Trainer<B: Backbone> {
     eval_model: Option<MultiLabelClassifier<B>>,
     optim: ModuleOptimizer,
     accum: GradientsAccumulator<MultiLabelClassifier<B>>,
-    pending_micro: usize,
     loss: MultiLabelLoss,
     config: TrainConfig,
     checkpoint: Option<TrainerCheckpoint>,
@@ -130,7 +129,6 @@ impl<B: Backbone> Trainer<B> {
             eval_model: None,
             optim,
             accum: GradientsAccumulator::new(),
-            pending_micro: 0,
             loss,
             config,
             checkpoint,
@@ -298,7 +296,6 @@ impl<B: Backbone> TrainingLoop for Trainer<B> {
         };
         let grads = GradientsParams::from_grads(scaled.backward(), model);
         self.accum.accumulate(model, grads);
-        self.pending_micro += 1;
         Ok(value)
     }
 
@@ -310,7 +307,6 @@ impl<B: Backbone> TrainingLoop for Trainer<B> {
         }
         self.model = Some(self.optim.step(lr, model, grads));
         self.eval_model = None;
-        self.pending_micro = 0;
         Ok(())
     }
 
