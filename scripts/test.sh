@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/burn-lora-target}"
-scripts/fetch-models.sh all-minilm
+scripts/fetch-models.sh all
 cargo test --features vulkan "$@"

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor};
 
 use super::safetensors::SafetensorsFile;
+use super::source::TensorSource;
 use crate::error::{Error, Result};
 
 /// Every tensor of a checkpoint, by name, across shards; remembers which names were read
@@ -131,5 +132,24 @@ impl Checkpoint {
             .collect();
         out.sort();
         out
+    }
+}
+
+impl TensorSource for Checkpoint {
+    fn origin(&self) -> &Path {
+        &self.dir
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        Checkpoint::contains(self, name)
+    }
+
+    fn tensor<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &Device,
+    ) -> Result<Tensor<D>> {
+        Checkpoint::tensor(self, name, shape, device)
     }
 }

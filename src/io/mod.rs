@@ -5,7 +5,9 @@ pub mod checkpoint;
 pub mod gguf;
 pub mod peft;
 pub mod safetensors;
+pub mod source;
 
 pub use atomic::write_atomic;
 pub use checkpoint::Checkpoint;
 pub use safetensors::SafetensorsFile;
+pub use source::TensorSource;

@@ -15,4 +15,5 @@ pub use config::{
 pub use linear::{LoraAdapter, LoraLinear};
 pub use wrap::{
     InjectionReport, LinearVisitor, LoraTargets, for_each_adapted, inject_adapters, join_path,
+    with_adapters,
 };

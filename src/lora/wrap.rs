@@ -45,6 +45,17 @@ pub struct InjectionReport {
     pub trainable_params: usize,
 }
 
+/// Take `model`, inject adapters as [`inject_adapters`] does, and hand it back with the
+/// report (what each backbone's `from_pretrained` does after loading).
+pub fn with_adapters<M: LoraTargets>(
+    mut model: M,
+    config: &LoraConfig,
+    device: &Device,
+) -> Result<(M, InjectionReport)> {
+    let report = inject_adapters(&mut model, config, device)?;
+    Ok((model, report))
+}
+
 /// Attach adapters to every linear of `model` that `config` targets.
 ///
 /// The config is validated first. A target list that matches nothing is an error

@@ -13,8 +13,8 @@ use super::{Backbone, EncoderInput};
 use crate::error::{Error, Result};
 use crate::io::Checkpoint;
 use crate::lora::{
-    InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets, ModuleSelector,
-    inject_adapters, join_path,
+    InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets, ModuleSelector, join_path,
+    with_adapters,
 };
 
 /// The Hugging Face module names of one family's encoder layer.
@@ -212,9 +212,7 @@ impl BertModel {
         lora: &LoraConfig,
         device: &Device,
     ) -> Result<(Self, InjectionReport)> {
-        let mut model = Self::load(dir, device)?;
-        let report = inject_adapters(&mut model, lora, device)?;
-        Ok((model, report))
+        with_adapters(Self::load(dir, device)?, lora, device)
     }
 
     /// Build from an opened checkpoint; names may carry a `bert.`/`roberta.`/`distilbert.`

@@ -12,10 +12,10 @@ use serde::Deserialize;
 use super::layers::{FrozenEmbedding, MASK_VALUE, frozen, merge_heads, split_heads};
 use super::{Backbone, EncoderInput};
 use crate::error::{Error, Result};
-use crate::io::Checkpoint;
+use crate::io::{Checkpoint, TensorSource};
 use crate::lora::{
-    InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets, ModuleSelector,
-    inject_adapters, join_path,
+    InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets, ModuleSelector, join_path,
+    with_adapters,
 };
 
 /// `model_type` values this module loads.
@@ -105,23 +105,31 @@ impl LlamaConfig {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        if !LLAMA_FAMILY.contains(&config.model_type.as_str()) {
+        config.checked()
+    }
+
+    /// Reject a family or head layout this module does not implement.
+    pub fn checked(self) -> Result<Self> {
+        if !LLAMA_FAMILY.contains(&self.model_type.as_str()) {
             return Err(Error::Unsupported {
                 what: "model_type",
                 detail: format!(
                     "`{}` (decoders: {})",
-                    config.model_type,
+                    self.model_type,
                     LLAMA_FAMILY.join(", ")
                 ),
             });
         }
-        if !config.num_attention_heads.is_multiple_of(config.kv_heads()) {
+        if self.num_attention_heads == 0
+            || !self.num_attention_heads.is_multiple_of(self.kv_heads())
+        {
             return Err(Error::Unsupported {
                 what: "model config",
-                detail: "num_attention_heads must be a multiple of num_key_value_heads".into(),
+                detail: "num_attention_heads must be a positive multiple of num_key_value_heads"
+                    .into(),
             });
         }
-        Ok(config)
+        Ok(self)
     }
 
     /// Key/value heads.
@@ -303,7 +311,7 @@ impl LlamaModel {
         let dir = dir.as_ref();
         let config = LlamaConfig::from_file(dir.join("config.json"))?;
         let ckpt = Checkpoint::open(dir)?;
-        Self::from_checkpoint(&config, &ckpt, device)
+        Self::from_source(&config, &ckpt, device)
     }
 
     /// Load and inject adapters (PEFT default for the family: `q_proj`, `v_proj`).
@@ -312,15 +320,14 @@ impl LlamaModel {
         lora: &LoraConfig,
         device: &Device,
     ) -> Result<(Self, InjectionReport)> {
-        let mut model = Self::load(dir, device)?;
-        let report = inject_adapters(&mut model, lora, device)?;
-        Ok((model, report))
+        with_adapters(Self::load(dir, device)?, lora, device)
     }
 
-    /// Build from an opened checkpoint; names with or without the `model.` prefix.
-    pub fn from_checkpoint(
+    /// Build from a tensor source (a checkpoint folder, a GGUF file); Hugging Face names
+    /// with or without the `model.` prefix.
+    pub fn from_source(
         config: &LlamaConfig,
-        ckpt: &Checkpoint,
+        ckpt: &impl TensorSource,
         device: &Device,
     ) -> Result<Self> {
         let prefix = ["model.", ""]
@@ -328,7 +335,7 @@ impl LlamaModel {
             .find(|p| ckpt.contains(&format!("{p}embed_tokens.weight")))
             .ok_or_else(|| Error::MissingTensor {
                 name: "model.embed_tokens.weight".into(),
-                path: ckpt.dir().to_path_buf(),
+                path: ckpt.origin().to_path_buf(),
             })?;
         let (h, hd) = (config.hidden_size, config.head_dim());
         let (nh, nkv) = (config.num_attention_heads, config.kv_heads());

@@ -4,6 +4,7 @@ pub mod bert;
 pub mod config;
 pub mod layers;
 pub mod llama;
+pub mod llama_gguf;
 
 use burn::module::{Module, ModuleDisplay};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -11,6 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 pub use bert::BertModel;
 pub use config::{BertConfig, SUPPORTED_MODEL_TYPES};
 pub use llama::{LlamaConfig, LlamaModel};
+pub use llama_gguf::GgufWeights;
 
 use crate::error::{Error, Result};
 use crate::lora::LoraTargets;

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+pub mod gguf;
+
 use tokenizers::{
     EncodeInput, PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams,
     TruncationStrategy,
@@ -62,18 +64,36 @@ impl TextTokenizer {
         Self::from_tokenizer(inner, max_len)
     }
 
-    /// Wrap an already-built tokenizer (e.g. one made from GGUF metadata).
-    pub fn from_tokenizer(mut inner: Tokenizer, max_len: usize) -> Result<Self> {
+    /// The tokenizer described by a llama.cpp GGUF file's metadata (see [`gguf`]).
+    pub fn from_gguf(path: impl AsRef<Path>, max_len: usize) -> Result<Self> {
+        let file = crate::io::gguf::GgufFile::open(path)?;
+        let (inner, pad_id) = gguf::tokenizer_from_gguf(&file)?;
+        Self::with_pad(inner, pad_id, max_len)
+    }
+
+    /// Wrap an already-built tokenizer; the padding id is the tokenizer's own, else the
+    /// first of `[PAD]`, `<pad>`, `<|endoftext|>`, `<|im_end|>`, `</s>` it knows.
+    pub fn from_tokenizer(inner: Tokenizer, max_len: usize) -> Result<Self> {
+        let pad_id = match inner.get_padding() {
+            Some(p) => p.pad_id,
+            None => ["[PAD]", "<pad>", "<|endoftext|>", "<|im_end|>", "</s>"]
+                .iter()
+                .find_map(|t| inner.token_to_id(t))
+                .ok_or_else(|| {
+                    Error::Tokenizer("the tokenizer has no padding token; name one".into())
+                })?,
+        };
+        Self::with_pad(inner, pad_id, max_len)
+    }
+
+    /// Wrap a tokenizer and pad with `pad_id`.
+    pub fn with_pad(mut inner: Tokenizer, pad_id: u32, max_len: usize) -> Result<Self> {
         if max_len == 0 {
             return Err(Error::Tokenizer("max_len must be >= 1".into()));
         }
-        let (pad_id, pad_token) = match inner.get_padding() {
-            Some(p) => (p.pad_id, p.pad_token.clone()),
-            None => ["[PAD]", "<pad>", "<|endoftext|>", "<|im_end|>", "</s>"]
-                .iter()
-                .find_map(|t| inner.token_to_id(t).map(|id| (id, t.to_string())))
-                .unwrap_or((0, "[PAD]".to_string())),
-        };
+        let pad_token = inner.id_to_token(pad_id).ok_or_else(|| {
+            Error::Tokenizer(format!("padding id {pad_id} is not in the vocabulary"))
+        })?;
         inner
             .with_truncation(Some(TruncationParams {
                 max_length: max_len,

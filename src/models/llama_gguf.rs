@@ -1,0 +1,289 @@
+//! Llama-family decoders from llama.cpp GGUF files: the architecture config from the
+//! metadata, the tensors renamed to Hugging Face names and dequantised, and llama.cpp's
+//! q/k row permutation undone, as transformers' GGUF loader does.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::llama::{LLAMA_FAMILY, LlamaConfig, LlamaModel, RopeParameters};
+use crate::error::{Error, Result};
+use crate::io::TensorSource;
+use crate::io::gguf::{GgufFile, GgufValue};
+use crate::lora::{InjectionReport, LoraConfig, with_adapters};
+
+/// Architectures whose q/k rows llama.cpp's converter permutes for its rotary layout.
+const PERMUTED_ARCHS: [&str; 2] = ["llama", "mistral"];
+
+fn format_err(file: &GgufFile, message: String) -> Error {
+    Error::Format {
+        path: file.path().to_path_buf(),
+        message,
+    }
+}
+
+/// `general.architecture`, checked against the Llama family.
+pub fn gguf_architecture(file: &GgufFile) -> Result<String> {
+    let arch = file
+        .meta("general.architecture")
+        .and_then(GgufValue::as_str)
+        .ok_or_else(|| format_err(file, "metadata `general.architecture` missing".into()))?;
+    if !LLAMA_FAMILY.contains(&arch) {
+        return Err(Error::Unsupported {
+            what: "GGUF architecture",
+            detail: format!("`{arch}` (decoders: {})", LLAMA_FAMILY.join(", ")),
+        });
+    }
+    Ok(arch.to_string())
+}
+
+impl LlamaConfig {
+    /// The config transformers derives from a GGUF file's metadata.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let arch = gguf_architecture(file)?;
+        let key = |k: &str| format!("{arch}.{k}");
+        let int = |k: &str| -> Result<usize> { Ok(file.meta_u64(&key(k))? as usize) };
+        let opt_int = |k: &str| file.meta(&key(k)).and_then(GgufValue::as_u64);
+        let opt_f = |k: &str| file.meta(&key(k)).and_then(GgufValue::as_f64);
+        let heads = int("attention.head_count")?;
+        let hidden = int("embedding_length")?;
+        if heads == 0 || hidden == 0 {
+            return Err(format_err(file, "zero heads or hidden size".into()));
+        }
+        let embed = file
+            .tensors
+            .get("token_embd.weight")
+            .ok_or_else(|| Error::MissingTensor {
+                name: "token_embd.weight".into(),
+                path: file.path().to_path_buf(),
+            })?;
+        let vocab = match opt_int("vocab_size") {
+            Some(v) => v as usize,
+            None => embed.torch_shape()[0],
+        };
+        // transformers reads head_dim from rope.dimension_count for llama/mistral only.
+        let head_dim = opt_int("attention.key_length").or(match arch.as_str() {
+            "llama" | "mistral" => opt_int("rope.dimension_count"),
+            _ => None,
+        });
+        let rope_scaling = match file
+            .meta(&key("rope.scaling.type"))
+            .and_then(GgufValue::as_str)
+        {
+            None | Some("none") => None,
+            Some("linear") => Some(RopeParameters {
+                rope_type: Some("linear".into()),
+                factor: opt_f("rope.scaling.factor"),
+                ..Default::default()
+            }),
+            Some(other) => {
+                return Err(Error::Unsupported {
+                    what: "GGUF rope scaling",
+                    detail: format!("`{other}` (none, linear)"),
+                });
+            }
+        };
+        if file.tensors.contains_key("rope_freqs.weight") {
+            return Err(Error::Unsupported {
+                what: "GGUF rope scaling",
+                detail: "per-frequency factors (`rope_freqs.weight`, llama3 scaling)".into(),
+            });
+        }
+        let token_id = |k: &str| {
+            file.meta(&format!("tokenizer.ggml.{k}"))
+                .and_then(GgufValue::as_u64)
+                .map(|v| v as u32)
+        };
+        LlamaConfig {
+            model_type: arch.clone(),
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: int("feed_forward_length")?,
+            num_hidden_layers: int("block_count")?,
+            num_attention_heads: heads,
+            num_key_value_heads: opt_int("attention.head_count_kv").map(|v| v as usize),
+            head_dim: head_dim.map(|v| v as usize),
+            rms_norm_eps: opt_f("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+            rope_theta: Some(opt_f("rope.freq_base").unwrap_or(10000.0)),
+            rope_scaling,
+            rope_parameters: None,
+            attention_bias: false,
+            tie_word_embeddings: !file.tensors.contains_key("output.weight"),
+            pad_token_id: token_id("padding_token_id"),
+            eos_token_id: token_id("eos_token_id").map(|v| serde_json::Value::from(v as u64)),
+        }
+        .checked()
+    }
+}
+
+/// The GGUF tensor name of a Hugging Face Llama-family parameter name.
+fn gguf_name(hf: &str) -> Option<String> {
+    match hf {
+        "embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("layers.")?;
+    let (layer, param) = rest.split_once('.')?;
+    let (module, kind) = param.rsplit_once('.')?;
+    let mapped = match module {
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{mapped}.{kind}"))
+}
+
+/// Undo llama.cpp's rotary row permutation of a q/k weight (or bias) with `rows` rows of
+/// `cols` values: GGUF row `h·2d + i·2 + t` holds Hugging Face row `h·2d + t·d + i`.
+fn unpermute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let half = rows / heads / 2;
+    let mut out = vec![0f32; values.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for t in 0..2 {
+                let src = (h * 2 * half + i * 2 + t) * cols;
+                let dst = (h * 2 * half + t * half + i) * cols;
+                out[dst..dst + cols].copy_from_slice(&values[src..src + cols]);
+            }
+        }
+    }
+    out
+}
+
+/// A GGUF file seen as a [`TensorSource`] with Hugging Face names.
+#[derive(Debug)]
+pub struct GgufWeights<'a> {
+    file: &'a GgufFile,
+    permuted: bool,
+    heads: usize,
+    kv_heads: usize,
+}
+
+impl<'a> GgufWeights<'a> {
+    /// Tensors of `file` for a model with `config`.
+    pub fn new(file: &'a GgufFile, config: &LlamaConfig) -> Self {
+        GgufWeights {
+            file,
+            permuted: PERMUTED_ARCHS.contains(&config.model_type.as_str()),
+            heads: config.num_attention_heads,
+            kv_heads: config.kv_heads(),
+        }
+    }
+
+    fn mapped(&self, name: &str) -> Result<String> {
+        gguf_name(name).ok_or_else(|| Error::MissingTensor {
+            name: format!("{name} (no GGUF counterpart)"),
+            path: self.file.path().to_path_buf(),
+        })
+    }
+}
+
+impl TensorSource for GgufWeights<'_> {
+    fn origin(&self) -> &Path {
+        self.file.path()
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        gguf_name(name).is_some_and(|n| self.file.tensors.contains_key(&n))
+    }
+
+    fn tensor<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &Device,
+    ) -> Result<Tensor<D>> {
+        let gguf = self.mapped(name)?;
+        let (mut values, actual) = self.file.dequantize(&gguf)?;
+        if actual != shape {
+            return Err(Error::ShapeMismatch {
+                name: gguf,
+                expected: shape.to_vec(),
+                actual,
+            });
+        }
+        let heads = if gguf.contains(".attn_q.") {
+            Some(self.heads)
+        } else if gguf.contains(".attn_k.") {
+            Some(self.kv_heads)
+        } else {
+            None
+        };
+        if let (true, Some(heads)) = (self.permuted, heads) {
+            let rows = shape[0];
+            if !rows.is_multiple_of(2 * heads) {
+                return Err(Error::ShapeMismatch {
+                    name: gguf,
+                    expected: vec![2 * heads, values.len() / rows.max(1)],
+                    actual: shape.to_vec(),
+                });
+            }
+            values = unpermute_rows(&values, rows, values.len() / rows, heads);
+        }
+        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    }
+}
+
+impl LlamaModel {
+    /// Load a llama.cpp GGUF file (dequantised to the device's float type), without adapters.
+    pub fn load_gguf(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let file = GgufFile::open(path)?;
+        let config = LlamaConfig::from_gguf(&file)?;
+        Self::from_source(&config, &GgufWeights::new(&file, &config), device)
+    }
+
+    /// Load a GGUF file and inject adapters.
+    pub fn from_pretrained_gguf(
+        path: impl AsRef<Path>,
+        lora: &LoraConfig,
+        device: &Device,
+    ) -> Result<(Self, InjectionReport)> {
+        with_adapters(Self::load_gguf(path, device)?, lora, device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_llama_cpp() {
+        assert_eq!(
+            gguf_name("layers.3.self_attn.q_proj.weight").as_deref(),
+            Some("blk.3.attn_q.weight")
+        );
+        assert_eq!(
+            gguf_name("layers.0.post_attention_layernorm.weight").as_deref(),
+            Some("blk.0.ffn_norm.weight")
+        );
+        assert_eq!(gguf_name("layers.0.mystery.weight"), None);
+    }
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        // llama.cpp: reshape(n, 2, d, cols).swapaxes(1, 2); 2 heads, d = 2, 1 column.
+        let hf: Vec<f32> = (0..8).map(|v| v as f32).collect();
+        let (heads, half) = (2, 2);
+        let mut gguf = vec![0f32; 8];
+        for h in 0..heads {
+            for t in 0..2 {
+                for i in 0..half {
+                    gguf[h * 4 + i * 2 + t] = hf[h * 4 + t * half + i];
+                }
+            }
+        }
+        assert_eq!(gguf, vec![0., 2., 1., 3., 4., 6., 5., 7.]);
+        assert_eq!(unpermute_rows(&gguf, 8, 1, heads), hf);
+    }
+}

@@ -1,0 +1,148 @@
+//! Llama-family decoders and their tokenizer from llama.cpp GGUF files, against
+//! transformers loading the same files.
+//!
+//! - Tiny GGUFs written like llama.cpp's converter (`scripts/make_gguf_fixtures.py`: q/k
+//!   rows permuted for `llama`, not for `qwen2`) must reproduce the transformers reference
+//!   of the safetensors checkpoint they came from: max abs 1e-4.
+//! - SmolLM2-135M-Instruct Q4_1 (`scripts/make_smollm2_fixtures.py`): final hidden states
+//!   of a right-padded batch of 4 prompts within 1e-3 max abs at every non-padding
+//!   position, greedy next-token ids for 20 steps equal, and token ids of the GGUF-built
+//!   tokenizer equal on 24 strings.
+
+mod common;
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_lora::io::SafetensorsFile;
+use burn_lora::models::{Backbone, EncoderInput, LlamaModel};
+use burn_lora::tokenize::TextTokenizer;
+use common::{fixture, max_abs_diff, values};
+
+fn device() -> Device {
+    burn_lora::device::parse_device("flex").unwrap()
+}
+
+fn smollm2() -> PathBuf {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "{} missing: run scripts/fetch-models.sh smollm2",
+        path.display()
+    );
+    path
+}
+
+fn ints(st: &SafetensorsFile, name: &str) -> (Vec<u32>, Vec<usize>) {
+    let (v, shape) = st.read_i64(name).unwrap();
+    (v.into_iter().map(|x| x as u32).collect(), shape)
+}
+
+/// Largest |ours − reference| over the non-padding positions of a `[b, s, h]` batch.
+fn masked_diff(model: &LlamaModel, reference: &SafetensorsFile, device: &Device) -> f32 {
+    let (ids, shape) = ints(reference, "input_ids");
+    let (mask, _) = ints(reference, "attention_mask");
+    let input = EncoderInput::from_rows(&ids, &mask, None, shape[0], shape[1], device).unwrap();
+    let ours = values(model.forward(&input));
+    let (theirs, _) = reference.read_f32("last_hidden_state").unwrap();
+    let h = model.hidden_size();
+    mask.iter()
+        .enumerate()
+        .filter(|(_, m)| **m == 1)
+        .map(|(pos, _)| {
+            max_abs_diff(
+                &ours[pos * h..(pos + 1) * h],
+                &theirs[pos * h..(pos + 1) * h],
+            )
+        })
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn tiny_gguf_decoders_match_transformers() {
+    let device = device();
+    for name in ["tiny-llama", "tiny-qwen2"] {
+        let model = LlamaModel::load_gguf(fixture(&format!("{name}.gguf")), &device).unwrap();
+        assert_eq!(model.model_type(), &name["tiny-".len()..]);
+        let reference = SafetensorsFile::open(fixture(name).join("reference.safetensors")).unwrap();
+        let worst = masked_diff(&model, &reference, &device);
+        assert!(worst <= 1e-4, "{name}.gguf: off by {worst}");
+    }
+}
+
+fn greedy(model: &LlamaModel, prompt: &[u32], steps: usize, device: &Device) -> Vec<u32> {
+    let mut ids = prompt.to_vec();
+    for _ in 0..steps {
+        let s = ids.len();
+        let input = EncoderInput {
+            input_ids: Tensor::<2, Int>::from_data(
+                TensorData::new(ids.iter().map(|&v| v as i64).collect::<Vec<_>>(), [1, s]),
+                device,
+            ),
+            attention_mask: Tensor::<2, Int>::ones([1, s], device),
+            token_type_ids: None,
+        };
+        let last = model.forward(&input).slice([0..1, s - 1..s]);
+        let logits = values(model.logits(last));
+        let next = logits
+            .iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                if v > best.1 { (i, v) } else { best }
+            })
+            .0;
+        ids.push(next as u32);
+    }
+    ids[prompt.len()..].to_vec()
+}
+
+#[test]
+fn smollm2_gguf_matches_transformers() {
+    let device = device();
+    let model = LlamaModel::load_gguf(smollm2(), &device).unwrap();
+    assert_eq!((model.hidden_size(), model.layers.len()), (576, 30));
+    let reference = SafetensorsFile::open(fixture("smollm2_reference.safetensors")).unwrap();
+    let worst = masked_diff(&model, &reference, &device);
+    eprintln!("SmolLM2 final hidden states: max abs diff {worst:.2e}");
+    assert!(worst <= 1e-3, "SmolLM2 hidden states off by {worst}");
+    for i in 0..2 {
+        let (prompt, _) = ints(&reference, &format!("greedy_{i}_prompt"));
+        let (expected, _) = ints(&reference, &format!("greedy_{i}_new"));
+        assert_eq!(
+            greedy(&model, &prompt, expected.len(), &device),
+            expected,
+            "greedy continuation of prompt {i}"
+        );
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenCase {
+    text: String,
+    ids: Vec<u32>,
+}
+
+#[derive(serde::Deserialize)]
+struct TokenFixture {
+    pad_token_id: u32,
+    tokens: Vec<TokenCase>,
+}
+
+#[test]
+fn gguf_tokenizer_matches_transformers() {
+    let fixture: TokenFixture =
+        serde_json::from_str(&std::fs::read_to_string(fixture("smollm2_tokens.json")).unwrap())
+            .unwrap();
+    assert!(fixture.tokens.len() >= 20);
+    let tokenizer = TextTokenizer::from_gguf(smollm2(), 512).unwrap();
+    assert_eq!(tokenizer.pad_id(), fixture.pad_token_id);
+    for case in &fixture.tokens {
+        assert_eq!(
+            tokenizer.encode_ids(&case.text).unwrap(),
+            case.ids,
+            "text {:?}",
+            case.text
+        );
+    }
+}
