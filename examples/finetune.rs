@@ -13,15 +13,18 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use burn::tensor::Device;
 use burn_lora::classify::{
     LossKind, MultiLabelClassifier, MultiLabelLoss, MultiLabelMetrics, Pooling, Scores,
     ThresholdMode, Thresholds, evaluate, predict_probs, tune_thresholds,
 };
-use burn_lora::data::{DataSplits, EncodedSet, UnknownLabelPolicy, label_counts, multi_hot};
+use burn_lora::data::{
+    DataSplits, EncodedSet, LabelSet, PromptTemplate, UnknownLabelPolicy, label_counts, multi_hot,
+};
 use burn_lora::device::parse_device;
 use burn_lora::io::peft::{AdapterContents, AdapterMeta, save_adapter};
 use burn_lora::lora::{LoraConfig, ModuleSelector};
-use burn_lora::models::{Backbone, BertModel};
+use burn_lora::models::{Backbone, BertModel, LlamaModel, ModelFormat};
 use burn_lora::tokenize::TextTokenizer;
 use burn_lora::train::{Decay, TrainConfig, Trainer, TrainerCheckpoint, run_loop};
 use serde_json::json;
@@ -34,7 +37,7 @@ use args::{switch, value};
 const FLAGS: &[args::Flag] = &[
     value(
         "model",
-        "model folder (Hugging Face config.json + safetensors + tokenizer.json)",
+        "model: a Hugging Face folder (config.json + safetensors + tokenizer.json; BERT or Llama family) or a llama.cpp .gguf file",
     ),
     value(
         "data",
@@ -79,6 +82,10 @@ const FLAGS: &[args::Flag] = &[
     switch(
         "at-least-one",
         "predict the top label when none passes its threshold",
+    ),
+    value(
+        "template",
+        "prompt template with {text} (and {labels}), or a file holding one; '{text}' = none (default: an instruction for decoders, none for encoders)",
     ),
     value(
         "pooling",
@@ -126,6 +133,7 @@ struct Args {
     head_bias_init: String,
     threshold: String,
     at_least_one: bool,
+    template: Option<String>,
     pooling: Option<String>,
     eval_every: Option<usize>,
     patience: Option<usize>,
@@ -166,6 +174,7 @@ impl Args {
             head_bias_init: a.get_or("head-bias-init", "prior".to_string()),
             threshold: a.get_or("threshold", "global".to_string()),
             at_least_one: a.flag("at-least-one"),
+            template: a.get("template"),
             pooling: a.get("pooling"),
             eval_every: a.get("eval-every"),
             patience: a.get("patience"),
@@ -184,6 +193,14 @@ fn metrics_json(m: &MultiLabelMetrics, t: &Thresholds) -> serde_json::Value {
         "hamming_loss": m.hamming_loss, "subset_accuracy": m.subset_accuracy,
         "threshold": if t.per_label.iter().all(|&x| x == t.global) { json!(t.global) } else { json!("per-label") },
     })
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn main() {
@@ -229,8 +246,64 @@ fn run() -> burn_lora::Result<()> {
         .map(|t| ModuleSelector::names(&t.split(',').map(str::trim).collect::<Vec<_>>()));
     lora.validate()?;
 
-    let tokenizer = TextTokenizer::from_file(args.model.join("tokenizer.json"), args.max_len)?;
-    let backbone = BertModel::load(&args.model, &train_device)?;
+    let format = ModelFormat::detect(&args.model)?;
+    let tokenizer = format.tokenizer(&args.model, args.max_len)?;
+    let template = match &args.template {
+        Some(t) => Some(PromptTemplate::from_arg(t, labels.names())?).filter(|t| !t.is_identity()),
+        None if format.is_decoder() => Some(PromptTemplate::default_instruction(
+            tokenizer.inner().token_to_id("<|im_start|>").is_some(),
+        )),
+        None => None,
+    };
+    let job = Job {
+        args,
+        data,
+        labels,
+        lora,
+        tokenizer,
+        template,
+        device,
+        train_device,
+    };
+    match format {
+        ModelFormat::Encoder => {
+            let backbone = BertModel::load(&job.args.model, &job.train_device)?;
+            finetune(backbone, job)
+        }
+        ModelFormat::Decoder => {
+            let backbone = LlamaModel::load(&job.args.model, &job.train_device)?;
+            finetune(backbone, job)
+        }
+        ModelFormat::Gguf => {
+            let backbone = LlamaModel::load_gguf(&job.args.model, &job.train_device)?;
+            finetune(backbone, job)
+        }
+    }
+}
+
+/// Everything the training run needs besides the backbone.
+struct Job {
+    args: Args,
+    data: DataSplits,
+    labels: LabelSet,
+    lora: LoraConfig,
+    tokenizer: TextTokenizer,
+    template: Option<PromptTemplate>,
+    device: Device,
+    train_device: Device,
+}
+
+fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
+    let Job {
+        args,
+        data,
+        labels,
+        lora,
+        tokenizer,
+        template,
+        device,
+        train_device,
+    } = job;
     let pooling = match &args.pooling {
         Some(p) => Pooling::parse(p)?,
         None => Pooling::default_for(
@@ -253,7 +326,7 @@ fn run() -> burn_lora::Result<()> {
         meta: AdapterMeta {
             pooling,
             max_len: args.max_len,
-            template: None,
+            template: template.as_ref().map(|t| t.as_str().to_string()),
             model_type: model_type.clone(),
         },
         base_model: Some(args.model.display().to_string()),
@@ -290,12 +363,13 @@ fn run() -> burn_lora::Result<()> {
     };
 
     let t0 = Instant::now();
-    let train = EncodedSet::encode(&data.train, &tokenizer, None, labels.len())?;
-    let valid = EncodedSet::encode(&data.valid, &tokenizer, None, labels.len())?;
-    let test = EncodedSet::encode(&data.test, &tokenizer, None, labels.len())?;
+    let train = EncodedSet::encode(&data.train, &tokenizer, template.as_ref(), labels.len())?;
+    let valid = EncodedSet::encode(&data.valid, &tokenizer, template.as_ref(), labels.len())?;
+    let test = EncodedSet::encode(&data.test, &tokenizer, template.as_ref(), labels.len())?;
     println!(
-        "tokenised in {:.1}s; pooling {pooling:?}",
-        t0.elapsed().as_secs_f64()
+        "tokenised in {:.1}s; pooling {pooling:?}; template {:?}",
+        t0.elapsed().as_secs_f64(),
+        template.as_ref().map(|t| t.as_str())
     );
 
     let (mut trainer, state) = if args.resume {
@@ -365,7 +439,7 @@ fn run() -> burn_lora::Result<()> {
             meta: &AdapterMeta {
                 pooling,
                 max_len: args.max_len,
-                template: None,
+                template: template.as_ref().map(|t| t.as_str().to_string()),
                 model_type,
             },
             base_model: Some(args.model.display().to_string()),
@@ -377,6 +451,7 @@ fn run() -> burn_lora::Result<()> {
         "train_seconds": state.train_seconds,
         "train_tokens_per_second": state.tokens as f64 / state.train_seconds.max(1e-9),
         "trainable_params": trainable,
+        "peak_rss_mib": peak_rss_mib(),
         "steps": state.step,
         "best_step": state.best_step,
         "recipe": {
@@ -386,6 +461,7 @@ fn run() -> burn_lora::Result<()> {
             "train_limit": args.train_limit, "loss": args.loss, "pooling": pooling,
             "threshold": args.threshold, "seed": args.seed, "device": args.device,
             "head_bias_init": args.head_bias_init,
+            "template": template.as_ref().map(|t| t.as_str()),
         },
     });
     burn_lora::io::write_atomic(
@@ -410,6 +486,9 @@ fn run() -> burn_lora::Result<()> {
         ("subset accuracy", test_metrics.subset_accuracy),
     ] {
         println!("| {name:<15} | {v:.4} |");
+    }
+    if let Some(mib) = peak_rss_mib() {
+        println!("peak memory (RSS): {mib:.0} MiB");
     }
     println!("\nadapter: {}", args.out.join("adapter").display());
     Ok(())

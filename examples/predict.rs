@@ -12,12 +12,12 @@
 use std::io::{BufRead, Read};
 use std::path::PathBuf;
 
+use burn::tensor::Device;
 use burn_lora::classify::{MultiLabelClassifier, Pooling, Thresholds, predict_probs};
-use burn_lora::data::{EncodedSet, Example};
+use burn_lora::data::{EncodedSet, Example, PromptTemplate};
 use burn_lora::device::parse_device;
-use burn_lora::io::peft::{load_adapter_weights, read_adapter};
-use burn_lora::models::{Backbone, BertModel};
-use burn_lora::tokenize::TextTokenizer;
+use burn_lora::io::peft::{LoadedAdapter, load_adapter_weights, read_adapter};
+use burn_lora::models::{Backbone, BertModel, LlamaModel, ModelFormat};
 use serde_json::json;
 
 #[path = "common/args.rs"]
@@ -26,7 +26,10 @@ mod args;
 use args::value;
 
 const FLAGS: &[args::Flag] = &[
-    value("model", "base model folder"),
+    value(
+        "model",
+        "base model: a Hugging Face folder (BERT or Llama family) or a llama.cpp .gguf file",
+    ),
     value(
         "adapter",
         "adapter folder (adapter_config.json, adapter_model.safetensors, labels.txt)",
@@ -41,6 +44,10 @@ const FLAGS: &[args::Flag] = &[
     ),
     value("format", "table | jsonl (default table)"),
     value(
+        "template",
+        "prompt template with {text}, or a file holding one; '{text}' = none (default: the one the adapter was trained with)",
+    ),
+    value(
         "device",
         "flex | ndarray | wgpu | vulkan | metal | cuda[:N] (default flex)",
     ),
@@ -52,6 +59,7 @@ struct Args {
     input: Option<PathBuf>,
     threshold: Option<f32>,
     format: String,
+    template: Option<String>,
     device: String,
 }
 
@@ -64,6 +72,7 @@ impl Args {
             input: a.get("input"),
             threshold: a.get("threshold"),
             format: a.get_or("format", "table".to_string()),
+            template: a.get("template"),
             device: a.get_or("device", "flex".to_string()),
         }
     }
@@ -81,19 +90,54 @@ fn run() -> burn_lora::Result<()> {
     let args = Args::parse();
     let device = parse_device(&args.device)?;
     let adapter = read_adapter(&args.adapter)?;
-    let labels = adapter.labels.clone();
 
-    let backbone = BertModel::load(&args.model, &device)?;
+    let format = ModelFormat::detect(&args.model)?;
+    let template = match (
+        &args.template,
+        adapter.meta.as_ref().and_then(|m| m.template.as_ref()),
+    ) {
+        (Some(t), _) | (None, Some(t)) => {
+            Some(PromptTemplate::from_arg(t, adapter.labels.names())?).filter(|t| !t.is_identity())
+        }
+        (None, None) => None,
+    };
+    match format {
+        ModelFormat::Encoder => {
+            let backbone = BertModel::load(&args.model, &device)?;
+            predict(backbone, &args, &adapter, format, template, &device)
+        }
+        ModelFormat::Decoder => {
+            let backbone = LlamaModel::load(&args.model, &device)?;
+            predict(backbone, &args, &adapter, format, template, &device)
+        }
+        ModelFormat::Gguf => {
+            let backbone = LlamaModel::load_gguf(&args.model, &device)?;
+            predict(backbone, &args, &adapter, format, template, &device)
+        }
+    }
+}
+
+fn predict<B: Backbone>(
+    backbone: B,
+    args: &Args,
+    adapter: &LoadedAdapter,
+    format: ModelFormat,
+    template: Option<PromptTemplate>,
+    device: &Device,
+) -> burn_lora::Result<()> {
+    let labels = adapter.labels.clone();
     // An adapter written by Python PEFT has no burn_lora.json: it was trained with the
-    // task model's own pooling (BertForSequenceClassification: the pooler).
+    // task model's own pooling (BertForSequenceClassification: the pooler;
+    // LlamaForSequenceClassification: the last non-padding token).
     let (pooling, max_len) = match &adapter.meta {
         Some(m) => (m.pooling, m.max_len),
         None if backbone.has_pooler() => (Pooling::Pooler, 512),
+        None if format.is_decoder() => (Pooling::LastToken, 512),
         None => (Pooling::Cls, 512),
     };
-    let mut model = MultiLabelClassifier::new(backbone, labels.len(), pooling, 0.0, &device)?;
-    load_adapter_weights(&adapter, &mut model, &device)?;
-    let tokenizer = TextTokenizer::from_file(args.model.join("tokenizer.json"), max_len)?;
+    let mut model = MultiLabelClassifier::new(backbone, labels.len(), pooling, 0.0, device)?;
+    load_adapter_weights(adapter, &mut model, device)?;
+    let tokenizer = format.tokenizer(&args.model, max_len)?;
 
     let mut examples = Vec::new();
     match &args.input {
@@ -148,8 +192,8 @@ fn run() -> burn_lora::Result<()> {
             args.input.clone().unwrap_or_else(|| "<stdin>".into()),
         ));
     }
-    let set = EncodedSet::encode(&examples, &tokenizer, None, labels.len())?;
-    let probs = predict_probs(&model, &set, 32, &device)?;
+    let set = EncodedSet::encode(&examples, &tokenizer, template.as_ref(), labels.len())?;
+    let probs = predict_probs(&model, &set, 32, device)?;
     let thresholds = match (args.threshold, &adapter.thresholds) {
         (Some(t), _) => Thresholds::global(t, labels.len(), false),
         (None, Some(t)) => t.clone(),

@@ -100,3 +100,44 @@ fn last_token_pooling_handles_both_paddings() {
     assert_eq!(&pooled[..32], &all[2 * 32..3 * 32]);
     assert_eq!(&pooled[32..], &all[(5 + 4) * 32..(5 + 5) * 32]);
 }
+
+/// A PEFT `SEQ_CLS` adapter written by Python PEFT for `LlamaForSequenceClassification`
+/// (`scripts/make_peft_llama_adapter_fixture.py`) gives PEFT's probabilities (≤ 1e-5) on
+/// the safetensors base and on the GGUF written from the same weights.
+#[test]
+fn peft_llama_seq_cls_adapter_matches_on_safetensors_and_gguf() {
+    use burn_lora::classify::predict_probs;
+    use burn_lora::data::EncodedSet;
+    use burn_lora::io::peft::{load_adapter_weights, read_adapter};
+
+    let device = device();
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("peft_seqcls_tiny_llama.reference.json")).unwrap(),
+    )
+    .unwrap();
+    let rows: Vec<Vec<u32>> = serde_json::from_value(reference["input_ids"].clone()).unwrap();
+    let want: Vec<f32> = serde_json::from_value::<Vec<Vec<f32>>>(reference["probs"].clone())
+        .unwrap()
+        .concat();
+    let adapter = read_adapter(fixture("peft_seqcls_tiny_llama")).unwrap();
+    assert!(adapter.meta.is_none());
+    let set = EncodedSet {
+        labels: vec![vec![]; rows.len()],
+        ids: rows,
+        num_labels: adapter.labels.len(),
+        pad_id: reference["pad_token_id"].as_u64().unwrap() as u32,
+    };
+    for base in [
+        LlamaModel::load(fixture("tiny-llama"), &device).unwrap(),
+        LlamaModel::load_gguf(fixture("tiny-llama.gguf"), &device).unwrap(),
+    ] {
+        let mut model =
+            MultiLabelClassifier::new(base, adapter.labels.len(), Pooling::LastToken, 0.0, &device)
+                .unwrap();
+        assert_eq!(model.head_name, "score");
+        load_adapter_weights(&adapter, &mut model, &device).unwrap();
+        let probs = predict_probs(&model, &set, 8, &device).unwrap();
+        let err = max_abs_diff(&probs, &want);
+        assert!(err <= 1e-5, "PEFT probabilities differ by {err}");
+    }
+}

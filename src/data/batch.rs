@@ -32,11 +32,10 @@ impl EncodedSet {
     ) -> Result<Self> {
         let mut ids = Vec::with_capacity(examples.len());
         for e in examples {
-            let text = match template {
-                Some(t) => t.render(&e.text),
-                None => e.text.clone(),
-            };
-            ids.push(tokenizer.encode_ids(&text)?);
+            ids.push(match template {
+                Some(t) => tokenizer.encode_with_template(t, &e.text)?,
+                None => tokenizer.encode_ids(&e.text)?,
+            });
         }
         Ok(EncodedSet {
             ids,

@@ -44,6 +44,34 @@ impl PromptTemplate {
         )
     }
 
+    /// The finetune example's default for decoders: a ChatML instruction when the
+    /// tokenizer knows `<|im_start|>` (SmolLM2, Qwen), else a plain one; the prompt ends
+    /// where the answer would start, so the last token (the pooled one) has read the text.
+    pub fn default_instruction(chatml: bool) -> Self {
+        let user = "Which categories apply to the following text?\n\n{text}";
+        let template = if chatml {
+            format!(
+                "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+            )
+        } else {
+            format!("{user}\n\nCategories:")
+        };
+        PromptTemplate {
+            template,
+            labels: String::new(),
+        }
+    }
+
+    /// A template given on a command line: the contents of the file it names, if there
+    /// is one, else the string itself.
+    pub fn from_arg(arg: &str, labels: &[String]) -> Result<Self> {
+        if Path::new(arg).is_file() {
+            Self::from_file(arg, labels)
+        } else {
+            Self::new(arg, labels)
+        }
+    }
+
     /// The identity template `{text}`.
     pub fn identity() -> Self {
         PromptTemplate {
@@ -83,5 +111,9 @@ mod tests {
         assert!(PromptTemplate::new("no placeholder", &[]).is_err());
         let c = PromptTemplate::chatml("sys", "Classify: {text}", &[]).unwrap();
         assert!(c.render("hi").ends_with("<|im_start|>assistant\n"));
+        for chatml in [true, false] {
+            let d = PromptTemplate::default_instruction(chatml);
+            assert!(d.render("XYZ").contains("XYZ") && !d.is_identity());
+        }
     }
 }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod layers;
 pub mod llama;
 pub mod llama_gguf;
+pub mod pretrained;
 
 use burn::module::{Module, ModuleDisplay};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -13,6 +14,7 @@ pub use bert::BertModel;
 pub use config::{BertConfig, SUPPORTED_MODEL_TYPES};
 pub use llama::{LlamaConfig, LlamaModel};
 pub use llama_gguf::GgufWeights;
+pub use pretrained::ModelFormat;
 
 use crate::error::{Error, Result};
 use crate::lora::LoraTargets;

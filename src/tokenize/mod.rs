@@ -11,6 +11,7 @@ use tokenizers::{
     TruncationStrategy,
 };
 
+use crate::data::PromptTemplate;
 use crate::error::{Error, Result};
 
 /// A padded batch of encodings, row-major `[batch, seq]`.
@@ -136,6 +137,22 @@ impl TextTokenizer {
     pub fn encode_ids(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.inner.encode(text, true).map_err(tok_err)?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Ids of `text` rendered through `template`. When the prompt would be cut at
+    /// `max_len`, the text is shortened instead, so the template's ending (where a
+    /// decoder's pooled last token sits) survives.
+    pub fn encode_with_template(&self, template: &PromptTemplate, text: &str) -> Result<Vec<u32>> {
+        let ids = self.encode_ids(&template.render(text))?;
+        if ids.len() < self.max_len || template.is_identity() {
+            return Ok(ids);
+        }
+        let overhead = self.encode_ids(&template.render(""))?.len();
+        let budget = self.max_len.saturating_sub(overhead);
+        let text_ids = self.inner.encode(text, false).map_err(tok_err)?;
+        let kept = &text_ids.get_ids()[..budget.min(text_ids.get_ids().len())];
+        let shortened = self.inner.decode(kept, false).map_err(tok_err)?;
+        self.encode_ids(&template.render(&shortened))
     }
 
     /// Encode texts into one padded batch.

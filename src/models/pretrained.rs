@@ -1,0 +1,80 @@
+//! What a `--model` path holds: a BERT-family folder, a Llama-family folder, or a
+//! llama.cpp GGUF file; and the tokenizer that goes with it.
+
+use std::path::Path;
+
+use super::config::SUPPORTED_MODEL_TYPES;
+use super::llama::LLAMA_FAMILY;
+use crate::error::{Error, Result};
+use crate::tokenize::TextTokenizer;
+
+/// The kind of pretrained model at a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// A BERT-family folder (`config.json` + safetensors + `tokenizer.json`).
+    Encoder,
+    /// A Llama-family folder (`config.json` + safetensors + `tokenizer.json`).
+    Decoder,
+    /// A llama.cpp GGUF file (weights and tokenizer in one file).
+    Gguf,
+}
+
+impl ModelFormat {
+    /// Look at `path`: a file starting with the GGUF magic, or a folder whose
+    /// `config.json` names a supported `model_type`.
+    pub fn detect(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_file() {
+            let mut magic = [0u8; 4];
+            let read = std::fs::File::open(path)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
+            return match read {
+                Ok(()) if &magic == b"GGUF" => Ok(ModelFormat::Gguf),
+                Ok(()) => Err(Error::Format {
+                    path: path.to_path_buf(),
+                    message: "not a GGUF file (a model is a GGUF file or a folder)".into(),
+                }),
+                Err(e) => Err(Error::io(path, e)),
+            };
+        }
+        let config = path.join("config.json");
+        let text = std::fs::read_to_string(&config).map_err(|e| Error::io(&config, e))?;
+        #[derive(serde::Deserialize)]
+        struct ModelType {
+            model_type: String,
+        }
+        let ty: ModelType = serde_json::from_str(&text).map_err(|e| Error::Format {
+            path: config.clone(),
+            message: e.to_string(),
+        })?;
+        if SUPPORTED_MODEL_TYPES.contains(&ty.model_type.as_str()) {
+            Ok(ModelFormat::Encoder)
+        } else if LLAMA_FAMILY.contains(&ty.model_type.as_str()) {
+            Ok(ModelFormat::Decoder)
+        } else {
+            Err(Error::Unsupported {
+                what: "model_type",
+                detail: format!(
+                    "`{}` (encoders: {}; decoders: {})",
+                    ty.model_type,
+                    SUPPORTED_MODEL_TYPES.join(", "),
+                    LLAMA_FAMILY.join(", ")
+                ),
+            })
+        }
+    }
+
+    /// Whether the model is a decoder (last-token pooling, prompt templates).
+    pub fn is_decoder(self) -> bool {
+        self != ModelFormat::Encoder
+    }
+
+    /// The model's tokenizer, truncating to `max_len`.
+    pub fn tokenizer(self, path: impl AsRef<Path>, max_len: usize) -> Result<TextTokenizer> {
+        let path = path.as_ref();
+        match self {
+            ModelFormat::Gguf => TextTokenizer::from_gguf(path, max_len),
+            _ => TextTokenizer::from_file(path.join("tokenizer.json"), max_len),
+        }
+    }
+}
