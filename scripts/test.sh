@@ -8,3 +8,5 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/burn-lora-target}"
 scripts/fetch-models.sh all
 cargo test --features vulkan "$@"
+# The burn-free GGUF reader crate of the workspace.
+cargo test -p burn-lora-gguf

@@ -147,5 +147,20 @@ impl Error {
     }
 }
 
+impl From<burn_lora_gguf::GgufError> for Error {
+    fn from(e: burn_lora_gguf::GgufError) -> Self {
+        use burn_lora_gguf::GgufError as G;
+        match e {
+            G::Format { path, message } => Error::Format { path, message },
+            G::MissingTensor { name, path } => Error::MissingTensor { name, path },
+            G::Io { path, source } => Error::Io { path, source },
+            other => Error::Format {
+                path: PathBuf::new(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
 /// `Result` with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
