@@ -69,6 +69,14 @@ const FLAGS: &[args::Flag] = &[
     value("schedule", "linear | cosine | constant (default linear)"),
     value("max-len", "truncation length in tokens (default 128)"),
     value("train-limit", "use only the first N training examples"),
+    value(
+        "valid-limit",
+        "use only the first N validation examples (quick comparisons)",
+    ),
+    value(
+        "test-limit",
+        "use only the first N test examples (quick comparisons)",
+    ),
     value("loss", "bce | focal | asl (default bce)"),
     value(
         "head-bias-init",
@@ -128,6 +136,8 @@ struct Args {
     schedule: String,
     max_len: usize,
     train_limit: Option<usize>,
+    valid_limit: Option<usize>,
+    test_limit: Option<usize>,
     loss: String,
     pos_weight: bool,
     head_bias_init: String,
@@ -169,6 +179,8 @@ impl Args {
             schedule: a.get_or("schedule", "linear".to_string()),
             max_len: a.get_or("max-len", 128),
             train_limit: a.get("train-limit"),
+            valid_limit: a.get("valid-limit"),
+            test_limit: a.get("test-limit"),
             loss: a.get_or("loss", "bce".to_string()),
             pos_weight: a.flag("pos-weight"),
             head_bias_init: a.get_or("head-bias-init", "prior".to_string()),
@@ -223,8 +235,14 @@ fn run() -> burn_lora::Result<()> {
         UnknownLabelPolicy::Error
     };
     let mut data = DataSplits::load(&args.data, policy)?;
-    if let Some(n) = args.train_limit {
-        data.train.truncate(n);
+    for (split, limit) in [
+        (&mut data.train, args.train_limit),
+        (&mut data.valid, args.valid_limit),
+        (&mut data.test, args.test_limit),
+    ] {
+        if let Some(n) = limit {
+            split.truncate(n);
+        }
     }
     let labels = data.labels.clone();
     println!(
@@ -314,6 +332,9 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
     };
     let model_type = backbone.model_type().to_string();
     let mut model = MultiLabelClassifier::new(backbone, labels.len(), pooling, 0.1, &train_device)?;
+    if args.head_bias_init == "prior" && !model.head.has_bias() {
+        println!("head without bias (transformers' `score` for decoders): no prior init");
+    }
     if args.head_bias_init == "prior" {
         model
             .head
@@ -458,7 +479,8 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
             "rank": args.rank, "alpha": args.alpha, "dropout": args.dropout,
             "targets": args.targets, "rslora": args.rslora, "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr, "max_len": args.max_len,
-            "train_limit": args.train_limit, "loss": args.loss, "pooling": pooling,
+            "train_limit": args.train_limit, "valid_limit": args.valid_limit,
+            "test_limit": args.test_limit, "loss": args.loss, "pooling": pooling,
             "threshold": args.threshold, "seed": args.seed, "device": args.device,
             "head_bias_init": args.head_bias_init,
             "template": template.as_ref().map(|t| t.as_str()),

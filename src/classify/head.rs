@@ -182,6 +182,11 @@ impl ClassificationHead {
         self.weight.shape().dims::<2>()[1]
     }
 
+    /// Whether the head has a bias (encoders' `classifier`; decoders' `score` has none).
+    pub fn has_bias(&self) -> bool {
+        self.bias.is_some()
+    }
+
     /// Trainable parameters.
     pub fn num_params(&self) -> usize {
         let [h, l] = self.weight.shape().dims::<2>();

@@ -5,14 +5,19 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor, TensorData};
 use half::{bf16, f16};
 use memmap2::Mmap;
+use safetensors::tensor::{Metadata, TensorView};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
 
-/// A safetensors file, memory-mapped (the weights are read once, straight into tensors).
+/// A safetensors file, memory-mapped (the weights are read once, straight into tensors);
+/// the header is parsed once, at open.
 pub struct SafetensorsFile {
     path: PathBuf,
     mmap: Mmap,
+    /// Where the data section starts (8-byte length + JSON header).
+    data_start: usize,
+    metadata: Metadata,
 }
 
 impl std::fmt::Debug for SafetensorsFile {
@@ -32,26 +37,33 @@ impl SafetensorsFile {
         // open; a file changed underneath by another process is outside our contract,
         // as for every mmap-based safetensors reader.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-        SafeTensors::deserialize(&mmap).map_err(|e| Error::Format {
+        let format = |e: safetensors::SafeTensorError| Error::Format {
             path: path.clone(),
             message: e.to_string(),
-        })?;
-        Ok(SafetensorsFile { path, mmap })
+        };
+        // `deserialize` checks every tensor's offsets against the file; keep its metadata.
+        SafeTensors::deserialize(&mmap).map_err(format)?;
+        let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(format)?;
+        Ok(SafetensorsFile {
+            path,
+            mmap,
+            data_start: 8 + header_len,
+            metadata,
+        })
     }
 
-    fn view(&self) -> SafeTensors<'_> {
-        // Validated in `open`.
-        SafeTensors::deserialize(&self.mmap).expect("header validated at open")
-    }
-
-    fn lookup<'a>(
-        &self,
-        st: &'a SafeTensors<'a>,
-        name: &str,
-    ) -> Result<safetensors::tensor::TensorView<'a>> {
-        st.tensor(name).map_err(|_| Error::MissingTensor {
+    fn lookup(&self, name: &str) -> Result<TensorView<'_>> {
+        let missing = || Error::MissingTensor {
             name: name.to_string(),
             path: self.path.clone(),
+        };
+        let info = self.metadata.info(name).ok_or_else(missing)?;
+        let (start, end) = info.data_offsets;
+        // Offsets were validated against the file in `open`.
+        let data = &self.mmap[self.data_start + start..self.data_start + end];
+        TensorView::new(info.dtype, info.shape.clone(), data).map_err(|e| Error::Format {
+            path: self.path.clone(),
+            message: format!("tensor `{name}`: {e}"),
         })
     }
 
@@ -62,27 +74,22 @@ impl SafetensorsFile {
 
     /// Names of all tensors in the file.
     pub fn names(&self) -> Vec<String> {
-        self.view()
-            .names()
-            .into_iter()
-            .map(|s| s.to_string())
-            .collect()
+        self.metadata.tensors().into_keys().collect()
     }
 
     /// Whether the file holds `name`.
     pub fn contains(&self, name: &str) -> bool {
-        self.view().tensor(name).is_ok()
+        self.metadata.info(name).is_some()
     }
 
     /// Shape of `name`, if present.
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.view().tensor(name).ok().map(|t| t.shape().to_vec())
+        self.metadata.info(name).map(|t| t.shape.clone())
     }
 
     /// Read `name` as f32 values and its shape (f32, f16 and bf16 are accepted).
     pub fn read_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
-        let st = self.view();
-        let view = self.lookup(&st, name)?;
+        let view = self.lookup(name)?;
         let bytes = view.data();
         let values: Vec<f32> = match view.dtype() {
             Dtype::F32 => bytes
@@ -109,8 +116,7 @@ impl SafetensorsFile {
 
     /// Read an integer tensor (`I64`, `I32`, `U32`) as i64 values and its shape.
     pub fn read_i64(&self, name: &str) -> Result<(Vec<i64>, Vec<usize>)> {
-        let st = self.view();
-        let view = self.lookup(&st, name)?;
+        let view = self.lookup(name)?;
         let bytes = view.data();
         let values: Vec<i64> = match view.dtype() {
             Dtype::I64 => bytes
