@@ -62,6 +62,11 @@ def convert(name):
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
     w.add_rope_dimension_count(head_dim)
     w.add_vocab_size(cfg["vocab_size"])
+    # Special ids as llama.cpp writes them (no vocabulary: the tiny models have no tokenizer).
+    for key, add in [("bos_token_id", w.add_bos_token_id), ("eos_token_id", w.add_eos_token_id),
+                     ("pad_token_id", w.add_pad_token_id)]:
+        if cfg.get(key) is not None:
+            add(cfg[key])
     nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     for key, t in weights.items():
         key = key.removeprefix("model.")

@@ -141,3 +141,30 @@ fn peft_llama_seq_cls_adapter_matches_on_safetensors_and_gguf() {
         assert!(err <= 1e-5, "PEFT probabilities differ by {err}");
     }
 }
+
+/// No pad id and no eos id: loading fails with a clear error instead of padding with 0;
+/// with only eos, eos pads (transformers' fallback).
+#[test]
+fn padding_id_falls_back_to_eos_and_errors_without_either() {
+    let device = device();
+    let dir = std::env::temp_dir().join(format!("burn-lora-nopad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        fixture("tiny-llama").join("model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("tiny-llama").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    config["pad_token_id"] = serde_json::Value::Null;
+    config["eos_token_id"] = serde_json::json!(2);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    assert_eq!(LlamaModel::load(&dir, &device).unwrap().pad_token_id(), 2);
+    config["eos_token_id"] = serde_json::Value::Null;
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let err = LlamaModel::load(&dir, &device).unwrap_err();
+    assert!(matches!(err, burn_lora::Error::Unsupported { .. }), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

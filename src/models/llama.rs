@@ -411,16 +411,30 @@ impl LlamaModel {
         } else {
             None
         };
-        let pad_id = config
-            .pad_token_id
-            .or_else(|| match &config.eos_token_id {
-                Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32),
-                Some(serde_json::Value::Array(a)) => {
-                    a.first().and_then(|v| v.as_u64()).map(|v| v as u32)
-                }
-                _ => None,
-            })
-            .unwrap_or(0);
+        let eos = match &config.eos_token_id {
+            Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32),
+            Some(serde_json::Value::Array(a)) => {
+                a.first().and_then(|v| v.as_u64()).map(|v| v as u32)
+            }
+            _ => None,
+        };
+        // As transformers' sequence classification: the config's pad id, else eos.
+        let pad_id = match (config.pad_token_id, eos) {
+            (Some(pad), _) => pad,
+            (None, Some(eos)) => {
+                eprintln!(
+                    "warning: {} sets no pad_token_id; padding with eos ({eos})",
+                    ckpt.origin().display()
+                );
+                eos
+            }
+            (None, None) => {
+                return Err(Error::Unsupported {
+                    what: "model config",
+                    detail: "neither pad_token_id nor eos_token_id is set: no padding id".into(),
+                });
+            }
+        };
         Ok(LlamaModel {
             embed: FrozenEmbedding::new(ckpt.tensor::<2>(
                 &format!("{prefix}embed_tokens.weight"),
