@@ -21,7 +21,7 @@ use burn_lora::io::peft::{
     AdapterContents, AdapterMeta, load_adapter_weights, read_adapter, save_adapter,
 };
 use burn_lora::lora::{InitLoraWeights, LoraConfig, inject_adapters};
-use burn_lora::models::BertModel;
+use burn_lora::models::{Backbone, BertModel};
 use burn_lora::tokenize::TextTokenizer;
 use common::{fixture, max_abs_diff, values};
 use serde_json::Value;
@@ -343,4 +343,27 @@ fn python_peft_seq_cls_adapter_matches() {
     let (want, _) = matrix(&reference["probs"]);
     let err = max_abs_diff(&probs, &want);
     assert!(err <= 1e-4, "PEFT probabilities differ by {err}");
+}
+
+/// Replacing the head's values (prior bias, loaded weights) keeps them trainable on an
+/// autodiff device: the trainable count is PEFT's before and after (a fresh tensor made
+/// from data does not track gradients, so a naive replacement froze the bias).
+#[test]
+fn replaced_head_values_stay_trainable() {
+    let device = device().autodiff();
+    let backbone = BertModel::load(fixture("tiny-bert"), &device).unwrap();
+    let mut model = MultiLabelClassifier::new(backbone, 3, Pooling::Cls, 0.0, &device).unwrap();
+    let before = model.trainable_params();
+    assert_eq!(before, model.head.num_params());
+    model.head.init_bias_from_priors(&[1, 5, 9], 10).unwrap();
+    assert_eq!(model.trainable_params(), before, "after the prior bias");
+    let hidden = model.backbone.hidden_size();
+    model
+        .head
+        .set_weights(
+            Tensor::<2>::zeros([3, hidden], &device),
+            Some(Tensor::<1>::zeros([3], &device)),
+        )
+        .unwrap();
+    assert_eq!(model.trainable_params(), before, "after set_weights");
 }

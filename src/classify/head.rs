@@ -9,7 +9,7 @@ use burn::tensor::{Device, Distribution, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::lora::base::transpose_contiguous;
+use crate::lora::base::{replace_value, transpose_contiguous};
 use crate::lora::{LinearVisitor, LoraTargets, ModuleSelector};
 use crate::models::{Backbone, EncoderInput};
 
@@ -118,8 +118,7 @@ impl ClassificationHead {
                 actual: weight_out_in.dims().to_vec(),
             });
         }
-        let w = transpose_contiguous(weight_out_in.detach());
-        self.weight = self.weight.clone().map(|_| w);
+        replace_value(&mut self.weight, transpose_contiguous(weight_out_in));
         match (bias, self.bias.as_mut()) {
             (Some(b), Some(p)) => {
                 if b.dims() != [labels] {
@@ -129,8 +128,7 @@ impl ClassificationHead {
                         actual: b.dims().to_vec(),
                     });
                 }
-                let b = b.detach();
-                *p = p.clone().map(|_| b);
+                replace_value(p, b);
             }
             (None, None) => {}
             (Some(_), None) | (None, Some(_)) => {
@@ -164,7 +162,7 @@ impl ClassificationHead {
             .collect();
         let device = bias.val().device();
         let t = Tensor::<1>::from_data(burn::tensor::TensorData::new(logits, [labels]), &device);
-        *bias = bias.clone().map(|_| t);
+        replace_value(bias, t);
         Ok(())
     }
 

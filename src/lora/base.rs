@@ -37,6 +37,16 @@ pub struct DenseBase {
     pub bias: Option<Param<Tensor<1>>>,
 }
 
+/// Give `param` a new value, keeping its id and whether it trains. (`Param::map` takes
+/// the trainability from the new tensor, and a tensor made from data does not track
+/// gradients: a trainable parameter would silently freeze.)
+pub(crate) fn replace_value<const D: usize>(param: &mut Param<Tensor<D>>, value: Tensor<D>) {
+    let trainable = param.is_require_grad();
+    *param = param
+        .clone()
+        .map(|_| value.detach().set_require_grad(trainable));
+}
+
 /// Copy a transposed 2-D tensor into contiguous storage (a one-off cost at load time,
 /// so every forward afterwards reads the weight in order).
 pub(crate) fn transpose_contiguous(t: Tensor<2>) -> Tensor<2> {

@@ -4,7 +4,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Tensor};
 
-use super::base::{DenseBase, FrozenBase, transpose_contiguous};
+use super::base::{DenseBase, FrozenBase, replace_value, transpose_contiguous};
 use super::config::{InitLoraWeights, ModuleLoraParams};
 use super::init::init_factors;
 use crate::error::{Error, Result};
@@ -133,10 +133,8 @@ impl<W: FrozenBase> LoraLinear<W> {
                 });
             }
         }
-        let a = transpose_contiguous(a.detach());
-        let b = transpose_contiguous(b.detach());
-        adapter.a = adapter.a.clone().map(|_| a);
-        adapter.b = adapter.b.clone().map(|_| b);
+        replace_value(&mut adapter.a, transpose_contiguous(a));
+        replace_value(&mut adapter.b, transpose_contiguous(b));
         Ok(())
     }
 
