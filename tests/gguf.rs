@@ -146,3 +146,24 @@ fn gguf_tokenizer_matches_transformers() {
         );
     }
 }
+
+/// A prompt longer than `max_len` loses text, not the template's ending: the decoder's
+/// pooled last token must still be the assistant turn's start.
+#[test]
+fn template_truncation_keeps_the_prompt_ending() {
+    use burn_lora::data::PromptTemplate;
+    let tokenizer = TextTokenizer::from_gguf(smollm2(), 48).unwrap();
+    let template = PromptTemplate::default_instruction(true);
+    let ending = tokenizer
+        .encode_ids("<|im_end|>\n<|im_start|>assistant\n")
+        .unwrap();
+    let long = "a library for parsing XML documents with bindings ".repeat(20);
+    let ids = tokenizer.encode_with_template(&template, &long).unwrap();
+    assert!(ids.len() <= 48, "{} tokens", ids.len());
+    assert!(ids.ends_with(&ending), "{ids:?}");
+    let short = tokenizer.encode_with_template(&template, "XML").unwrap();
+    assert_eq!(
+        short,
+        tokenizer.encode_ids(&template.render("XML")).unwrap()
+    );
+}

@@ -37,9 +37,9 @@ pub struct DenseBase {
     pub bias: Option<Param<Tensor<1>>>,
 }
 
-/// Give `param` a new value, keeping its id and whether it trains. (`Param::map` takes
-/// the trainability from the new tensor, and a tensor made from data does not track
-/// gradients: a trainable parameter would silently freeze.)
+/// Give `param` a new value, keeping its id and whether it trains. (Gradients are tracked
+/// per tensor: a tensor made from data does not require them, so putting one into a
+/// trainable parameter with a bare `Param::map` silently freezes it.)
 pub(crate) fn replace_value<const D: usize>(param: &mut Param<Tensor<D>>, value: Tensor<D>) {
     let trainable = param.is_require_grad();
     *param = param

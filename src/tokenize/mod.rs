@@ -4,8 +4,6 @@
 
 use std::path::Path;
 
-pub mod gguf;
-
 use tokenizers::{
     EncodeInput, PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams,
     TruncationStrategy,
@@ -13,6 +11,8 @@ use tokenizers::{
 
 use crate::data::PromptTemplate;
 use crate::error::{Error, Result};
+
+pub mod gguf;
 
 /// A padded batch of encodings, row-major `[batch, seq]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,11 +148,22 @@ impl TextTokenizer {
             return Ok(ids);
         }
         let overhead = self.encode_ids(&template.render(""))?.len();
-        let budget = self.max_len.saturating_sub(overhead);
         let text_ids = self.inner.encode(text, false).map_err(tok_err)?;
-        let kept = &text_ids.get_ids()[..budget.min(text_ids.get_ids().len())];
-        let shortened = self.inner.decode(kept, false).map_err(tok_err)?;
-        self.encode_ids(&template.render(&shortened))
+        let text_ids = text_ids.get_ids();
+        let mut budget = self.max_len.saturating_sub(overhead).min(text_ids.len());
+        // Tokens merge differently across the text/template seams, so the re-encoded prompt
+        // can still be a token or two too long (then cut at its end): shrink until it fits.
+        loop {
+            let shortened = self
+                .inner
+                .decode(&text_ids[..budget], false)
+                .map_err(tok_err)?;
+            let ids = self.encode_ids(&template.render(&shortened))?;
+            if ids.len() < self.max_len || budget == 0 {
+                return Ok(ids);
+            }
+            budget -= 1;
+        }
     }
 
     /// Encode texts into one padded batch.
