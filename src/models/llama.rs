@@ -418,23 +418,11 @@ impl LlamaModel {
             }
             _ => None,
         };
-        // As transformers' sequence classification: the config's pad id, else eos.
-        let pad_id = match (config.pad_token_id, eos) {
-            (Some(pad), _) => pad,
-            (None, Some(eos)) => {
-                eprintln!(
-                    "warning: {} sets no pad_token_id; padding with eos ({eos})",
-                    ckpt.origin().display()
-                );
-                eos
-            }
-            (None, None) => {
-                return Err(Error::Unsupported {
-                    what: "model config",
-                    detail: "neither pad_token_id nor eos_token_id is set: no padding id".into(),
-                });
-            }
-        };
+        let pad_id = crate::tokenize::pad_or_eos(config.pad_token_id, eos, ckpt.origin())
+            .ok_or_else(|| Error::Unsupported {
+                what: "model config",
+                detail: "neither pad_token_id nor eos_token_id is set: no padding id".into(),
+            })?;
         Ok(LlamaModel {
             embed: FrozenEmbedding::new(ckpt.tensor::<2>(
                 &format!("{prefix}embed_tokens.weight"),

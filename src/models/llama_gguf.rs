@@ -89,11 +89,7 @@ impl LlamaConfig {
                 detail: "per-frequency factors (`rope_freqs.weight`, llama3 scaling)".into(),
             });
         }
-        let token_id = |k: &str| {
-            file.meta(&format!("tokenizer.ggml.{k}"))
-                .and_then(GgufValue::as_u64)
-                .map(|v| v as u32)
-        };
+        let token_id = |k: &str| crate::tokenize::gguf::token_id(file, k);
         LlamaConfig {
             model_type: arch.clone(),
             vocab_size: vocab,

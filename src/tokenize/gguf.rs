@@ -68,7 +68,8 @@ fn strings(file: &GgufFile, key: &str) -> Result<Vec<String>> {
         .collect()
 }
 
-fn token_id(file: &GgufFile, key: &str) -> Option<u32> {
+/// A special-token id from `tokenizer.ggml.<key>` (`bos_token_id`, `padding_token_id`, …).
+pub(crate) fn token_id(file: &GgufFile, key: &str) -> Option<u32> {
     file.meta(&format!("tokenizer.ggml.{key}"))
         .and_then(GgufValue::as_u64)
         .map(|v| v as u32)
@@ -177,25 +178,17 @@ pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<(Tokenizer, u32)> {
         path: file.path().to_path_buf(),
         message: format!("GGUF tokenizer metadata: {e}"),
     })?;
-    let pad = match (
+    let pad = super::pad_or_eos(
         token_id(file, "padding_token_id"),
         token_id(file, "eos_token_id"),
-    ) {
-        (Some(pad), _) => pad,
-        (None, Some(eos)) => {
-            eprintln!(
-                "warning: {} names no padding token; padding with eos ({eos})",
-                file.path().display()
-            );
-            eos
-        }
-        (None, None) => {
-            return Err(Error::Tokenizer(format!(
-                "{}: no padding or eos token id in the tokenizer metadata",
-                file.path().display()
-            )));
-        }
-    };
+        file.path(),
+    )
+    .ok_or_else(|| {
+        Error::Tokenizer(format!(
+            "{}: no padding or eos token id in the tokenizer metadata",
+            file.path().display()
+        ))
+    })?;
     Ok((tokenizer, pad))
 }
 

@@ -44,6 +44,22 @@ pub struct TextTokenizer {
     pad_id: u32,
 }
 
+/// The padding id a model uses, as transformers decides it: its own pad id, else its eos id
+/// (with a warning naming `origin`); `None` when it has neither.
+pub(crate) fn pad_or_eos(pad: Option<u32>, eos: Option<u32>, origin: &Path) -> Option<u32> {
+    match (pad, eos) {
+        (Some(pad), _) => Some(pad),
+        (None, Some(eos)) => {
+            eprintln!(
+                "warning: {} names no padding token; padding with eos ({eos})",
+                origin.display()
+            );
+            Some(eos)
+        }
+        (None, None) => None,
+    }
+}
+
 fn tok_err(e: impl std::fmt::Display) -> Error {
     Error::Tokenizer(e.to_string())
 }
