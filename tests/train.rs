@@ -247,3 +247,99 @@ fn nan_loss_stops_with_the_step() {
     .unwrap_err();
     assert!(matches!(err, Error::NonFiniteLoss { step: 3, .. }), "{err}");
 }
+
+/// burn-train's `Learner` drives the classifier through `TrainStep`/`InferenceStep`, with
+/// burn's data loader over an `EncodedSet`: on one device the tiny task is learned, only
+/// adapters and head move, and validation outputs are probabilities.
+#[cfg(feature = "learner")]
+#[test]
+fn burn_train_learner_drives_the_classifier() {
+    use burn::data::dataloader::DataLoaderBuilder;
+    use burn::module::Module;
+    use burn::optim::AdamWConfig;
+    use burn_lora::data::ExampleBatcher;
+    use burn_lora::train::LearnerClassifier;
+    use burn_train::logger::InMemoryMetricLogger;
+    use burn_train::metric::LossMetric;
+    use burn_train::{InferenceStep, Learner, SupervisedTraining};
+
+    let device = device();
+    let train_device = device.clone().autodiff();
+    let model_dir = tiny_bert_no_dropout();
+    let (train, valid) = (synthetic(96, 1), synthetic(48, 2));
+    let loss = MultiLabelLoss::new(LossKind::Bce);
+    let all: Vec<usize> = (0..train.len()).collect();
+    let mean_train_loss = |m: &MultiLabelClassifier<BertModel>| {
+        let batch = train.batch(&all, &device);
+        let logits = m.forward(&batch.input);
+        common::values(loss.forward(logits, batch.targets))[0]
+    };
+
+    device.seed(1);
+    let m = model(&model_dir, &train_device, true);
+    let before = m.valid();
+    let loss_before = mean_train_loss(&before);
+
+    let batcher = ExampleBatcher::for_set(&train);
+    let train_loader = DataLoaderBuilder::new(batcher)
+        .batch_size(8)
+        .shuffle(7)
+        .build(train.clone());
+    let valid_loader = DataLoaderBuilder::new(batcher)
+        .batch_size(16)
+        .build(valid.clone());
+    let out = std::env::temp_dir().join(format!("burn-lora-learner-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let learner = Learner::new(
+        LearnerClassifier::new(m, loss.clone()),
+        AdamWConfig::new().init(),
+        3e-2,
+    );
+    let result = SupervisedTraining::new(&out, train_loader, valid_loader)
+        .num_epochs(8)
+        .with_metric_logger(InMemoryMetricLogger::new())
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .with_application_logger(None)
+        .launch(learner);
+    assert!(result.error.is_none(), "{:?}", result.error);
+    let trained = result.model;
+
+    let loss_after = mean_train_loss(&trained.model);
+    eprintln!("burn-train Learner: train loss {loss_before} -> {loss_after}");
+    assert!(
+        loss_after < 0.5 * loss_before,
+        "the Learner did not train: {loss_before} -> {loss_after}"
+    );
+    let (old, new) = (
+        &before.backbone.layers[1].attention.value,
+        &trained.model.backbone.layers[1].attention.value,
+    );
+    assert_eq!(
+        common::values(old.base.weight.val()),
+        common::values(new.base.weight.val()),
+        "the frozen base weight changed"
+    );
+    assert_ne!(
+        common::values(old.lora_b().unwrap()),
+        common::values(new.lora_b().unwrap()),
+        "lora_B did not move"
+    );
+    assert_ne!(
+        common::values(before.head.weight.val()),
+        common::values(trained.model.head.weight.val()),
+        "the head did not move"
+    );
+
+    // Validation outputs are probabilities of the classifier, targets its multi-hot rows.
+    let batch = valid.batch(&[0, 1, 2, 3], &device);
+    let expected = trained.model.probabilities(&batch.input);
+    let output = InferenceStep::step(&trained, batch.clone());
+    let diff = common::max_abs_diff(&common::values(output.output), &common::values(expected));
+    assert!(diff < 1e-6, "InferenceStep output differs by {diff}");
+    assert_eq!(
+        common::values(output.targets.float()),
+        common::values(batch.targets)
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -137,7 +137,11 @@ impl MultiLabelLoss {
     pub fn forward(&self, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
         match self.kind {
             LossKind::Bce => {
-                bce_with_logits_elementwise(logits, targets, self.pos_weight.clone()).mean()
+                // The weights follow the logits: a model forked to another device (burn-train's
+                // multi-device strategies) keeps this loss as it was built.
+                let device = logits.device();
+                let pos_weight = self.pos_weight.clone().map(|w| w.to_device(&device));
+                bce_with_logits_elementwise(logits, targets, pos_weight).mean()
             }
             LossKind::Focal { gamma, alpha } => {
                 let ce = bce_with_logits_elementwise(logits.clone(), targets.clone(), None);

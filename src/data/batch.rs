@@ -1,7 +1,7 @@
 //! Turning examples into padded tensor batches: tokenise once, truncate to `max_len`,
 //! pad each batch to its longest row, bucket by length, shuffle deterministically.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::dataset::Example;
 use super::template::PromptTemplate;
@@ -78,7 +78,7 @@ impl EncodedSet {
         let lengths: Vec<usize> = self.ids.iter().map(Vec::len).collect();
         let mut out = vec![0f32; self.len() * l];
         for indices in epoch_batches(&lengths, batch_size, false, true, 0, 0) {
-            let batch = self.batch(&indices, device)?;
+            let batch = self.batch(&indices, device);
             let rows = score(&batch)?;
             for (row, &i) in indices.iter().enumerate() {
                 out[i * l..(i + 1) * l].copy_from_slice(&rows[row * l..(row + 1) * l]);
@@ -88,35 +88,110 @@ impl EncodedSet {
     }
 
     /// Build the batch of the given example indices.
-    pub fn batch(&self, indices: &[usize], device: &Device) -> Result<Batch> {
-        let seq = indices
-            .iter()
-            .map(|&i| self.ids[i].len())
-            .max()
-            .unwrap_or(1)
-            .max(1);
-        let b = indices.len();
-        let mut ids = vec![self.pad_id; b * seq];
-        let mut mask = vec![0u32; b * seq];
-        let mut targets = vec![0f32; b * self.num_labels];
-        let mut tokens = 0;
-        for (row, &i) in indices.iter().enumerate() {
-            let src = &self.ids[i];
-            ids[row * seq..row * seq + src.len()].copy_from_slice(src);
-            mask[row * seq..row * seq + src.len()].fill(1);
-            tokens += src.len();
-            for &j in &self.labels[i] {
-                targets[row * self.num_labels + j] = 1.0;
-            }
-        }
-        let input = EncoderInput::from_rows(&ids, &mask, None, b, seq, device)?;
-        let targets = Tensor::from_data(TensorData::new(targets, [b, self.num_labels]), device);
-        Ok(Batch {
-            input,
-            targets,
-            indices: indices.to_vec(),
-            tokens,
+    pub fn batch(&self, indices: &[usize], device: &Device) -> Batch {
+        pad_batch(
+            indices
+                .iter()
+                .map(|&i| (i, self.ids[i].as_slice(), self.labels[i].as_slice())),
+            self.pad_id,
+            self.num_labels,
+            device,
+        )
+    }
+
+    /// Example `index` as a dataset item (ids and labels copied).
+    pub fn example(&self, index: usize) -> Option<EncodedExample> {
+        Some(EncodedExample {
+            index,
+            ids: self.ids.get(index)?.clone(),
+            labels: self.labels.get(index)?.clone(),
         })
+    }
+}
+
+/// One tokenised example, the item a data loader hands to [`ExampleBatcher`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedExample {
+    /// Position in its [`EncodedSet`].
+    pub index: usize,
+    /// Token ids (truncated, unpadded).
+    pub ids: Vec<u32>,
+    /// Label indices.
+    pub labels: Vec<usize>,
+}
+
+/// Pads [`EncodedExample`]s into a [`Batch`]; the batcher for burn's data loaders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExampleBatcher {
+    /// Padding id.
+    pub pad_id: u32,
+    /// Number of labels.
+    pub num_labels: usize,
+}
+
+impl ExampleBatcher {
+    /// The batcher matching `set` (its pad id and label count).
+    pub fn for_set(set: &EncodedSet) -> Self {
+        ExampleBatcher {
+            pad_id: set.pad_id,
+            num_labels: set.num_labels,
+        }
+    }
+
+    /// Pad `items` into one batch on `device`.
+    pub fn pad(&self, items: &[EncodedExample], device: &Device) -> Batch {
+        pad_batch(
+            items
+                .iter()
+                .map(|e| (e.index, e.ids.as_slice(), e.labels.as_slice())),
+            self.pad_id,
+            self.num_labels,
+            device,
+        )
+    }
+}
+
+/// Right-pad `(index, ids, labels)` rows to the longest one. Label indices at or past
+/// `num_labels` are ignored (a [`LabelSet`](super::LabelSet) never produces them).
+fn pad_batch<'a>(
+    rows: impl ExactSizeIterator<Item = (usize, &'a [u32], &'a [usize])> + Clone,
+    pad_id: u32,
+    num_labels: usize,
+    device: &Device,
+) -> Batch {
+    let b = rows.len();
+    let seq = rows
+        .clone()
+        .map(|(_, ids, _)| ids.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let mut ids = vec![i64::from(pad_id); b * seq];
+    let mut mask = vec![0i64; b * seq];
+    let mut targets = vec![0f32; b * num_labels];
+    let mut indices = Vec::with_capacity(b);
+    let mut tokens = 0;
+    for (row, (index, src, labels)) in rows.enumerate() {
+        for (dst, &id) in ids[row * seq..].iter_mut().zip(src) {
+            *dst = i64::from(id);
+        }
+        mask[row * seq..row * seq + src.len()].fill(1);
+        tokens += src.len();
+        for &j in labels.iter().filter(|&&j| j < num_labels) {
+            targets[row * num_labels + j] = 1.0;
+        }
+        indices.push(index);
+    }
+    let int = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [b, seq]), device);
+    Batch {
+        input: EncoderInput {
+            input_ids: int(ids),
+            attention_mask: int(mask),
+            token_type_ids: None,
+        },
+        targets: Tensor::from_data(TensorData::new(targets, [b, num_labels]), device),
+        indices,
+        tokens,
     }
 }
 

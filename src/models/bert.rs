@@ -8,7 +8,9 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Int, Tensor};
 
 use super::config::BertConfig;
-use super::layers::{FrozenEmbedding, LayerNorm, merge_heads, padding_bias, split_heads};
+use super::layers::{
+    FrozenEmbedding, LayerNorm, attention, merge_heads, padding_bias, split_heads,
+};
 use super::{Backbone, EncoderInput};
 use crate::error::{Error, Result};
 use crate::io::Checkpoint;
@@ -150,15 +152,7 @@ impl BertLayer {
         let q = split_heads(a.query.forward(x.clone()), a.heads, a.head_dim);
         let k = split_heads(a.key.forward(x.clone()), a.heads, a.head_dim);
         let v = split_heads(a.value.forward(x.clone()), a.heads, a.head_dim);
-        let head_dim = q.dims()[3];
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar(1.0 / (head_dim as f64).sqrt())
-            + bias;
-        let probs = a
-            .probs_dropout
-            .forward(burn::tensor::activation::softmax(scores, 3));
-        let ctx = merge_heads(probs.matmul(v));
+        let ctx = merge_heads(attention(q, k, v, bias, Some(&a.probs_dropout)));
         let h = self.dropout.forward(self.attention_output.forward(ctx));
         let h = self.attention_norm.forward(h + x);
         let inner = self.intermediate.forward(h.clone());

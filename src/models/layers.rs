@@ -2,6 +2,8 @@
 //! multi-head attention plumbing.
 
 use burn::module::{Module, Param};
+use burn::nn::Dropout;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Int, Tensor};
 
 /// A frozen embedding table `[vocab, dim]`.
@@ -84,12 +86,43 @@ pub fn padding_bias(attention_mask: Tensor<2, Int>) -> Tensor<4> {
 /// enough that adding a score can't overflow.
 pub const MASK_VALUE: f32 = -1.0e30;
 
-/// Scaled dot-product attention with an additive bias `[b, 1|h, 1|s, s]`.
-pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
+/// Scaled dot-product attention `softmax(QKᵀ/√d + bias)·V` with an additive bias
+/// broadcastable to `[b, h, s_q, s_k]`, and dropout on the probabilities while training.
+///
+/// Without a backward pass (inference) this is burn's fused attention op, which a backend
+/// can run as one kernel (burn-flex does, without materialising the score tensor twice).
+/// Under autodiff burn decomposes that op into these same steps anyway, so the explicit
+/// form stays there, where the probabilities' dropout also lives.
+pub fn attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Tensor<4>,
+    probs_dropout: Option<&Dropout>,
+) -> Tensor<4> {
+    if !q.device().is_autodiff() {
+        let [b, h, s_q, _] = q.dims();
+        let s_k = k.dims()[2];
+        // Full shape: not every backend broadcasts the bias of the fused op.
+        let bias = bias.expand([b, h, s_q, s_k]);
+        return burn::tensor::module::attention(
+            q,
+            k,
+            v,
+            None,
+            Some(bias),
+            AttentionModuleOptions::default(),
+        );
+    }
     let head_dim = q.dims()[3];
     let scores = q
         .matmul(k.swap_dims(2, 3))
         .mul_scalar(1.0 / (head_dim as f64).sqrt())
         + bias;
-    burn::tensor::activation::softmax(scores, 3).matmul(v)
+    let probs = burn::tensor::activation::softmax(scores, 3);
+    let probs = match probs_dropout {
+        Some(dropout) => dropout.forward(probs),
+        None => probs,
+    };
+    probs.matmul(v)
 }

@@ -9,7 +9,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::layers::{FrozenEmbedding, MASK_VALUE, frozen, merge_heads, split_heads};
+use super::layers::{FrozenEmbedding, MASK_VALUE, attention, frozen, merge_heads, split_heads};
 use super::{Backbone, EncoderInput};
 use crate::error::{Error, Result};
 use crate::io::{Checkpoint, TensorSource};
@@ -516,11 +516,7 @@ impl LlamaModel {
                 .reshape([b, self.heads, s, self.head_dim])
         };
         let (k, v) = (repeat(k), repeat(v));
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar(1.0 / (self.head_dim as f64).sqrt())
-            + bias.clone();
-        let ctx = merge_heads(burn::tensor::activation::softmax(scores, 3).matmul(v));
+        let ctx = merge_heads(attention(q, k, v, bias.clone(), None));
         let h = x + layer.o_proj.forward(ctx);
         let normed = layer.post_norm.forward(h.clone());
         let gate = burn::tensor::activation::silu(layer.gate_proj.forward(normed.clone()));

@@ -4,6 +4,8 @@
 //! evaluation/epoch hooks); [`run_loop`] drives any implementation through epochs with
 //! warmup/decay, accumulation, periodic evaluation, early stopping and a progress bar.
 
+#[cfg(feature = "learner")]
+pub mod learner;
 pub mod progress;
 pub mod schedule;
 pub mod trainer;
@@ -13,6 +15,8 @@ use std::time::Instant;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "learner")]
+pub use learner::LearnerClassifier;
 pub use progress::Progress;
 pub use schedule::{Decay, LrSchedule};
 pub use trainer::{Trainer, TrainerCheckpoint};
@@ -250,7 +254,7 @@ pub fn run_loop<L: TrainingLoop>(
         let mut micro_in_step = 0usize;
         while state.batch_in_epoch < batches.len() {
             let started = Instant::now();
-            let batch = train.batch(&batches[state.batch_in_epoch], &train_device)?;
+            let batch = train.batch(&batches[state.batch_in_epoch], &train_device);
             let loss = l.train_step(&batch)?;
             state.batch_in_epoch += 1;
             state.tokens += batch.tokens;

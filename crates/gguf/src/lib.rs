@@ -1,5 +1,6 @@
 //! llama.cpp GGUF files (v2/v3): metadata, tensor table and dequantisation of
-//! F32/F16/BF16/Q8_0/Q4_0/Q4_1 tensors to f32.
+//! F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 and the k-quants Q4_K/Q5_K/Q6_K (what
+//! llama.cpp's `Q4_K_M`-style files hold) to f32.
 //!
 //! Every length, count and offset read from the file is checked against the file size
 //! before use: a malformed file gives [`GgufError::Format`], never a panic or an
@@ -114,7 +115,8 @@ impl GgufValue {
     }
 }
 
-/// ggml tensor types this reader can dequantise.
+/// ggml tensor types this reader can dequantise (named as ggml names them).
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgmlType {
     /// 32-bit float.
@@ -129,6 +131,17 @@ pub enum GgmlType {
     Q4_0,
     /// Blocks of 32: f16 scale, f16 minimum + 32 × 4-bit.
     Q4_1,
+    /// Blocks of 32: f16 scale + 32 × 5-bit (offset 16).
+    Q5_0,
+    /// Blocks of 32: f16 scale, f16 minimum + 32 × 5-bit.
+    Q5_1,
+    /// Super-blocks of 256: f16 scale and minimum, 8 × 6-bit sub-block scales and
+    /// minimums, 256 × 4-bit.
+    Q4_K,
+    /// As [`GgmlType::Q4_K`] with 5-bit values.
+    Q5_K,
+    /// Super-blocks of 256: 256 × 6-bit (offset 32), 16 × int8 sub-block scales, f16 scale.
+    Q6_K,
 }
 
 impl GgmlType {
@@ -138,7 +151,12 @@ impl GgmlType {
             1 => GgmlType::F16,
             2 => GgmlType::Q4_0,
             3 => GgmlType::Q4_1,
+            6 => GgmlType::Q5_0,
+            7 => GgmlType::Q5_1,
             8 => GgmlType::Q8_0,
+            12 => GgmlType::Q4_K,
+            13 => GgmlType::Q5_K,
+            14 => GgmlType::Q6_K,
             30 => GgmlType::BF16,
             _ => return None,
         })
@@ -152,6 +170,11 @@ impl GgmlType {
             GgmlType::Q8_0 => (32, 34),
             GgmlType::Q4_0 => (32, 18),
             GgmlType::Q4_1 => (32, 20),
+            GgmlType::Q5_0 => (32, 22),
+            GgmlType::Q5_1 => (32, 24),
+            GgmlType::Q4_K => (256, 144),
+            GgmlType::Q5_K => (256, 176),
+            GgmlType::Q6_K => (256, 210),
         }
     }
 }
@@ -457,31 +480,113 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
             }
             out
         }
-        GgmlType::Q4_0 | GgmlType::Q4_1 => {
-            let (header, offset_q) = if ty == GgmlType::Q4_0 {
-                (2, 8.0)
-            } else {
-                (4, 0.0)
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            // f16 scale [+ f16 minimum] [+ u32 of fifth bits] + 16 bytes of nibbles.
+            let with_min = matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1);
+            let five = matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1);
+            let header = if with_min { 4 } else { 2 };
+            let nibbles_at = header + if five { 4 } else { 0 };
+            let offset_q = match ty {
+                GgmlType::Q4_0 => 8.0,
+                GgmlType::Q5_0 => 16.0,
+                _ => 0.0,
             };
-            let mut out = Vec::with_capacity(bytes.len() / (header + 16) * 32);
-            for block in bytes.chunks_exact(header + 16) {
+            let mut out = Vec::with_capacity(bytes.len() / (nibbles_at + 16) * 32);
+            for block in bytes.chunks_exact(nibbles_at + 16) {
                 let d = f16_at(block, 0);
-                let m = if ty == GgmlType::Q4_1 {
-                    f16_at(block, 2)
+                let m = if with_min { f16_at(block, 2) } else { 0.0 };
+                let high = if five {
+                    u32::from_le_bytes([
+                        block[header],
+                        block[header + 1],
+                        block[header + 2],
+                        block[header + 3],
+                    ])
                 } else {
-                    0.0
+                    0
                 };
-                let qs = &block[header..];
-                // Low nibbles are elements 0..16, high nibbles 16..32.
+                // Low nibbles are elements 0..16, high nibbles 16..32; bit j of `high` is
+                // element j's fifth bit.
+                let fifth = |j: usize| (((high >> j) & 1) << 4) as u8;
                 let mut vals = [0f32; 32];
-                for (j, &q) in qs.iter().enumerate() {
-                    vals[j] = ((q & 0x0F) as f32 - offset_q) * d + m;
-                    vals[j + 16] = ((q >> 4) as f32 - offset_q) * d + m;
+                for (j, &q) in block[nibbles_at..].iter().enumerate() {
+                    vals[j] = (((q & 0x0F) | fifth(j)) as f32 - offset_q) * d + m;
+                    vals[j + 16] = (((q >> 4) | fifth(j + 16)) as f32 - offset_q) * d + m;
                 }
                 out.extend_from_slice(&vals);
             }
             out
         }
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            let five = ty == GgmlType::Q5_K;
+            let block_bytes = if five { 176 } else { 144 };
+            let mut out = Vec::with_capacity(bytes.len() / block_bytes * 256);
+            for block in bytes.chunks_exact(block_bytes) {
+                let d = f16_at(block, 0);
+                let dmin = f16_at(block, 2);
+                let scales = &block[4..16];
+                let (high, qs) = if five {
+                    (Some(&block[16..48]), &block[48..])
+                } else {
+                    (None, &block[16..])
+                };
+                // Sub-block j (32 values) takes the low nibbles of 32 bytes of `qs` for even
+                // j, the high nibbles for odd j; Q5_K adds bit j of each `high` byte.
+                for j in 0..8 {
+                    let (sc, m) = k_scale_min(scales, j);
+                    let (scale, min) = (d * sc as f32, dmin * m as f32);
+                    let bytes_q = &qs[(j / 2) * 32..(j / 2) * 32 + 32];
+                    for (l, &q) in bytes_q.iter().enumerate() {
+                        let mut v = if j % 2 == 0 { q & 0x0F } else { q >> 4 };
+                        if let Some(h) = high {
+                            v |= ((h[l] >> j) & 1) << 4;
+                        }
+                        out.push(scale * v as f32 - min);
+                    }
+                }
+            }
+            out
+        }
+        GgmlType::Q6_K => {
+            let mut out = Vec::with_capacity(bytes.len() / 210 * 256);
+            for block in bytes.chunks_exact(210) {
+                let (low, rest) = block.split_at(128);
+                let (high, rest) = rest.split_at(64);
+                let (scales, d) = rest.split_at(16);
+                let d = f16_at(d, 0);
+                // Two halves of 128 values; chunk c of 32 inside a half reads nibble c/2 of
+                // bytes (c%2)*32.. of the half's 64 low bytes and bits 2c..2c+2 of its 32
+                // high bytes. Each run of 16 values shares one int8 scale.
+                for half in 0..2 {
+                    for c in 0..4 {
+                        for l in 0..32 {
+                            let lo = low[half * 64 + (c % 2) * 32 + l];
+                            let lo = if c < 2 { lo & 0x0F } else { lo >> 4 };
+                            let hi = (high[half * 32 + l] >> (2 * c)) & 3;
+                            let q = (lo | (hi << 4)) as i32 - 32;
+                            let element = half * 128 + c * 32 + l;
+                            let scale = scales[element / 16] as i8 as f32;
+                            out.push(d * scale * q as f32);
+                        }
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Scale and minimum (6 bits each) of sub-block `j` in a k-quant's 12 packed bytes:
+/// sub-blocks 0..4 sit in the low 6 bits of bytes `j` and `j+4`; 4..8 take a nibble of
+/// byte `j+4` and the top two bits of bytes `j-4` and `j`.
+fn k_scale_min(scales: &[u8], j: usize) -> (u8, u8) {
+    if j < 4 {
+        (scales[j] & 63, scales[j + 4] & 63)
+    } else {
+        (
+            (scales[j + 4] & 0x0F) | ((scales[j - 4] >> 6) << 4),
+            (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4),
+        )
     }
 }
 
