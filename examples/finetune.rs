@@ -37,7 +37,7 @@ use args::{switch, value};
 const FLAGS: &[args::Flag] = &[
     value(
         "model",
-        "model: a Hugging Face folder (config.json + safetensors + tokenizer.json; BERT or Llama family) or a llama.cpp .gguf file",
+        "model: a Hugging Face folder (config.json + safetensors + tokenizer.json; BERT or Llama family), a llama.cpp .gguf file, or (feature `hub`) a model id",
     ),
     value(
         "data",
@@ -224,7 +224,8 @@ fn main() {
 }
 
 fn run() -> burn_lora::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    args.model = burn_lora::models::resolve_model(&args.model)?;
     let device = parse_device(&args.device)?;
     device.seed(args.seed);
     let train_device = device.clone().autodiff();

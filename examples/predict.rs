@@ -28,7 +28,7 @@ use args::value;
 const FLAGS: &[args::Flag] = &[
     value(
         "model",
-        "base model: a Hugging Face folder (BERT or Llama family) or a llama.cpp .gguf file",
+        "base model: a Hugging Face folder (BERT or Llama family), a llama.cpp .gguf file, or (feature `hub`) a model id",
     ),
     value(
         "adapter",
@@ -87,7 +87,8 @@ fn main() {
 }
 
 fn run() -> burn_lora::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    args.model = burn_lora::models::resolve_model(&args.model)?;
     let device = parse_device(&args.device)?;
     let adapter = read_adapter(&args.adapter)?;
 

@@ -132,6 +132,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A download from a model hub failed.
+    #[error("download of {url} failed: {message}")]
+    Download {
+        /// What was requested.
+        url: String,
+        /// Why it failed.
+        message: String,
+    },
     /// An operation was called in a state that doesn't allow it (merge twice, unmerge unmerged).
     #[error("invalid state: {0}")]
     InvalidState(String),

@@ -3,6 +3,8 @@
 pub mod atomic;
 pub mod checkpoint;
 pub mod gguf;
+#[cfg(feature = "hub")]
+pub mod hub;
 pub mod peft;
 pub mod safetensors;
 pub mod source;

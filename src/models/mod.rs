@@ -14,7 +14,7 @@ pub use bert::BertModel;
 pub use config::{BertConfig, SUPPORTED_MODEL_TYPES};
 pub use llama::{LlamaConfig, LlamaModel};
 pub use llama_gguf::GgufWeights;
-pub use pretrained::ModelFormat;
+pub use pretrained::{ModelFormat, resolve_model};
 
 use crate::error::{Error, Result};
 use crate::lora::LoraTargets;

@@ -1,7 +1,7 @@
 //! What a `--model` path holds: a BERT-family folder, a Llama-family folder, or a
 //! llama.cpp GGUF file; and the tokenizer that goes with it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::config::SUPPORTED_MODEL_TYPES;
 use super::llama::LLAMA_FAMILY;
@@ -17,6 +17,27 @@ pub enum ModelFormat {
     Decoder,
     /// A llama.cpp GGUF file (weights and tokenizer in one file).
     Gguf,
+}
+
+/// Where a `--model` argument points: the path itself when it exists; otherwise, with the
+/// `hub` feature, the folder a Hugging Face model id (`owner/name`) downloads to
+/// ([`crate::io::hub`]). Without the feature a missing path is an error.
+pub fn resolve_model(arg: impl AsRef<Path>) -> Result<PathBuf> {
+    let path = arg.as_ref();
+    if path.exists() {
+        return Ok(path.to_path_buf());
+    }
+    #[cfg(feature = "hub")]
+    if let Some(id) = path.to_str() {
+        return crate::io::hub::HubRepo::new(id)?.download_model();
+    }
+    Err(Error::io(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such model file or folder (model ids need the `hub` feature)",
+        ),
+    ))
 }
 
 impl ModelFormat {
