@@ -462,23 +462,21 @@ impl GgufFile {
 /// Dequantise raw ggml data of a whole number of blocks.
 pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
     let f16_at = |b: &[u8], i: usize| f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
+    // Block sizes come from the same table the parser checked the tensor against.
+    let (per_block, block_bytes) = ty.block();
+    let blocks = bytes.chunks_exact(block_bytes as usize);
+    let mut out = Vec::with_capacity(blocks.len() * per_block as usize);
     match ty {
-        GgmlType::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        GgmlType::F16 => bytes.chunks_exact(2).map(|c| f16_at(c, 0)).collect(),
-        GgmlType::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
+        GgmlType::F32 => {
+            out.extend(blocks.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        }
+        GgmlType::F16 => out.extend(blocks.map(|c| f16_at(c, 0))),
+        GgmlType::BF16 => out.extend(blocks.map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())),
         GgmlType::Q8_0 => {
-            let mut out = Vec::with_capacity(bytes.len() / 34 * 32);
-            for block in bytes.chunks_exact(34) {
+            for block in blocks {
                 let d = f16_at(block, 0);
                 out.extend(block[2..].iter().map(|&q| q as i8 as f32 * d));
             }
-            out
         }
         GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
             // f16 scale [+ f16 minimum] [+ u32 of fifth bits] + 16 bytes of nibbles.
@@ -491,8 +489,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
                 GgmlType::Q5_0 => 16.0,
                 _ => 0.0,
             };
-            let mut out = Vec::with_capacity(bytes.len() / (nibbles_at + 16) * 32);
-            for block in bytes.chunks_exact(nibbles_at + 16) {
+            for block in blocks {
                 let d = f16_at(block, 0);
                 let m = if with_min { f16_at(block, 2) } else { 0.0 };
                 let high = if five {
@@ -515,13 +512,10 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
                 }
                 out.extend_from_slice(&vals);
             }
-            out
         }
         GgmlType::Q4_K | GgmlType::Q5_K => {
             let five = ty == GgmlType::Q5_K;
-            let block_bytes = if five { 176 } else { 144 };
-            let mut out = Vec::with_capacity(bytes.len() / block_bytes * 256);
-            for block in bytes.chunks_exact(block_bytes) {
+            for block in blocks {
                 let d = f16_at(block, 0);
                 let dmin = f16_at(block, 2);
                 let scales = &block[4..16];
@@ -545,11 +539,9 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
                     }
                 }
             }
-            out
         }
         GgmlType::Q6_K => {
-            let mut out = Vec::with_capacity(bytes.len() / 210 * 256);
-            for block in bytes.chunks_exact(210) {
+            for block in blocks {
                 let (low, rest) = block.split_at(128);
                 let (high, rest) = rest.split_at(64);
                 let (scales, d) = rest.split_at(16);
@@ -571,9 +563,9 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
                     }
                 }
             }
-            out
         }
     }
+    out
 }
 
 /// Scale and minimum (6 bits each) of sub-block `j` in a k-quant's 12 packed bytes:
