@@ -16,7 +16,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use burn_lora::classify::{
     LossKind, MultiLabelClassifier, MultiLabelLoss, MultiLabelMetrics, Pooling, Scores,
-    ThresholdMode, Thresholds, evaluate, predict_probs, tune_thresholds,
+    ThresholdMode, Thresholds, evaluate, tune_thresholds,
 };
 use burn_lora::data::{
     DataSplits, EncodedSet, LabelSet, PromptTemplate, UnknownLabelPolicy, label_counts, multi_hot,
@@ -26,7 +26,7 @@ use burn_lora::io::peft::{AdapterContents, AdapterMeta, save_adapter};
 use burn_lora::lora::{LoraConfig, ModuleSelector};
 use burn_lora::models::{Backbone, BertModel, LlamaModel, ModelFormat};
 use burn_lora::tokenize::TextTokenizer;
-use burn_lora::train::{Decay, TrainConfig, Trainer, TrainerCheckpoint, run_loop};
+use burn_lora::train::{Decay, Progress, TrainConfig, Trainer, TrainerCheckpoint, run_loop};
 use serde_json::json;
 
 #[path = "common/args.rs"]
@@ -429,7 +429,11 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
         .best_model()
         .ok_or_else(|| burn_lora::Error::InvalidState("no evaluation ran".into()))?
         .clone();
-    let valid_probs = predict_probs(&best, &valid, 64, &device)?;
+    // The evaluation that chose the best model already scored valid with it.
+    let valid_probs = match trainer.best_eval.take() {
+        Some(eval) if eval.probs.len() == valid.len() * labels.len() => eval.probs,
+        _ => predict_with_progress(&best, &valid, "valid", !args.no_progress, &device)?,
+    };
     let valid_targets = multi_hot(&data.valid, labels.len());
     let valid_scores = Scores::new(&valid_probs, &valid_targets, labels.len())?;
     let mode = match args.threshold.as_str() {
@@ -444,7 +448,7 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
     };
     let thresholds = tune_thresholds(valid_scores, mode, 5, args.at_least_one);
     let valid_metrics = evaluate(valid_scores, &thresholds);
-    let test_probs = predict_probs(&best, &test, 64, &device)?;
+    let test_probs = predict_with_progress(&best, &test, "test", !args.no_progress, &device)?;
     let test_targets = multi_hot(&data.test, labels.len());
     let test_metrics = evaluate(
         Scores::new(&test_probs, &test_targets, labels.len())?,
@@ -515,4 +519,32 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
     }
     println!("\nadapter: {}", args.out.join("adapter").display());
     Ok(())
+}
+
+/// Probabilities for a whole set with the best model, showing progress (the test set of
+/// the main command takes minutes on a CPU).
+fn predict_with_progress<B: Backbone>(
+    model: &MultiLabelClassifier<B>,
+    set: &EncodedSet,
+    what: &str,
+    progress: bool,
+    device: &Device,
+) -> burn_lora::Result<Vec<f32>> {
+    const BATCH: usize = 64;
+    let mut bar = Progress::new(set.len().div_ceil(BATCH), progress);
+    bar.println(&format!("predicting {what} ({} examples)", set.len()));
+    let mut done = 0;
+    let probs = set.map_batches(BATCH, device, |batch| {
+        let rows = model
+            .probabilities(&batch.input)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| burn_lora::Error::InvalidState(format!("{e:?}")))?;
+        done += 1;
+        bar.update(done, what);
+        Ok(rows)
+    });
+    bar.finish();
+    probs
 }

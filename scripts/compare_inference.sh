@@ -27,7 +27,7 @@ print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "threads": 2, "
                   "seconds_per_batch": round(sec, 4), "tokens_per_second": round(b * s / sec, 1)}))
 PY
 )
-burn_line=$(cargo run -q --features vulkan,learner,hub --example bench_inference -- --model "$MODEL" --batch "$BATCH" --seq "$SEQ" --runs "$RUNS")
+burn_line=$(cargo run -q --features wgpu,learner,hub --example bench_inference -- --model "$MODEL" --batch "$BATCH" --seq "$SEQ" --runs "$RUNS")
 echo "$torch_line"
 echo "$burn_line"
 python3 - "$torch_line" "$burn_line" <<'PY'

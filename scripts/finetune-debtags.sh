@@ -12,10 +12,10 @@ OUT="${OUT:-runs/minilm-debtags}"
 # Same profile and features as the test command (dev profile with dependencies at opt-level 3,
 # Vulkan compiled in), so the two share one build; the device is still flex (CPU).
 # `cargo run --release --example finetune` gives the same speed after a separate build.
-cargo run --features vulkan,learner,hub --example finetune -- \
+cargo run --features wgpu,learner,hub --example finetune -- \
   --model models/all-MiniLM-L6-v2 --data data/debtags-min200 --out "$OUT" \
   --train-limit 2000 --epochs 1 --lr 2e-3 --max-len 128 --batch-size 16 --seed 42 "$@"
 printf '%s\n' \
   "Library for parsing XML documents, with bindings for Python and Perl" \
   "Real-time strategy game of ancient warfare with 3D graphics" |
-  cargo run --features vulkan,learner,hub --example predict -- --model models/all-MiniLM-L6-v2 --adapter "$OUT/adapter"
+  cargo run --features wgpu,learner,hub --example predict -- --model models/all-MiniLM-L6-v2 --adapter "$OUT/adapter"

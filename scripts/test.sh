@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The test command: fetches the real checkpoints the parity tests need, then runs the whole
-# suite. The build includes the Vulkan backend (so it keeps compiling), the burn-train
-# integration (feature `learner`) and model ids (`hub`, tested against a file:// mirror). The
-# LoRA tests run on Vulkan only with BURN_LORA_TEST_GPU=1 and a working driver (Mesa's lavapipe
-# crashes on burn 0.22's kernels: see BENCHMARKS.md).
+# suite. The build includes the wgpu backend (WGSL through naga; the `vulkan` feature would
+# switch cubecl to SPIR-V, which crashes Mesa's lavapipe: BENCHMARKS.md), the burn-train
+# integration (feature `learner`) and model ids (`hub`, tested against a file:// mirror). This
+# one build (dev profile, dependencies optimised) also serves the README's main command and
+# the benches (`cargo bench --profile dev --features wgpu,learner,hub`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/burn-lora-target}"
 scripts/fetch-models.sh all
-cargo test --features vulkan,learner,hub "$@"
-# The burn-free GGUF reader crate of the workspace.
-cargo test -p burn-lora-gguf
+cargo test --features wgpu,learner,hub "$@"
+# The burn-free crates of the workspace: the GGUF reader and the element-wise kernels.
+cargo test -p burn-lora-gguf -p burn-lora-kernels

@@ -35,6 +35,7 @@ pub mod error;
 pub mod io;
 pub mod lora;
 pub mod models;
+pub mod ops;
 pub mod tokenize;
 pub mod train;
 

@@ -169,7 +169,7 @@ impl ClassificationHead {
     /// Logits from pooled states `[batch, hidden]`.
     pub fn forward(&self, pooled: Tensor<2>) -> Tensor<2> {
         burn::tensor::module::linear(
-            self.dropout.forward(pooled),
+            crate::ops::dropout(&self.dropout, pooled),
             self.weight.val(),
             self.bias.as_ref().map(|b| b.val()),
         )

@@ -47,6 +47,25 @@ pub(crate) fn replace_value<const D: usize>(param: &mut Param<Tensor<D>>, value:
         .map(|_| value.detach().set_require_grad(trainable));
 }
 
+/// `x Wᵀ + b` on `[..., in]` with `weight` stored `[in, out]`, as one 2-D matmul over all
+/// rows. A 3-D input would otherwise reach burn's batched matmul, which on burn-flex runs
+/// one single-threaded gemm per batch element and re-packs the weight for each.
+pub fn linear_rows<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    if D == 2 {
+        return burn::tensor::module::linear(x, weight, bias);
+    }
+    let mut dims = x.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let out = weight.dims()[1];
+    let y = burn::tensor::module::linear(x.reshape([rows, dims[D - 1]]), weight, bias);
+    dims[D - 1] = out;
+    y.reshape(dims)
+}
+
 /// Copy a transposed 2-D tensor into contiguous storage (a one-off cost at load time,
 /// so every forward afterwards reads the weight in order).
 pub(crate) fn transpose_contiguous(t: Tensor<2>) -> Tensor<2> {
@@ -90,7 +109,7 @@ impl FrozenBase for DenseBase {
     }
 
     fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        linear_rows(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
     }
 
     fn weight_out_in(&self) -> Tensor<2> {

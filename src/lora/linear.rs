@@ -4,7 +4,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Tensor};
 
-use super::base::{DenseBase, FrozenBase, replace_value, transpose_contiguous};
+use super::base::{DenseBase, FrozenBase, linear_rows, replace_value, transpose_contiguous};
 use super::config::{InitLoraWeights, ModuleLoraParams};
 use super::init::init_factors;
 use crate::error::{Error, Result};
@@ -144,9 +144,9 @@ impl<W: FrozenBase> LoraLinear<W> {
         match &self.adapter {
             Some(adapter) if adapter.enabled && !adapter.merged => {
                 let base = self.base.forward(x.clone());
-                let h = adapter.dropout.forward(x);
-                let h = burn::tensor::module::linear(h, adapter.a.val(), None);
-                let h = burn::tensor::module::linear(h, adapter.b.val(), None);
+                let h = crate::ops::dropout(&adapter.dropout, x);
+                let h = linear_rows(h, adapter.a.val(), None);
+                let h = linear_rows(h, adapter.b.val(), None);
                 base + h.mul_scalar(adapter.scaling)
             }
             _ => self.base.forward(x),

@@ -102,7 +102,7 @@ impl BertEmbeddings {
             let types = token_types.unwrap_or_else(|| Tensor::<2, Int>::zeros([b, s], &device));
             h = h + tt.forward(types);
         }
-        self.dropout.forward(self.norm.forward(h))
+        crate::ops::dropout(&self.dropout, self.norm.forward(h))
     }
 }
 
@@ -153,7 +153,7 @@ impl BertLayer {
         let k = split_heads(a.key.forward(x.clone()), a.heads, a.head_dim);
         let v = split_heads(a.value.forward(x.clone()), a.heads, a.head_dim);
         let ctx = merge_heads(attention(q, k, v, bias, Some(&a.probs_dropout)));
-        let h = self.dropout.forward(self.attention_output.forward(ctx));
+        let h = crate::ops::dropout(&self.dropout, self.attention_output.forward(ctx));
         let h = self.attention_norm.forward(h + x);
         let inner = self.intermediate.forward(h.clone());
         let inner = if self.relu {
@@ -161,9 +161,9 @@ impl BertLayer {
         } else if self.gelu_tanh {
             burn::tensor::activation::gelu_approximate(inner)
         } else {
-            burn::tensor::activation::gelu(inner)
+            crate::ops::gelu(inner)
         };
-        let out = self.dropout.forward(self.output.forward(inner));
+        let out = crate::ops::dropout(&self.dropout, self.output.forward(inner));
         self.output_norm.forward(out + h)
     }
 }

@@ -53,11 +53,10 @@ impl LayerNorm {
         }
     }
 
-    /// Normalise `[..., dim]`.
+    /// Normalise `[..., dim]`: burn's layer-norm op, one fused pass on backends that have
+    /// one (burn-flex), the same steps written out elsewhere and under autodiff.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let (var, mean) = x.clone().var_mean_bias(D - 1);
-        let normed = (x - mean).div(var.add_scalar(self.eps).sqrt());
-        normed * self.gamma.val().unsqueeze::<D>() + self.beta.val().unsqueeze::<D>()
+        burn::tensor::module::layer_norm(x, self.gamma.val(), Some(self.beta.val()), self.eps)
     }
 }
 
@@ -114,14 +113,15 @@ pub fn attention(
             AttentionModuleOptions::default(),
         );
     }
+    // Scaling q rather than the scores touches s·d values instead of s·s.
     let head_dim = q.dims()[3];
     let scores = q
-        .matmul(k.swap_dims(2, 3))
         .mul_scalar(1.0 / (head_dim as f64).sqrt())
+        .matmul(k.swap_dims(2, 3))
         + bias;
-    let probs = burn::tensor::activation::softmax(scores, 3);
+    let probs = crate::ops::softmax_last(scores);
     let probs = match probs_dropout {
-        Some(dropout) => dropout.forward(probs),
+        Some(dropout) => crate::ops::dropout(dropout, probs),
         None => probs,
     };
     probs.matmul(v)

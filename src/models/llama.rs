@@ -519,7 +519,7 @@ impl LlamaModel {
         let ctx = merge_heads(attention(q, k, v, bias.clone(), None));
         let h = x + layer.o_proj.forward(ctx);
         let normed = layer.post_norm.forward(h.clone());
-        let gate = burn::tensor::activation::silu(layer.gate_proj.forward(normed.clone()));
+        let gate = crate::ops::silu(layer.gate_proj.forward(normed.clone()));
         h + layer
             .down_proj
             .forward(gate * layer.up_proj.forward(normed))
@@ -531,7 +531,7 @@ impl LlamaModel {
             Some(w) => w.val(),
             None => self.embed.weight.val(),
         };
-        burn::tensor::module::linear(hidden, w.transpose(), None)
+        crate::lora::base::linear_rows(hidden, w.transpose(), None)
     }
 }
 

@@ -1,0 +1,249 @@
+//! Multi-threaded f32 element-wise kernels behind burn-lora's fast paths on burn-flex
+//! (`burn_lora::ops`): exact GELU, SiLU and their derivatives, and dropout keep-masks.
+//!
+//! A crate of their own, free of burn, so that they are compiled optimised in every build
+//! profile (the workspace's dev profile optimises this package): their loops are the hot
+//! part of a training step, and unoptimised they cost more than they save.
+#![deny(missing_docs)]
+
+use rayon::prelude::*;
+
+/// Elements per parallel task: large enough to amortise the task, small enough to split.
+pub const CHUNK: usize = 1 << 15;
+
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// 1/√(2π).
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+/// `f` of every element, on all cores.
+fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
+    out
+}
+
+/// `f` of every pair of elements, on all cores.
+///
+/// # Panics
+/// When `x` and `y` differ in length.
+fn zip_map(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    assert_eq!(x.len(), y.len(), "element-wise inputs differ in length");
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+        .for_each(|(o, (x, y))| {
+            for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
+                *o = f(x, y);
+            }
+        });
+    out
+}
+
+/// `eˣ` in f32 (Cephes' `expf`: range reduction by ln 2, degree-5 polynomial, 2ⁿ put
+/// into the exponent bits), relative error ≤ 3e-7 on [-87, 87]; inputs are clamped to
+/// [-87.3, 88.3], where it under- or overflows. Written without branches
+/// or library calls so that loops over it vectorise.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Round to nearest by the 1.5·2²³ trick (no `round` call, which SSE2 lacks).
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.3, 88.3);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `erf(x)` by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7, 6e-7 in f32), the formula of
+/// PyTorch's vectorised CPU `erf` (and so of its exact GELU).
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_74,
+        1.421_413_7,
+        -1.453_152,
+        1.061_405_4,
+    ];
+    let a = x.abs();
+    let t = 1.0 / (1.0 + P * a);
+    let poly = ((((A[4] * t + A[3]) * t + A[2]) * t + A[1]) * t + A[0]) * t;
+    (1.0 - poly * exp(-a * a)).copysign(x)
+}
+
+/// Exact GELU, `0.5·x·(1 + erf(x/√2))` (transformers' `gelu`), of every element.
+pub fn gelu_erf(x: &[f32]) -> Vec<f32> {
+    map(x, |x| 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2)))
+}
+
+/// `grad · GELU'(x)`, with `GELU'(x) = Φ(x) + x·φ(x)`, element by element.
+///
+/// # Panics
+/// When `x` and `grad` differ in length.
+pub fn gelu_erf_backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
+    zip_map(x, grad, |x, g| {
+        let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
+        let pdf = INV_SQRT_2PI * exp(-0.5 * x * x);
+        g * (cdf + x * pdf)
+    })
+}
+
+/// SiLU, `x·σ(x)` (Llama's MLP activation), of every element.
+pub fn silu(x: &[f32]) -> Vec<f32> {
+    map(x, |x| x / (1.0 + exp(-x)))
+}
+
+/// `grad · SiLU'(x)`, with `SiLU'(x) = σ(x)·(1 + x·(1 − σ(x)))`, element by element.
+///
+/// # Panics
+/// When `x` and `grad` differ in length.
+pub fn silu_backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
+    zip_map(x, grad, |x, g| {
+        let s = 1.0 / (1.0 + exp(-x));
+        g * s * (1.0 + x * (1.0 - s))
+    })
+}
+
+/// SplitMix64's output function: a well-mixed 64-bit hash of a counter.
+fn splitmix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `n` inverted-dropout mask values: `1/keep` with probability `keep`, else 0.
+///
+/// Element `i` depends only on `(seed, i)` (SplitMix64 over a counter, two 32-bit draws per
+/// hash), so the mask is the same however the work is split across threads.
+pub fn keep_mask(n: usize, keep: f64, seed: u64) -> Vec<f32> {
+    let threshold = (keep * 4_294_967_296.0) as u64; // keep · 2³²
+    let scale = (1.0 / keep) as f32;
+    let mut mask = vec![0f32; n];
+    mask.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let base = (c * CHUNK / 2) as u64;
+            for (j, pair) in chunk.chunks_mut(2).enumerate() {
+                let counter = base + j as u64 + 1;
+                let bits =
+                    splitmix64(seed.wrapping_add(counter.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+                for (k, m) in pair.iter_mut().enumerate() {
+                    let draw = (bits >> (32 * k)) & 0xFFFF_FFFF;
+                    *m = if draw < threshold { scale } else { 0.0 };
+                }
+            }
+        });
+    mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_mask_keeps_the_requested_fraction_scaled() {
+        let mask = keep_mask(1 << 20, 0.9, 7);
+        let kept = mask.iter().filter(|&&m| m != 0.0).count() as f64 / mask.len() as f64;
+        // Binomial sd at n = 2²⁰, p = 0.9 is ~3e-4.
+        assert!((kept - 0.9).abs() < 2e-3, "kept {kept}");
+        assert!(
+            mask.iter()
+                .all(|&m| m == 0.0 || (m - 1.0 / 0.9).abs() < 1e-6)
+        );
+        assert_ne!(keep_mask(64, 0.5, 1), keep_mask(64, 0.5, 2));
+        assert_eq!(
+            keep_mask(CHUNK * 3 + 5, 0.5, 3),
+            keep_mask(CHUNK * 3 + 5, 0.5, 3)
+        );
+    }
+
+    #[test]
+    fn keep_mask_draws_are_independent_of_neighbours() {
+        // Adjacent elements (the two halves of one hash, and across hashes) agree about as
+        // often as independent draws would: p² + (1-p)² = 0.5 at p = 0.5.
+        let mask = keep_mask(1 << 20, 0.5, 11);
+        let same = mask
+            .windows(2)
+            .filter(|w| (w[0] == 0.0) == (w[1] == 0.0))
+            .count() as f64
+            / (mask.len() - 1) as f64;
+        assert!((same - 0.5).abs() < 3e-3, "agreement {same}");
+    }
+
+    #[test]
+    fn exp_and_erf_match_libm() {
+        let (mut worst_exp, mut worst_erf) = (0f64, 0f64);
+        for i in -400_000..=400_000 {
+            let x = i as f32 * 2.175e-4; // [-87, 87]
+            let rel = ((exp(x) as f64 - libm::exp(x as f64)) / libm::exp(x as f64)).abs();
+            worst_exp = worst_exp.max(rel);
+            let y = i as f32 * 2.5e-5; // [-10, 10]
+            worst_erf = worst_erf.max((erf(y) as f64 - libm::erf(y as f64)).abs());
+        }
+        assert!(worst_exp < 3e-7, "exp: relative error {worst_exp}");
+        // The formula's 1.5e-7 plus f32 rounding of `1 - poly·exp`.
+        assert!(worst_erf < 1e-6, "erf: absolute error {worst_erf}");
+    }
+
+    #[test]
+    fn silu_matches_its_definition_and_derivative() {
+        let x: Vec<f32> = (-80..=80).map(|i| i as f32 * 0.125).collect();
+        for (&v, got) in x.iter().zip(silu(&x)) {
+            let want = v as f64 / (1.0 + libm::exp(-v as f64));
+            assert!(
+                (got as f64 - want).abs() < 1e-6 * want.abs().max(1.0),
+                "{v}: {got} vs {want}"
+            );
+        }
+        let grad = vec![1.0f32; x.len()];
+        for (&v, d) in x.iter().zip(silu_backward(&x, &grad)) {
+            let s = 1.0 / (1.0 + libm::exp(-v as f64));
+            let want = s * (1.0 + v as f64 * (1.0 - s));
+            assert!((d as f64 - want).abs() < 1e-6, "{v}: {d} vs {want}");
+        }
+    }
+
+    #[test]
+    fn gelu_matches_its_definition_and_derivative() {
+        // Values of 0.5·x·(1 + erf(x/√2)) from tables of erf (Abramowitz & Stegun 7.1).
+        let x = [-3.0f32, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0];
+        let expected = [
+            -0.004_049_7f32,
+            -0.158_655_25,
+            -0.154_268_5,
+            0.0,
+            0.345_731_5,
+            0.841_344_7,
+            2.995_950_3,
+        ];
+        for (got, want) in gelu_erf(&x).iter().zip(expected) {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        // The derivative against central differences of the forward, at several points.
+        let h = 1e-3f32;
+        let grad = vec![1.0f32; x.len()];
+        let plus: Vec<f32> = x.iter().map(|v| v + h).collect();
+        let minus: Vec<f32> = x.iter().map(|v| v - h).collect();
+        let (fp, fm) = (gelu_erf(&plus), gelu_erf(&minus));
+        for (i, d) in gelu_erf_backward(&x, &grad).iter().enumerate() {
+            let numeric = (fp[i] - fm[i]) / (2.0 * h);
+            assert!(
+                (d - numeric).abs() < 2e-3,
+                "x={} analytic {d} numeric {numeric}",
+                x[i]
+            );
+        }
+    }
+}

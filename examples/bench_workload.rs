@@ -1,0 +1,286 @@
+//! Training or inference throughput on a fixed workload, the burn-lora half of
+//! `scripts/bench_vs_pytorch.sh`: the same token batches the PyTorch side ran
+//! (`scripts/bench_pytorch.py prepare` writes them), through the library's own
+//! `Trainer` (forward, backward, global-norm clipping, AdamW) or the classifier's
+//! `probabilities`. Prints one JSON line.
+//!
+//! ```text
+//! cargo run --example bench_workload -- --workload /tmp/wl.json --mode train
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::Device;
+use burn_lora::Result;
+use burn_lora::classify::{LossKind, MultiLabelClassifier, MultiLabelLoss, Pooling};
+use burn_lora::data::EncodedSet;
+use burn_lora::device::parse_device;
+use burn_lora::lora::{LoraConfig, inject_adapters};
+use burn_lora::models::{Backbone, BertModel, LlamaModel, ModelFormat};
+use burn_lora::train::{Decay, TrainConfig, Trainer, TrainingLoop};
+use serde::Deserialize;
+
+#[path = "common/args.rs"]
+mod args;
+
+/// The workload file's schema (written by `scripts/bench_pytorch.py prepare`).
+#[derive(Deserialize)]
+struct Workload {
+    model: PathBuf,
+    num_labels: usize,
+    pad_id: u32,
+    warmup: usize,
+    examples: Vec<WorkloadExample>,
+    train_batches: Vec<Vec<usize>>,
+    infer_batches: Vec<Vec<usize>>,
+    /// Estimated floating-point work of the timed batches (see bench_pytorch.py).
+    train_gflop: Option<f64>,
+    infer_gflop: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct WorkloadExample {
+    ids: Vec<u32>,
+    labels: Vec<usize>,
+}
+
+struct Args {
+    workload: Option<PathBuf>,
+    mode: String,
+    device: String,
+    rank: usize,
+    alpha: f64,
+    lora_dropout: f64,
+}
+
+impl Args {
+    fn parse() -> Self {
+        let a = args::Args::parse(
+            "throughput of LoRA training or inference on a fixed workload",
+            &[
+                args::value(
+                    "workload",
+                    "workload JSON (scripts/bench_pytorch.py prepare)",
+                ),
+                args::value("mode", "train | infer | gemm (the matmul rate alone)"),
+                args::value("device", "device (default flex)"),
+                args::value("rank", "LoRA rank (default 8)"),
+                args::value("alpha", "LoRA alpha (default 16)"),
+                args::value("lora-dropout", "LoRA dropout (default 0.1)"),
+            ],
+        );
+        Args {
+            workload: a.get("workload"),
+            mode: a.required("mode"),
+            device: a.get_or("device", "flex".to_string()),
+            rank: a.get_or("rank", 8),
+            alpha: a.get_or("alpha", 16.0),
+            lora_dropout: a.get_or("lora-dropout", 0.1),
+        }
+    }
+}
+
+fn main() {
+    // Errors print with their message (Display), not as a debug dump.
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn read_workload(path: &Path) -> Result<Workload> {
+    let text = std::fs::read_to_string(path).map_err(|e| burn_lora::Error::io(path, e))?;
+    let workload: Workload = serde_json::from_str(&text)?;
+    let batches = workload.train_batches.iter().chain(&workload.infer_batches);
+    if workload.examples.is_empty() {
+        return Err(burn_lora::Error::EmptyData(path.to_path_buf()));
+    }
+    if batches.flatten().any(|&i| i >= workload.examples.len()) {
+        return Err(burn_lora::Error::InvalidState(format!(
+            "{}: a batch names an example that is not there",
+            path.display()
+        )));
+    }
+    Ok(workload)
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    let device = parse_device(&args.device)?;
+    if args.mode == "gemm" {
+        return gemm(&device);
+    }
+    let workload = read_workload(&args.workload.clone().ok_or_else(|| {
+        burn_lora::Error::InvalidState("--workload is required for train and infer".into())
+    })?)?;
+    device.seed(42);
+    let train_device = device.clone().autodiff();
+    let model_device = if args.mode == "train" {
+        &train_device
+    } else {
+        &device
+    };
+    match ModelFormat::detect(&workload.model)? {
+        ModelFormat::Encoder => bench(
+            BertModel::load(&workload.model, model_device)?,
+            &workload,
+            &args,
+            &device,
+        ),
+        ModelFormat::Decoder => bench(
+            LlamaModel::load(&workload.model, model_device)?,
+            &workload,
+            &args,
+            &device,
+        ),
+        ModelFormat::Gguf => bench(
+            LlamaModel::load_gguf(&workload.model, model_device)?,
+            &workload,
+            &args,
+            &device,
+        ),
+    }
+}
+
+fn bench<B: Backbone>(
+    backbone: B,
+    workload: &Workload,
+    args: &Args,
+    device: &Device,
+) -> Result<()> {
+    let train_device = device.clone().autodiff();
+    // The head the finetune example puts on this checkpoint (pooling, bias or not).
+    let pooling = Pooling::default_for(
+        Some(&workload.model),
+        backbone.model_type(),
+        backbone.has_pooler(),
+    );
+    let set = EncodedSet {
+        ids: workload.examples.iter().map(|e| e.ids.clone()).collect(),
+        labels: workload.examples.iter().map(|e| e.labels.clone()).collect(),
+        num_labels: workload.num_labels,
+        pad_id: workload.pad_id,
+    };
+    let mut lora = LoraConfig::new(args.rank, args.alpha, &[] as &[&str]);
+    lora.lora_dropout = args.lora_dropout;
+    lora.target_modules = None; // the family's PEFT default
+    let (batches, seconds, tokens, trainable, gflop) = match args.mode.as_str() {
+        "train" => {
+            let mut model = MultiLabelClassifier::new(
+                backbone,
+                workload.num_labels,
+                pooling,
+                0.1,
+                &train_device,
+            )?;
+            inject_adapters(&mut model, &lora, &train_device)?;
+            let trainable = model.trainable_params();
+            let config = TrainConfig {
+                lr: 5e-4,
+                decay: Decay::Constant,
+                progress: false,
+                ..TrainConfig::default()
+            };
+            let mut trainer = Trainer::new(model, MultiLabelLoss::new(LossKind::Bce), config, None);
+            let (seconds, tokens) = timed(&workload.train_batches, workload.warmup, |indices| {
+                let batch = set.batch(indices, &train_device);
+                trainer.train_step(&batch)?;
+                trainer.optimizer_step(5e-4)?;
+                Ok(batch.tokens)
+            })?;
+            (
+                workload.train_batches.len() - workload.warmup,
+                seconds,
+                tokens,
+                trainable,
+                workload.train_gflop,
+            )
+        }
+        "infer" => {
+            // With its (unmerged) adapters, as a PEFT model predicts.
+            let mut model =
+                MultiLabelClassifier::new(backbone, workload.num_labels, pooling, 0.1, device)?;
+            inject_adapters(&mut model, &lora, device)?;
+            let (seconds, tokens) = timed(&workload.infer_batches, workload.warmup, |indices| {
+                let batch = set.batch(indices, device);
+                // Reading the result back waits for the whole forward.
+                let _ = model.probabilities(&batch.input).into_data();
+                Ok(batch.tokens)
+            })?;
+            (
+                workload.infer_batches.len() - workload.warmup,
+                seconds,
+                tokens,
+                0,
+                workload.infer_gflop,
+            )
+        }
+        other => {
+            return Err(burn_lora::Error::Unsupported {
+                what: "mode",
+                detail: format!("`{other}` (train or infer)"),
+            });
+        }
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": "burn-lora", "mode": args.mode, "device": args.device,
+            "steps": batches, "tokens": tokens, "seconds": seconds,
+            "tokens_per_second": tokens as f64 / seconds, "peak_rss_mib": peak_rss_mib(),
+            "gflops": gflop.map(|g| g / seconds), "trainable_params": trainable,
+        })
+    );
+    Ok(())
+}
+
+/// Run `step` on every batch; time all but the first `warmup`. Returns (seconds, tokens).
+fn timed(
+    batches: &[Vec<usize>],
+    warmup: usize,
+    mut step: impl FnMut(&[usize]) -> Result<usize>,
+) -> Result<(f64, usize)> {
+    if batches.len() <= warmup {
+        return Err(burn_lora::Error::InvalidState(format!(
+            "the workload has {} batches, no more than its {warmup} warm-up ones",
+            batches.len()
+        )));
+    }
+    for indices in &batches[..warmup] {
+        step(indices)?;
+    }
+    let start = Instant::now();
+    let mut tokens = 0;
+    for indices in &batches[warmup..] {
+        tokens += step(indices)?;
+    }
+    Ok((start.elapsed().as_secs_f64(), tokens))
+}
+
+/// The f32 matmul rate through burn on `device` at the FFN shape of a MiniLM batch
+/// (`[2048, 384] x [384, 1536]`), the ceiling the training step is measured against.
+fn gemm(device: &Device) -> Result<()> {
+    use burn::tensor::{Distribution, Tensor};
+    let (m, k, n) = (2048, 384, 1536);
+    let x = Tensor::<2>::random([m, k], Distribution::Default, device);
+    let w = Tensor::<2>::random([k, n], Distribution::Default, device);
+    let (seconds, _) = timed(&vec![Vec::new(); 53], 3, |_| {
+        let _ = x.clone().matmul(w.clone()).slice([0..1, 0..1]).into_data();
+        Ok(0)
+    })?;
+    let gflops = 2.0 * (m * k * n) as f64 * 50.0 / seconds / 1e9;
+    println!(
+        "{}",
+        serde_json::json!({"impl": "burn-lora", "mode": "gemm", "shape": [m, k, n], "gflops": gflops})
+    );
+    Ok(())
+}

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Speed side by side: PyTorch + PEFT, then burn-lora, on the same token batches (real debtags
+# texts, length-bucketed), same model, LoRA r 8 on the family's default targets, fp32,
+# 2 threads each. Training at batch 16 x max_len 128, inference at 32 x 128, for MiniLM and
+# SmolLM2-135M (the GGUF, dequantised on both sides). Prints tokens/s and peak RSS of each
+# side and the ratios burn-lora / PyTorch. Run it on an otherwise idle machine.
+#
+#   scripts/bench_vs_pytorch.sh [minilm|smollm2|all]     (default all)
+#
+# Environment: BURN_LORA_VENV (default ~/.cache/burn-lora-venv; made with torch,
+# transformers, peft, gguf when missing: ~5 GB, never needed by CI), TRAIN_STEPS /
+# INFER_STEPS (timed batches per model; defaults below), THREADS (default 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/burn-lora-target}"
+VENV="${BURN_LORA_VENV:-$HOME/.cache/burn-lora-venv}"
+THREADS="${THREADS:-2}"
+which="${1:-all}"
+FEATURES=wgpu,learner,hub # the README commands' build: one build serves all
+
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import torch, transformers, peft, gguf' 2>/dev/null; then
+  echo "bench: making the PyTorch venv at $VENV (torch, transformers, peft, gguf)" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q torch transformers peft gguf numpy
+fi
+scripts/fetch-models.sh all >&2
+cargo build -q --features "$FEATURES" --example bench_workload
+BURN="$CARGO_TARGET_DIR/debug/examples/bench_workload"
+# Both sides get the same thread count (burn-flex runs on rayon's pool).
+export RAYON_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+# The machine's f32 matmul rate, through each side, at a MiniLM FFN shape.
+gemm_torch=$("$VENV/bin/python" scripts/bench_pytorch.py gemm --threads "$THREADS")
+gemm_burn=$("$BURN" --mode gemm)
+echo "gemm pytorch   $gemm_torch"
+echo "gemm burn-lora $gemm_burn"
+
+lines=()
+bench_model() { # name model-path train-steps infer-steps
+  local name="$1" model="$2" wl="$WORK/$1.json"
+  "$VENV/bin/python" scripts/bench_pytorch.py prepare --model "$model" --data data/debtags-min200 \
+    --out "$wl" --train-steps "$3" --infer-steps "$4" >&2
+  for mode in train infer; do
+    local torch_line burn_line
+    torch_line=$("$VENV/bin/python" scripts/bench_pytorch.py run --workload "$wl" --mode "$mode" --threads "$THREADS")
+    burn_line=$("$BURN" --workload "$wl" --mode "$mode")
+    echo "$name $mode pytorch   $torch_line"
+    echo "$name $mode burn-lora $burn_line"
+    lines+=("$name|$mode|$torch_line|$burn_line")
+  done
+}
+
+case "$which" in
+  minilm | all) bench_model minilm models/all-MiniLM-L6-v2 "${TRAIN_STEPS:-20}" "${INFER_STEPS:-8}" ;;&
+  smollm2 | all) bench_model smollm2 models/SmolLM2-135M-Instruct.Q4_1.gguf "${TRAIN_STEPS:-8}" "${INFER_STEPS:-4}" ;;
+  minilm) ;;
+  *) echo "usage: $0 [minilm|smollm2|all]" >&2; exit 2 ;;
+esac
+
+python3 - "$gemm_torch" "$gemm_burn" "${lines[@]}" <<'PY'
+import json, sys
+gemm_t, gemm_b = (json.loads(a)["gflops"] for a in sys.argv[1:3])
+print(f"\nf32 gemm 2048x384x1536: PyTorch {gemm_t:.0f} GFLOP/s, burn-lora {gemm_b:.0f} GFLOP/s")
+print("GFLOP/s: estimated work of the timed batches (bench_pytorch.py timed_gflop) / time\n")
+print("| model | mode | PyTorch tok/s | burn-lora tok/s | ratio | PyTorch GFLOP/s | burn-lora GFLOP/s "
+      "| PyTorch peak RSS MiB | burn-lora peak RSS MiB | RSS ratio |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for arg in sys.argv[3:]:
+    name, mode, t, b = arg.split("|", 3)
+    t, b = json.loads(t), json.loads(b)
+    print(f"| {name} | {mode} | {t['tokens_per_second']:.0f} | {b['tokens_per_second']:.0f} | "
+          f"{b['tokens_per_second'] / t['tokens_per_second']:.2f} | {t['gflops']:.1f} | "
+          f"{b['gflops']:.1f} | {t['peak_rss_mib']:.0f} | {b['peak_rss_mib']:.0f} | "
+          f"{b['peak_rss_mib'] / t['peak_rss_mib']:.2f} |")
+PY
