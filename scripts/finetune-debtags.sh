@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: fine-tune all-MiniLM-L6-v2 with LoRA on the bundled debtags (min200) data,
 # tune thresholds on valid, report test metrics, save the adapter, predict two texts.
-# A few minutes on 2 CPU cores: 2,000 training examples, one epoch (~0.4k tokens/s when
+# A few minutes on 2 CPU cores: 2,000 training examples, one epoch (~0.7k tokens/s when
 # training on flex here). Extra arguments go to the finetune example and override these, e.g.
 # the parity recipe of BENCHMARKS.md: --train-limit 4000 --epochs 3.
 set -euo pipefail

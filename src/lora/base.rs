@@ -47,8 +47,8 @@ pub(crate) fn replace_value<const D: usize>(param: &mut Param<Tensor<D>>, value:
         .map(|_| value.detach().set_require_grad(trainable));
 }
 
-/// `x Wᵀ + b` on `[..., in]` with `weight` stored `[in, out]`, as one 2-D matmul over all
-/// rows. A 3-D input would otherwise reach burn's batched matmul, which on burn-flex runs
+/// `x·W + b` on `[..., in]` for a weight stored `[in, out]` (PyTorch's `x Wᵀ + b`), as one
+/// 2-D matmul over all rows. A 3-D input would otherwise reach burn's batched matmul, which on burn-flex runs
 /// one single-threaded gemm per batch element and re-packs the weight for each.
 pub fn linear_rows<const D: usize>(
     x: Tensor<D>,
