@@ -1,6 +1,6 @@
 //! Fast paths for the element-wise work of a training step on burn-flex.
 //!
-//! Profiled on MiniLM training (BENCHMARKS.md, "Speed"), two thirds of a step's wall time
+//! Profiled on MiniLM training (BENCHMARKS.md, "Speed vs PyTorch + PEFT"), two thirds of a step's wall time
 //! was single-threaded element-wise work beside multi-threaded matmuls: the dropout masks
 //! (one Bernoulli draw from a ChaCha generator per element), GELU's `erf` forward and
 //! backward, and softmax, which burn 0.22's autodiff decomposes into max, subtract, exp,
@@ -257,7 +257,8 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     x * Tensor::from_data(TensorData::new(mask, shape), &device)
 }
 
-/// 64 random bits from the device's seeded generator (one small draw per mask).
+/// A mask seed from two draws of the device's seeded generator (≈ 48 random bits: two f32
+/// uniforms), so the masks follow `Device::seed`.
 fn draw_seed(device: &Device) -> u64 {
     let bits = Tensor::<1>::random([2], Distribution::Default, &device.clone().inner())
         .into_data()
