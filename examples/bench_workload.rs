@@ -23,6 +23,8 @@ use serde::Deserialize;
 
 #[path = "common/args.rs"]
 mod args;
+#[path = "common/memory.rs"]
+mod memory;
 
 /// The workload file's schema (written by `scripts/bench_pytorch.py prepare`).
 #[derive(Deserialize)]
@@ -45,9 +47,30 @@ struct WorkloadExample {
     labels: Vec<usize>,
 }
 
+/// What to time (`--mode`).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mode {
+    Train,
+    Infer,
+    Gemm,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "train" => Ok(Mode::Train),
+            "infer" => Ok(Mode::Infer),
+            "gemm" => Ok(Mode::Gemm),
+            other => Err(format!("`{other}`: train, infer or gemm")),
+        }
+    }
+}
+
 struct Args {
     workload: Option<PathBuf>,
-    mode: String,
+    mode: Mode,
     device: String,
     rank: usize,
     alpha: f64,
@@ -89,14 +112,6 @@ fn main() {
     }
 }
 
-/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 fn read_workload(path: &Path) -> Result<Workload> {
     let text = std::fs::read_to_string(path).map_err(|e| burn_lora::Error::io(path, e))?;
     let workload: Workload = serde_json::from_str(&text)?;
@@ -116,7 +131,7 @@ fn read_workload(path: &Path) -> Result<Workload> {
 fn run() -> Result<()> {
     let args = Args::parse();
     let device = parse_device(&args.device)?;
-    if args.mode == "gemm" {
+    if args.mode == Mode::Gemm {
         return gemm(&device);
     }
     let workload = read_workload(&args.workload.clone().ok_or_else(|| {
@@ -124,7 +139,7 @@ fn run() -> Result<()> {
     })?)?;
     device.seed(42);
     let train_device = device.clone().autodiff();
-    let model_device = if args.mode == "train" {
+    let model_device = if args.mode == Mode::Train {
         &train_device
     } else {
         &device
@@ -173,8 +188,8 @@ fn bench<B: Backbone>(
     let mut lora = LoraConfig::new(args.rank, args.alpha, &[] as &[&str]);
     lora.lora_dropout = args.lora_dropout;
     lora.target_modules = None; // the family's PEFT default
-    let (batches, seconds, tokens, trainable, gflop) = match args.mode.as_str() {
-        "train" => {
+    let (batches, seconds, tokens, trainable, gflop) = match args.mode {
+        Mode::Train => {
             let mut model = MultiLabelClassifier::new(
                 backbone,
                 workload.num_labels,
@@ -205,7 +220,8 @@ fn bench<B: Backbone>(
                 workload.train_gflop,
             )
         }
-        "infer" => {
+        // `run` answers gemm before any model loads.
+        Mode::Infer | Mode::Gemm => {
             // With its (unmerged) adapters, as a PEFT model predicts.
             let mut model =
                 MultiLabelClassifier::new(backbone, workload.num_labels, pooling, 0.1, device)?;
@@ -224,19 +240,13 @@ fn bench<B: Backbone>(
                 workload.infer_gflop,
             )
         }
-        other => {
-            return Err(burn_lora::Error::Unsupported {
-                what: "mode",
-                detail: format!("`{other}` (train or infer)"),
-            });
-        }
     };
     println!(
         "{}",
         serde_json::json!({
-            "impl": "burn-lora", "mode": args.mode, "device": args.device,
+            "impl": "burn-lora", "mode": format!("{:?}", args.mode).to_lowercase(), "device": args.device,
             "steps": batches, "tokens": tokens, "seconds": seconds,
-            "tokens_per_second": tokens as f64 / seconds, "peak_rss_mib": peak_rss_mib(),
+            "tokens_per_second": tokens as f64 / seconds, "peak_rss_mib": memory::peak_rss_mib(),
             "gflops": gflop.map(|g| g / seconds), "trainable_params": trainable,
         })
     );

@@ -16,7 +16,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use burn_lora::classify::{
     LossKind, MultiLabelClassifier, MultiLabelLoss, MultiLabelMetrics, Pooling, Scores,
-    ThresholdMode, Thresholds, evaluate, tune_thresholds,
+    ThresholdMode, Thresholds, evaluate, predict_probs_observed, tune_thresholds,
 };
 use burn_lora::data::{
     DataSplits, EncodedSet, LabelSet, PromptTemplate, UnknownLabelPolicy, label_counts, multi_hot,
@@ -31,6 +31,8 @@ use serde_json::json;
 
 #[path = "common/args.rs"]
 mod args;
+#[path = "common/memory.rs"]
+mod memory;
 
 use args::{switch, value};
 
@@ -205,14 +207,6 @@ fn metrics_json(m: &MultiLabelMetrics, t: &Thresholds) -> serde_json::Value {
         "hamming_loss": m.hamming_loss, "subset_accuracy": m.subset_accuracy,
         "threshold": if t.per_label.iter().all(|&x| x == t.global) { json!(t.global) } else { json!("per-label") },
     })
-}
-
-/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }
 
 fn main() {
@@ -432,7 +426,14 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
     // The evaluation that chose the best model already scored valid with it.
     let valid_probs = match trainer.best_eval.take() {
         Some(eval) if eval.probs.len() == valid.len() * labels.len() => eval.probs,
-        _ => predict_with_progress(&best, &valid, "valid", !args.no_progress, &device)?,
+        _ => predict_with_progress(
+            &best,
+            &valid,
+            config.eval_batch_size,
+            "valid",
+            !args.no_progress,
+            &device,
+        )?,
     };
     let valid_targets = multi_hot(&data.valid, labels.len());
     let valid_scores = Scores::new(&valid_probs, &valid_targets, labels.len())?;
@@ -448,7 +449,14 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
     };
     let thresholds = tune_thresholds(valid_scores, mode, 5, args.at_least_one);
     let valid_metrics = evaluate(valid_scores, &thresholds);
-    let test_probs = predict_with_progress(&best, &test, "test", !args.no_progress, &device)?;
+    let test_probs = predict_with_progress(
+        &best,
+        &test,
+        config.eval_batch_size,
+        "test",
+        !args.no_progress,
+        &device,
+    )?;
     let test_targets = multi_hot(&data.test, labels.len());
     let test_metrics = evaluate(
         Scores::new(&test_probs, &test_targets, labels.len())?,
@@ -477,7 +485,7 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
         "train_seconds": state.train_seconds,
         "train_tokens_per_second": state.tokens as f64 / state.train_seconds.max(1e-9),
         "trainable_params": trainable,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": memory::peak_rss_mib(),
         "steps": state.step,
         "best_step": state.best_step,
         "recipe": {
@@ -514,7 +522,7 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
     ] {
         println!("| {name:<15} | {v:.4} |");
     }
-    if let Some(mib) = peak_rss_mib() {
+    if let Some(mib) = memory::peak_rss_mib() {
         println!("peak memory (RSS): {mib:.0} MiB");
     }
     println!("\nadapter: {}", args.out.join("adapter").display());
@@ -526,24 +534,17 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
 fn predict_with_progress<B: Backbone>(
     model: &MultiLabelClassifier<B>,
     set: &EncodedSet,
+    batch_size: usize,
     what: &str,
     progress: bool,
     device: &Device,
 ) -> burn_lora::Result<Vec<f32>> {
-    const BATCH: usize = 64;
-    let mut bar = Progress::new(set.len().div_ceil(BATCH), progress);
+    let mut bar = Progress::new(set.len().div_ceil(batch_size), progress);
     bar.println(&format!("predicting {what} ({} examples)", set.len()));
     let mut done = 0;
-    let probs = set.map_batches(BATCH, device, |batch| {
-        let rows = model
-            .probabilities(&batch.input)
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| burn_lora::Error::InvalidState(format!("{e:?}")))?;
+    let probs = predict_probs_observed(model, set, batch_size, device, || {
         done += 1;
         bar.update(done, what);
-        Ok(rows)
     });
     bar.finish();
     probs

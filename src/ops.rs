@@ -1,9 +1,9 @@
 //! Fast paths for the element-wise work of a training step on burn-flex.
 //!
-//! Profiled on MiniLM training (BENCHMARKS.md, "Speed vs PyTorch + PEFT"), two thirds of a step's wall time
-//! was single-threaded element-wise work beside multi-threaded matmuls: the dropout masks
-//! (one Bernoulli draw from a ChaCha generator per element), GELU's `erf` forward and
-//! backward, and softmax, which burn 0.22's autodiff decomposes into max, subtract, exp,
+//! Profiled on MiniLM training (BENCHMARKS.md, "Speed vs PyTorch + PEFT"), two thirds of a
+//! step's wall time was single-threaded element-wise work beside multi-threaded matmuls:
+//! the dropout masks (one Bernoulli draw from a ChaCha generator per element), GELU's `erf`
+//! forward and backward, and softmax, which burn 0.22's autodiff decomposes into max, subtract, exp,
 //! sum and divide, each a pass over the `[b, h, s, s]` scores with a backward of twice as
 //! many. Here:
 //! - [`softmax_last`], [`gelu`] and [`silu`] are single differentiable nodes (burn's
@@ -68,6 +68,39 @@ fn silu_backward_composed<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -
     B::float_mul(grad, B::float_mul(s, inner))
 }
 
+/// `kernel` over the values of an f32 tensor, as a contiguous tensor of its shape;
+/// `fallback` (the backend's own ops) for other dtypes.
+fn unary_f32(
+    x: FlexTensor,
+    kernel: fn(&[f32]) -> Vec<f32>,
+    fallback: fn(FlexTensor) -> FlexTensor,
+) -> FlexTensor {
+    if x.dtype() != DType::F32 {
+        return fallback(x);
+    }
+    let contiguous = x.to_contiguous();
+    let out = kernel(contiguous.as_slice::<f32>().expect("contiguous f32"));
+    shaped_like(&x, out)
+}
+
+/// [`unary_f32`] for a derivative: `kernel(x, grad)` on two tensors of one shape.
+fn binary_f32(
+    x: FlexTensor,
+    grad: FlexTensor,
+    kernel: fn(&[f32], &[f32]) -> Vec<f32>,
+    fallback: fn(FlexTensor, FlexTensor) -> FlexTensor,
+) -> FlexTensor {
+    if x.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+        return fallback(x, grad);
+    }
+    let (xc, gc) = (x.to_contiguous(), grad.to_contiguous());
+    let out = kernel(
+        xc.as_slice::<f32>().expect("contiguous f32"),
+        gc.as_slice::<f32>().expect("contiguous f32"),
+    );
+    shaped_like(&x, out)
+}
+
 /// A contiguous f32 tensor of `x`'s shape.
 fn shaped_like(x: &FlexTensor, data: Vec<f32>) -> FlexTensor {
     let shape = x.layout().shape().clone();
@@ -80,45 +113,24 @@ fn shaped_like(x: &FlexTensor, data: Vec<f32>) -> FlexTensor {
 
 impl FastOps for Flex {
     fn gelu_erf(x: FlexTensor) -> FlexTensor {
-        if x.dtype() != DType::F32 {
-            return Flex::gelu(x);
-        }
-        let contiguous = x.to_contiguous();
-        let out = kernels::gelu_erf(contiguous.as_slice::<f32>().expect("contiguous f32"));
-        shaped_like(&x, out)
+        unary_f32(x, kernels::gelu_erf, Flex::gelu)
     }
 
     fn gelu_erf_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
-        if x.dtype() != DType::F32 || grad.dtype() != DType::F32 {
-            return Flex::gelu_backward(x, grad);
-        }
-        let (xc, gc) = (x.to_contiguous(), grad.to_contiguous());
-        let out = kernels::gelu_erf_backward(
-            xc.as_slice::<f32>().expect("contiguous f32"),
-            gc.as_slice::<f32>().expect("contiguous f32"),
-        );
-        shaped_like(&x, out)
+        binary_f32(x, grad, kernels::gelu_erf_backward, Flex::gelu_backward)
     }
 
     fn silu(x: FlexTensor) -> FlexTensor {
-        if x.dtype() != DType::F32 {
-            return silu_composed::<Flex>(x);
-        }
-        let contiguous = x.to_contiguous();
-        let out = kernels::silu(contiguous.as_slice::<f32>().expect("contiguous f32"));
-        shaped_like(&x, out)
+        unary_f32(x, kernels::silu, silu_composed::<Flex>)
     }
 
     fn silu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
-        if x.dtype() != DType::F32 || grad.dtype() != DType::F32 {
-            return silu_backward_composed::<Flex>(x, grad);
-        }
-        let (xc, gc) = (x.to_contiguous(), grad.to_contiguous());
-        let out = kernels::silu_backward(
-            xc.as_slice::<f32>().expect("contiguous f32"),
-            gc.as_slice::<f32>().expect("contiguous f32"),
-        );
-        shaped_like(&x, out)
+        binary_f32(
+            x,
+            grad,
+            kernels::silu_backward,
+            silu_backward_composed::<Flex>,
+        )
     }
 }
 

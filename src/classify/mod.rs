@@ -11,4 +11,4 @@ pub use metrics::{
     LabelScore, MultiLabelMetrics, Scores, ThresholdMode, Thresholds, evaluate,
     metrics_from_predictions, tune_thresholds,
 };
-pub use predict::predict_probs;
+pub use predict::{predict_probs, predict_probs_observed};
