@@ -9,6 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/burn-lora-target}"
 scripts/fetch-models.sh all
+# The per-device tests also run on every GPU backend compiled in whose device answers
+# (wgpu on Mesa's lavapipe without a GPU). Minimal autotuning: on a software device each
+# tuned candidate is another shader compile (the wgpu tests take ~3x longer without it).
+export CUBECL_AUTOTUNE_LEVEL="${CUBECL_AUTOTUNE_LEVEL:-minimal}"
+# wgpu's Vulkan loader complains on stderr when this is unset (harmless, but noisy).
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 cargo test --features wgpu,learner,hub "$@"
 # The burn-free crates of the workspace: the GGUF reader and the element-wise kernels.
 cargo test -p burn-lora-gguf -p burn-lora-kernels

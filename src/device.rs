@@ -86,17 +86,59 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     }
 }
 
-/// The devices compiled into this build, by name (used by tests and benches to run
-/// the same checks on every backend available).
+/// Every backend compiled into this build, by `--device` name, in the order
+/// `flex, ndarray, wgpu, vulkan, metal, cuda`. Compiled is not the same as usable: a
+/// GPU backend also needs a driver and a device; [`probe_device`] checks that.
 pub fn compiled_devices() -> Vec<&'static str> {
-    let mut names = Vec::new();
-    if cfg!(feature = "flex") {
-        names.push("flex");
-    }
-    if cfg!(feature = "vulkan") {
-        names.push("vulkan");
-    }
-    names
+    [
+        ("flex", cfg!(feature = "flex")),
+        ("ndarray", cfg!(feature = "ndarray")),
+        ("wgpu", cfg!(feature = "wgpu")),
+        ("vulkan", cfg!(feature = "vulkan")),
+        ("metal", cfg!(feature = "metal")),
+        ("cuda", cfg!(feature = "cuda")),
+    ]
+    .into_iter()
+    .filter_map(|(name, compiled)| compiled.then_some(name))
+    .collect()
+}
+
+/// Parse `spec` and check that the device really runs: a small tensor goes to it and
+/// back. burn's GPU runtimes panic when no adapter or driver exists (wgpu on a machine
+/// without a Vulkan/Metal driver, CUDA without `libcuda`); the probe turns that into
+/// [`Error::Device`], so a caller can fall back instead of crashing mid-run.
+pub fn probe_device(spec: &str) -> Result<Device> {
+    let device = parse_device(spec)?;
+    let probe = device.clone();
+    let outcome = std::panic::catch_unwind(move || {
+        let t = burn::tensor::Tensor::<1>::from_floats([1.0, 2.0, 3.0], &probe);
+        (t * 2.0).into_data().convert::<f32>().try_to_vec::<f32>()
+    });
+    let reason = match outcome {
+        Ok(Ok(values)) if values == [2.0, 4.0, 6.0] => return Ok(device),
+        Ok(Ok(values)) => format!("the probe computed {values:?} for [2, 4, 6]"),
+        Ok(Err(e)) => format!("the probe's result could not be read: {e:?}"),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic without a message");
+            format!("not usable here (no driver or device?): {message}")
+        }
+    };
+    Err(Error::Device {
+        device: spec.to_string(),
+        reason,
+    })
+}
+
+/// The compiled devices that pass [`probe_device`] on this machine.
+pub fn available_devices() -> Vec<(&'static str, Device)> {
+    compiled_devices()
+        .into_iter()
+        .filter_map(|name| probe_device(name).ok().map(|device| (name, device)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -112,8 +154,24 @@ mod tests {
 
     #[cfg(feature = "flex")]
     #[test]
-    fn parses_flex() {
+    fn parses_and_probes_flex() {
         assert!(parse_device(" Flex ").is_ok());
+        assert!(probe_device("flex").is_ok());
+        assert_eq!(compiled_devices()[0], "flex");
+    }
+
+    #[test]
+    fn compiled_devices_follow_the_features() {
+        let names = compiled_devices();
+        assert_eq!(names.contains(&"wgpu"), cfg!(feature = "wgpu"));
+        assert_eq!(names.contains(&"cuda"), cfg!(feature = "cuda"));
+        assert_eq!(names.contains(&"metal"), cfg!(feature = "metal"));
+        for name in names {
+            assert!(
+                parse_device(name).is_ok(),
+                "{name} is compiled but does not parse"
+            );
+        }
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -14,7 +14,7 @@ use burn_lora::io::SafetensorsFile;
 use burn_lora::lora::LoraConfig;
 use burn_lora::models::{Backbone, BertConfig, BertModel, EncoderInput};
 use burn_lora::tokenize::TextTokenizer;
-use common::{fixture, max_abs_diff, values};
+use common::{devices, fixture, max_abs_diff, rewrite_without, values};
 use serde_json::Value;
 
 fn device() -> Device {
@@ -22,7 +22,7 @@ fn device() -> Device {
 }
 
 fn minilm_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+    let dir = common::repo_root().join("models/all-MiniLM-L6-v2");
     assert!(
         dir.join("model.safetensors").exists(),
         "{} missing: run scripts/fetch-models.sh",
@@ -61,8 +61,8 @@ fn masked_diff(ours: &[f32], reference: &[f32], mask: &[u32], hidden: usize) -> 
     worst
 }
 
-fn check_parity(dir: &Path, reference: &Path) {
-    let device = device();
+fn check_parity(dir: &Path, reference: &Path, device: &Device) {
+    let device = device.clone();
     let model = BertModel::load(dir, &device).unwrap();
     let st = SafetensorsFile::open(reference).unwrap();
     let (input, mask, _) = input_from(&st, &device);
@@ -73,7 +73,7 @@ fn check_parity(dir: &Path, reference: &Path) {
     let err = masked_diff(&ours, &reference_h, &mask, h);
     assert!(
         err <= 1e-4,
-        "{}: last hidden state off by {err}",
+        "{} on {device:?}: last hidden state off by {err}",
         dir.display()
     );
     if st.contains("pooler_output") {
@@ -86,14 +86,21 @@ fn check_parity(dir: &Path, reference: &Path) {
 
 #[test]
 fn minilm_matches_transformers() {
-    check_parity(&minilm_dir(), &fixture("minilm_reference.safetensors"));
+    check_parity(
+        &minilm_dir(),
+        &fixture("minilm_reference.safetensors"),
+        &device(),
+    );
 }
 
 #[test]
 fn tiny_random_bert_family_matches_transformers() {
-    for name in ["tiny-bert", "tiny-roberta", "tiny-distilbert"] {
-        let dir = fixture(name);
-        check_parity(&dir, &dir.join("reference.safetensors"));
+    // On every usable device (flex, and wgpu on lavapipe in CI): same tolerance.
+    for (_, device) in devices() {
+        for name in ["tiny-bert", "tiny-roberta", "tiny-distilbert"] {
+            let dir = fixture(name);
+            check_parity(&dir, &dir.join("reference.safetensors"), &device);
+        }
     }
 }
 
@@ -168,32 +175,6 @@ fn scratch(name: &str) -> PathBuf {
         std::fs::copy(fixture("tiny-bert").join(f), dir.join(f)).unwrap();
     }
     dir
-}
-
-/// Rewrite the scratch checkpoint without the tensor `unwanted`.
-fn rewrite_without(dir: &Path, unwanted: &str) {
-    let st = SafetensorsFile::open(dir.join("model.safetensors")).unwrap();
-    let mut tensors = Vec::new();
-    for name in st.names() {
-        if name == unwanted {
-            continue;
-        }
-        let (v, shape) = st.read_f32(&name).unwrap();
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        tensors.push((name, shape, bytes));
-    }
-    drop(st);
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
 }
 
 #[test]

@@ -228,7 +228,7 @@ fn data_loading_errors_and_formats() {
     assert!(ex[1].labels.is_empty());
 
     // The bundled data set loads (gzip) and its label set is the 71-label min200 one.
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/debtags-min200");
+    let data = common::repo_root().join("data/debtags-min200");
     let splits = DataSplits::load(&data, UnknownLabelPolicy::Error).unwrap();
     assert_eq!(splits.labels.len(), 71);
     assert_eq!(
@@ -309,7 +309,7 @@ fn adapter_round_trip() {
 #[test]
 fn python_peft_seq_cls_adapter_matches() {
     let device = device();
-    let model_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+    let model_dir = common::repo_root().join("models/all-MiniLM-L6-v2");
     assert!(model_dir.exists(), "run scripts/fetch-models.sh");
     let reference: Value = serde_json::from_str(
         &std::fs::read_to_string(fixture("peft_seqcls_minilm.reference.json")).unwrap(),

@@ -24,8 +24,7 @@ fn device() -> Device {
 }
 
 fn smollm2() -> PathBuf {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = common::repo_root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         path.exists(),
         "{} missing: run scripts/fetch-models.sh smollm2",

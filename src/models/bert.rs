@@ -13,7 +13,7 @@ use super::layers::{
 };
 use super::{Backbone, EncoderInput};
 use crate::error::{Error, Result};
-use crate::io::Checkpoint;
+use crate::io::{Checkpoint, TensorSource};
 use crate::lora::{
     InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets, ModuleSelector, join_path,
     with_adapters,
@@ -209,11 +209,12 @@ impl BertModel {
         with_adapters(Self::load(dir, device)?, lora, device)
     }
 
-    /// Build from an opened checkpoint; names may carry a `bert.`/`roberta.`/`distilbert.`
-    /// prefix (as saved by the task heads) or none (as saved by the bare model).
+    /// Build from a tensor source (an opened checkpoint, or any [`TensorSource`]); names
+    /// may carry a `bert.`/`roberta.`/`distilbert.` prefix (as saved by the task heads) or
+    /// none (as saved by the bare model).
     pub fn from_checkpoint(
         config: &BertConfig,
-        ckpt: &Checkpoint,
+        ckpt: &impl TensorSource,
         device: &Device,
     ) -> Result<Self> {
         let names = names_for(&config.model_type);
@@ -222,7 +223,7 @@ impl BertModel {
             .find(|p| ckpt.contains(&format!("{p}embeddings.word_embeddings.weight")))
             .ok_or_else(|| Error::MissingTensor {
                 name: "embeddings.word_embeddings.weight".into(),
-                path: ckpt.dir().to_path_buf(),
+                path: ckpt.origin().to_path_buf(),
             })?;
         let h = config.hidden_size;
         let t1 = |name: &str, n: usize| ckpt.tensor::<1>(&format!("{prefix}{name}"), [n], device);

@@ -1,7 +1,9 @@
-//! Llama-family decoders (Llama, Mistral, Qwen2, Qwen3, SmolLM) from Hugging Face
-//! safetensors checkpoints, computed as transformers does: RMSNorm, rotate_half RoPE
+//! Llama-family decoders (Llama, Mistral, Qwen2, Qwen3, SmolLM, GLM, GLM-4) from Hugging
+//! Face safetensors checkpoints, computed as transformers does: RMSNorm, rotate_half RoPE
 //! (default / linear / llama3 scaling), grouped-query attention with an explicit
-//! `head_dim`, causal + padding mask, SwiGLU; Qwen2's q/k/v bias; Qwen3's per-head q/k norm.
+//! `head_dim`, causal + padding mask, SwiGLU; Qwen2's q/k/v bias; Qwen3's per-head q/k norm;
+//! GLM's partial RoPE on interleaved pairs, fused `gate_up_proj` and q/k/v bias without an
+//! o_proj bias; GLM-4's extra norms on the attention and MLP outputs.
 
 use std::path::Path;
 
@@ -19,7 +21,16 @@ use crate::lora::{
 };
 
 /// `model_type` values this module loads.
-pub const LLAMA_FAMILY: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
+pub const LLAMA_FAMILY: [&str; 6] = ["llama", "mistral", "qwen2", "qwen3", "glm", "glm4"];
+
+/// transformers' defaults for keys a GLM `config.json` may leave out (they differ from
+/// Llama's): `GlmConfig` / `Glm4Config`.
+const GLM_DEFAULTS: [(&str, f64); 4] = [
+    ("head_dim", 128.0),
+    ("num_key_value_heads", 2.0),
+    ("rms_norm_eps", 1.5625e-7),
+    ("partial_rotary_factor", 0.5),
+];
 
 /// RoPE parameters, in either the transformers 4 (`rope_theta` + `rope_scaling`) or the
 /// transformers 5 (`rope_parameters`) spelling.
@@ -43,6 +54,9 @@ pub struct RopeParameters {
     /// llama3: original context length.
     #[serde(default)]
     pub original_max_position_embeddings: Option<f64>,
+    /// Share of each head's channels that RoPE rotates (GLM; transformers 5 spelling).
+    #[serde(default)]
+    pub partial_rotary_factor: Option<f64>,
 }
 
 /// The fields of a Llama-family `config.json` the decoder needs.
@@ -90,6 +104,9 @@ pub struct LlamaConfig {
     /// End-of-sequence id(s).
     #[serde(default)]
     pub eos_token_id: Option<serde_json::Value>,
+    /// Share of each head's channels that RoPE rotates (GLM; transformers 4 spelling).
+    #[serde(default)]
+    pub partial_rotary_factor: Option<f64>,
 }
 
 fn default_rms_eps() -> f64 {
@@ -101,11 +118,30 @@ impl LlamaConfig {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let config: LlamaConfig = serde_json::from_str(&text).map_err(|e| Error::Format {
+        let format = |e: serde_json::Error| Error::Format {
             path: path.to_path_buf(),
             message: e.to_string(),
-        })?;
+        };
+        let mut value: serde_json::Value = serde_json::from_str(&text).map_err(format)?;
+        if let Some(fields) = value.as_object_mut() {
+            let glm = matches!(
+                fields.get("model_type").and_then(|t| t.as_str()),
+                Some("glm" | "glm4")
+            );
+            if glm {
+                for (key, default) in GLM_DEFAULTS {
+                    fields.entry(key).or_insert(default.into());
+                }
+                fields.entry("attention_bias").or_insert(true.into());
+            }
+        }
+        let config: LlamaConfig = serde_json::from_value(value).map_err(format)?;
         config.checked()
+    }
+
+    /// GLM or GLM-4: partial interleaved RoPE, fused `gate_up_proj`, no o_proj bias.
+    pub fn is_glm(&self) -> bool {
+        matches!(self.model_type.as_str(), "glm" | "glm4")
     }
 
     /// Reject a family or head layout this module does not implement.
@@ -129,7 +165,34 @@ impl LlamaConfig {
                     .into(),
             });
         }
+        let (factor, head_dim) = (self.partial_rotary_factor(), self.head_dim());
+        let rotary = factor * head_dim as f64;
+        if !(factor > 0.0 && factor <= 1.0)
+            || (rotary - rotary.round()).abs() > 1e-9
+            || !(rotary.round() as usize).is_multiple_of(2)
+        {
+            return Err(Error::Unsupported {
+                what: "model config",
+                detail: format!(
+                    "partial_rotary_factor {factor} with head_dim {head_dim} gives {rotary} \
+                     rotary channels: it must be an even whole number in (0, head_dim]"
+                ),
+            });
+        }
         Ok(self)
+    }
+
+    /// Share of each head's channels that RoPE rotates (1 outside GLM).
+    pub fn partial_rotary_factor(&self) -> f64 {
+        self.rope()
+            .partial_rotary_factor
+            .or(self.partial_rotary_factor)
+            .unwrap_or(if self.is_glm() { 0.5 } else { 1.0 })
+    }
+
+    /// Channels per head that RoPE rotates (the first ones; the rest pass through).
+    pub fn rotary_dim(&self) -> usize {
+        (self.head_dim() as f64 * self.partial_rotary_factor()).round() as usize
     }
 
     /// Key/value heads.
@@ -157,10 +220,10 @@ impl LlamaConfig {
         p
     }
 
-    /// Inverse frequencies `[head_dim/2]` after scaling, as transformers computes them.
+    /// Inverse frequencies `[rotary_dim/2]` after scaling, as transformers computes them.
     pub fn inv_freq(&self) -> Result<Vec<f64>> {
         let p = self.rope();
-        let dim = self.head_dim();
+        let dim = self.rotary_dim();
         let base = p.rope_theta.unwrap_or(10000.0);
         let inv: Vec<f64> = (0..dim / 2)
             .map(|i| {
@@ -261,14 +324,20 @@ pub struct LlamaLayer {
     pub q_norm: Option<RmsNorm>,
     /// Qwen3 `self_attn.k_norm`.
     pub k_norm: Option<RmsNorm>,
+    /// GLM-4 `post_self_attn_layernorm`, on the attention output before the residual.
+    pub attn_out_norm: Option<RmsNorm>,
     /// `post_attention_layernorm`.
     pub post_norm: RmsNorm,
-    /// `mlp.gate_proj`.
-    pub gate_proj: LoraLinear,
-    /// `mlp.up_proj`.
-    pub up_proj: LoraLinear,
+    /// `mlp.gate_proj` (absent in GLM, which fuses it into `gate_up_proj`).
+    pub gate_proj: Option<LoraLinear>,
+    /// `mlp.up_proj` (absent in GLM).
+    pub up_proj: Option<LoraLinear>,
+    /// GLM `mlp.gate_up_proj` `[2·intermediate, hidden]`: gate rows first, then up.
+    pub gate_up_proj: Option<LoraLinear>,
     /// `mlp.down_proj`.
     pub down_proj: LoraLinear,
+    /// GLM-4 `post_mlp_layernorm`, on the MLP output before the residual.
+    pub mlp_out_norm: Option<RmsNorm>,
 }
 
 /// A Llama-family decoder (hidden states after the final norm).
@@ -288,8 +357,12 @@ pub struct LlamaModel {
     pub kv_heads: usize,
     /// Per-head size.
     pub head_dim: usize,
-    /// RoPE inverse frequencies.
+    /// RoPE inverse frequencies (`rotary_dim / 2` of them: RoPE turns the first
+    /// `2 · inv_freq.len()` channels of each head, the rest pass through).
     pub inv_freq: Vec<f64>,
+    /// GLM's RoPE layout: channel pairs `(2i, 2i+1)` turn together, instead of
+    /// `(i, i + d/2)` (rotate_half).
+    pub rope_interleaved: bool,
     /// Padding id used for last-token pooling.
     pub pad_id: u32,
     /// `model_type`.
@@ -303,6 +376,15 @@ fn rotate_half(x: Tensor<4>) -> Tensor<4> {
     let x1 = x.clone().slice([0..b, 0..h, 0..s, 0..d / 2]);
     let x2 = x.slice([0..b, 0..h, 0..s, d / 2..d]);
     Tensor::cat(vec![x2.neg(), x1], 3)
+}
+
+/// GLM's pairwise rotation `(x0, x1, x2, x3, …) → (−x1, x0, −x3, x2, …)`.
+fn rotate_pairs(x: Tensor<4>) -> Tensor<4> {
+    let [b, h, s, d] = x.dims();
+    let pairs = x.reshape([b * h * s, d / 2, 2]);
+    let even = pairs.clone().slice([0..b * h * s, 0..d / 2, 0..1]);
+    let odd = pairs.slice([0..b * h * s, 0..d / 2, 1..2]);
+    Tensor::cat(vec![odd.neg(), even], 2).reshape([b, h, s, d])
 }
 
 impl LlamaModel {
@@ -340,6 +422,10 @@ impl LlamaModel {
         let (h, hd) = (config.hidden_size, config.head_dim());
         let (nh, nkv) = (config.num_attention_heads, config.kv_heads());
         let qkv_bias = config.model_type == "qwen2" || config.attention_bias;
+        // GLM's `attention_bias` covers q/k/v only; its o_proj never has one.
+        let o_bias = config.attention_bias && !config.is_glm();
+        let (fused_mlp, output_norms) = (config.is_glm(), config.model_type == "glm4");
+        let inter = config.intermediate_size;
         let t1 = |n: &str, len: usize| ckpt.tensor::<1>(&format!("{prefix}{n}"), [len], device);
         let linear = |n: &str, out_f: usize, in_f: usize, bias: bool| -> Result<LoraLinear> {
             let w = ckpt.tensor::<2>(&format!("{prefix}{n}.weight"), [out_f, in_f], device)?;
@@ -365,12 +451,7 @@ impl LlamaModel {
                 q_proj: linear(&format!("{p}.self_attn.q_proj"), nh * hd, h, qkv_bias)?,
                 k_proj: linear(&format!("{p}.self_attn.k_proj"), nkv * hd, h, qkv_bias)?,
                 v_proj: linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h, qkv_bias)?,
-                o_proj: linear(
-                    &format!("{p}.self_attn.o_proj"),
-                    h,
-                    nh * hd,
-                    config.attention_bias,
-                )?,
+                o_proj: linear(&format!("{p}.self_attn.o_proj"), h, nh * hd, o_bias)?,
                 q_norm: if qk_norm {
                     Some(norm(&format!("{p}.self_attn.q_norm"), hd)?)
                 } else {
@@ -381,25 +462,23 @@ impl LlamaModel {
                 } else {
                     None
                 },
+                attn_out_norm: output_norms
+                    .then(|| norm(&format!("{p}.post_self_attn_layernorm"), h))
+                    .transpose()?,
                 post_norm: norm(&format!("{p}.post_attention_layernorm"), h)?,
-                gate_proj: linear(
-                    &format!("{p}.mlp.gate_proj"),
-                    config.intermediate_size,
-                    h,
-                    false,
-                )?,
-                up_proj: linear(
-                    &format!("{p}.mlp.up_proj"),
-                    config.intermediate_size,
-                    h,
-                    false,
-                )?,
-                down_proj: linear(
-                    &format!("{p}.mlp.down_proj"),
-                    h,
-                    config.intermediate_size,
-                    false,
-                )?,
+                gate_proj: (!fused_mlp)
+                    .then(|| linear(&format!("{p}.mlp.gate_proj"), inter, h, false))
+                    .transpose()?,
+                up_proj: (!fused_mlp)
+                    .then(|| linear(&format!("{p}.mlp.up_proj"), inter, h, false))
+                    .transpose()?,
+                gate_up_proj: fused_mlp
+                    .then(|| linear(&format!("{p}.mlp.gate_up_proj"), 2 * inter, h, false))
+                    .transpose()?,
+                down_proj: linear(&format!("{p}.mlp.down_proj"), h, inter, false)?,
+                mlp_out_norm: output_norms
+                    .then(|| norm(&format!("{p}.post_mlp_layernorm"), h))
+                    .transpose()?,
             });
         }
         let lm_head = if !config.tie_word_embeddings && ckpt.contains("lm_head.weight") {
@@ -436,13 +515,16 @@ impl LlamaModel {
             kv_heads: nkv,
             head_dim: hd,
             inv_freq: config.inv_freq()?,
+            rope_interleaved: config.is_glm(),
             pad_id,
             model_type: config.model_type.clone(),
             hidden: h,
         })
     }
 
-    /// `cos`, `sin` of shape `[1, 1, seq, head_dim]` for positions `0..seq`.
+    /// `cos`, `sin` of shape `[1, 1, seq, rotary_dim]` for positions `0..seq`, laid out
+    /// as the rotation pairs channels: `[c0‥cn, c0‥cn]` (rotate_half) or
+    /// `[c0, c0, c1, c1, …]` (GLM's interleaved pairs).
     fn rope_tables(&self, seq: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(seq * half * 2);
@@ -454,9 +536,16 @@ impl LlamaModel {
                 .iter()
                 .map(|&f| pos as f32 * f as f32)
                 .collect();
-            for _ in 0..2 {
-                cos.extend(angles.iter().map(|a| a.cos()));
-                sin.extend(angles.iter().map(|a| a.sin()));
+            if self.rope_interleaved {
+                for a in &angles {
+                    cos.extend([a.cos(); 2]);
+                    sin.extend([a.sin(); 2]);
+                }
+            } else {
+                for _ in 0..2 {
+                    cos.extend(angles.iter().map(|a| a.cos()));
+                    sin.extend(angles.iter().map(|a| a.sin()));
+                }
             }
         }
         let shape = [1, 1, seq, half * 2];
@@ -504,8 +593,7 @@ impl LlamaModel {
             q = qn.forward(q);
             k = kn.forward(k);
         }
-        let q = q.clone() * cos.clone() + rotate_half(q) * sin.clone();
-        let k = k.clone() * cos.clone() + rotate_half(k) * sin.clone();
+        let (q, k) = (self.rope(q, cos, sin), self.rope(k, cos, sin));
         let rep = self.heads / self.kv_heads;
         let repeat = |t: Tensor<4>| -> Tensor<4> {
             if rep == 1 {
@@ -517,12 +605,49 @@ impl LlamaModel {
         };
         let (k, v) = (repeat(k), repeat(v));
         let ctx = merge_heads(attention(q, k, v, bias.clone(), None));
-        let h = x + layer.o_proj.forward(ctx);
+        let mut attn = layer.o_proj.forward(ctx);
+        if let Some(norm) = &layer.attn_out_norm {
+            attn = norm.forward(attn);
+        }
+        let h = x + attn;
         let normed = layer.post_norm.forward(h.clone());
-        let gate = crate::ops::silu(layer.gate_proj.forward(normed.clone()));
-        h + layer
-            .down_proj
-            .forward(gate * layer.up_proj.forward(normed))
+        let (gate, up) = match (&layer.gate_up_proj, &layer.gate_proj, &layer.up_proj) {
+            (Some(gate_up), _, _) => {
+                let fused = gate_up.forward(normed);
+                let [b, s, two_i] = fused.dims();
+                let gate = fused.clone().slice([0..b, 0..s, 0..two_i / 2]);
+                (gate, fused.slice([0..b, 0..s, two_i / 2..two_i]))
+            }
+            (None, Some(gate), Some(up)) => (gate.forward(normed.clone()), up.forward(normed)),
+            _ => unreachable!("the loader sets gate_up_proj or both gate_proj and up_proj"),
+        };
+        let mut mlp = layer.down_proj.forward(crate::ops::silu(gate) * up);
+        if let Some(norm) = &layer.mlp_out_norm {
+            mlp = norm.forward(mlp);
+        }
+        h + mlp
+    }
+
+    /// RoPE on the first `cos.dims()[3]` channels of each head; the rest pass through.
+    fn rope(&self, x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+        let [b, h, s, d] = x.dims();
+        let rotary = cos.dims()[3];
+        let (turned, kept) = if rotary < d {
+            let kept = x.clone().slice([0..b, 0..h, 0..s, rotary..d]);
+            (x.slice([0..b, 0..h, 0..s, 0..rotary]), Some(kept))
+        } else {
+            (x, None)
+        };
+        let rotated = if self.rope_interleaved {
+            rotate_pairs(turned.clone())
+        } else {
+            rotate_half(turned.clone())
+        };
+        let out = turned * cos.clone() + rotated * sin.clone();
+        match kept {
+            Some(kept) => Tensor::cat(vec![out, kept], 3),
+            None => out,
+        }
     }
 
     /// Next-token logits `[batch, seq, vocab]` from hidden states (tied or `lm_head`).
@@ -569,13 +694,23 @@ impl LoraTargets for LlamaModel {
             visitor(&join_path(&p, "self_attn.k_proj"), &mut l.k_proj)?;
             visitor(&join_path(&p, "self_attn.v_proj"), &mut l.v_proj)?;
             visitor(&join_path(&p, "self_attn.o_proj"), &mut l.o_proj)?;
-            visitor(&join_path(&p, "mlp.gate_proj"), &mut l.gate_proj)?;
-            visitor(&join_path(&p, "mlp.up_proj"), &mut l.up_proj)?;
-            visitor(&join_path(&p, "mlp.down_proj"), &mut l.down_proj)?;
+            let mlp = [
+                ("mlp.gate_proj", l.gate_proj.as_mut()),
+                ("mlp.up_proj", l.up_proj.as_mut()),
+                ("mlp.gate_up_proj", l.gate_up_proj.as_mut()),
+                ("mlp.down_proj", Some(&mut l.down_proj)),
+            ];
+            for (name, linear) in mlp {
+                if let Some(linear) = linear {
+                    visitor(&join_path(&p, name), linear)?;
+                }
+            }
         }
         Ok(())
     }
 
+    /// PEFT's default for Llama, Mistral and Qwen; PEFT has none for GLM (it asks for
+    /// `target_modules`), so GLM takes the same pair here.
     fn default_targets(&self) -> ModuleSelector {
         ModuleSelector::names(&["q_proj", "v_proj"])
     }

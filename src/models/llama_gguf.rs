@@ -6,11 +6,15 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::llama::{LLAMA_FAMILY, LlamaConfig, LlamaModel, RopeParameters};
+use super::llama::{LlamaConfig, LlamaModel, RopeParameters};
 use crate::error::{Error, Result};
 use crate::io::TensorSource;
 use crate::io::gguf::{GgufFile, GgufValue};
 use crate::lora::{InjectionReport, LoraConfig, with_adapters};
+
+/// The GGUF architectures this reader maps (llama.cpp's `glm4` is not one yet: its fused
+/// `ffn_up`, extra norms, NORM-type RoPE and ChatGLM pre-tokenizer are unmapped).
+const GGUF_ARCHS: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
 
 /// Architectures whose q/k rows llama.cpp's converter permutes for its rotary layout.
 const PERMUTED_ARCHS: [&str; 2] = ["llama", "mistral"];
@@ -28,10 +32,10 @@ pub fn gguf_architecture(file: &GgufFile) -> Result<String> {
         .meta("general.architecture")
         .and_then(GgufValue::as_str)
         .ok_or_else(|| format_err(file, "metadata `general.architecture` missing".into()))?;
-    if !LLAMA_FAMILY.contains(&arch) {
+    if !GGUF_ARCHS.contains(&arch) {
         return Err(Error::Unsupported {
             what: "GGUF architecture",
-            detail: format!("`{arch}` (decoders: {})", LLAMA_FAMILY.join(", ")),
+            detail: format!("`{arch}` (GGUF decoders: {})", GGUF_ARCHS.join(", ")),
         });
     }
     Ok(arch.to_string())
@@ -107,6 +111,7 @@ impl LlamaConfig {
             tie_word_embeddings: !file.tensors.contains_key("output.weight"),
             pad_token_id: token_id("padding_token_id"),
             eos_token_id: token_id("eos_token_id").map(|v| serde_json::Value::from(v as u64)),
+            partial_rotary_factor: None,
         }
         .checked()
     }

@@ -1,28 +1,58 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use burn::tensor::{Device, Tensor};
-use burn_lora::device::{compiled_devices, parse_device};
+use burn_lora::device::{compiled_devices, parse_device, probe_device};
+
+/// The crate's folder. Read at run time (cargo sets it for every test run): a test binary
+/// that cargo finds fresh may have been built from another checkout sharing the target
+/// dir, whose compile-time path may be gone.
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
 
 /// Path of a committed fixture.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    repo_root().join("tests/fixtures").join(name)
 }
 
-/// The backends the LoRA tests run on: flex, plus the GPU backends compiled in when
-/// `BURN_LORA_TEST_GPU=1` (Mesa's lavapipe crashes in `vkCreateComputePipelines` on
-/// burn 0.22's kernels, so a software-Vulkan machine can't run them; see BENCHMARKS.md).
+/// The devices the per-device tests run on: flex, plus every GPU backend compiled in
+/// whose device answers [`burn_lora::device::probe_device`] (on a GPU-less machine
+/// with Mesa's lavapipe, `wgpu`). `BURN_LORA_TEST_GPU=off` keeps them to flex;
+/// `BURN_LORA_TEST_GPU=required` fails when no GPU device is usable, so CI cannot
+/// pass without running them.
 pub fn devices() -> Vec<(&'static str, Device)> {
-    let gpu = std::env::var("BURN_LORA_TEST_GPU").is_ok_and(|v| v == "1");
-    compiled_devices()
-        .into_iter()
-        .filter(|name| *name == "flex" || gpu)
-        .map(|name| (name, parse_device(name).expect("compiled device parses")))
-        .collect()
+    static DEVICES: OnceLock<Vec<(&'static str, Device)>> = OnceLock::new();
+    DEVICES
+        .get_or_init(|| {
+            let mode = std::env::var("BURN_LORA_TEST_GPU").unwrap_or_default();
+            let mut found = vec![("flex", parse_device("flex").expect("flex is compiled"))];
+            if mode != "off" {
+                for name in compiled_devices() {
+                    if matches!(name, "flex" | "ndarray") {
+                        continue;
+                    }
+                    match probe_device(name) {
+                        Ok(device) => found.push((name, device)),
+                        Err(e) => eprintln!("per-device tests skip {name}: {e}"),
+                    }
+                }
+            }
+            if mode == "required" {
+                assert!(
+                    found.len() > 1,
+                    "BURN_LORA_TEST_GPU=required but no GPU device is usable (compiled: {:?})",
+                    compiled_devices()
+                );
+            }
+            found
+        })
+        .clone()
 }
 
 /// A tensor's values as f32.
@@ -51,4 +81,30 @@ pub fn max_rel_err(actual: &[f32], reference: &[f32]) -> f32 {
         .fold(0.0, f32::max)
         .max(1e-12);
     max_abs_diff(actual, reference) / scale
+}
+
+/// Rewrite `dir/model.safetensors` (f32 tensors) without the tensor `unwanted`.
+pub fn rewrite_without(dir: &Path, unwanted: &str) {
+    let st = burn_lora::io::SafetensorsFile::open(dir.join("model.safetensors")).unwrap();
+    let mut tensors = Vec::new();
+    for name in st.names() {
+        if name == unwanted {
+            continue;
+        }
+        let (v, shape) = st.read_f32(&name).unwrap();
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        tensors.push((name, shape, bytes));
+    }
+    drop(st);
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
 }
