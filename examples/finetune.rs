@@ -317,6 +317,7 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
         device,
         train_device,
     } = job;
+    burn_lora::models::check_max_len(&backbone, args.max_len)?;
     let pooling = match &args.pooling {
         Some(p) => Pooling::parse(p)?,
         None => Pooling::default_for(

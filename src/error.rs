@@ -106,6 +106,11 @@ pub enum Error {
         /// The label.
         label: String,
     },
+    /// Token ids or a sequence length the model cannot take (an added token, a mismatched
+    /// tokenizer, `--max-len` past the position table): refused before any forward, since
+    /// a CPU backend would panic on the index and a GPU backend read out of range silently.
+    #[error("input out of the model's range: {0}")]
+    InputOutOfRange(String),
     /// A data file holds no examples.
     #[error("{}: no examples", .0.display())]
     EmptyData(PathBuf),

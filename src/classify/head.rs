@@ -8,6 +8,7 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::data::EncodedSet;
 use crate::error::{Error, Result};
 use crate::lora::base::{replace_value, transpose_contiguous};
 use crate::lora::{LinearVisitor, LoraTargets, ModuleSelector};
@@ -207,6 +208,27 @@ pub struct MultiLabelClassifier<B: Backbone> {
 }
 
 impl<B: Backbone> MultiLabelClassifier<B> {
+    /// Check that every row of `set` fits the backbone: token ids below its vocabulary
+    /// size, lengths within its position table. [`predict_probs`](crate::classify::predict_probs)
+    /// and the [`Trainer`](crate::train::Trainer)'s loop call it before any batch.
+    pub fn check_inputs(&self, set: &EncodedSet) -> Result<()> {
+        let vocab = self.backbone.vocab_size();
+        let longest = set.ids.iter().map(Vec::len).max().unwrap_or(0);
+        crate::models::check_max_len(&self.backbone, longest)?;
+        let beyond = set.ids.iter().enumerate().find_map(|(row, ids)| {
+            ids.iter()
+                .find(|&&id| id as usize >= vocab)
+                .map(|&id| (row, id))
+        });
+        match beyond {
+            Some((row, id)) => Err(Error::InputOutOfRange(format!(
+                "token id {id} in row {row}, but the vocabulary has {vocab} entries \
+                 (a tokenizer that does not belong to this model?)"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// A fresh head of `num_labels` on `backbone`.
     pub fn new(
         backbone: B,

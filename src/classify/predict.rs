@@ -27,6 +27,7 @@ pub fn predict_probs_observed<B: Backbone>(
     device: &Device,
     mut after_batch: impl FnMut(),
 ) -> Result<Vec<f32>> {
+    model.check_inputs(set)?;
     set.map_batches(batch_size, device, |batch| {
         let rows = model
             .probabilities(&batch.input)

@@ -338,6 +338,20 @@ impl Backbone for BertModel {
         self.embeddings.pad_token_id as u32
     }
 
+    fn vocab_size(&self) -> usize {
+        self.embeddings.word.weight.val().dims()[0]
+    }
+
+    /// RoBERTa spends the first `pad + 1` rows of its table on its position offset.
+    fn max_positions(&self) -> Option<usize> {
+        let rows = self.embeddings.position.weight.val().dims()[0];
+        let offset = match self.embeddings.roberta_positions {
+            true => self.embeddings.pad_token_id + 1,
+            false => 0,
+        };
+        Some(rows.saturating_sub(offset))
+    }
+
     fn model_type(&self) -> &str {
         &self.model_type
     }

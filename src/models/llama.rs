@@ -681,6 +681,10 @@ impl Backbone for LlamaModel {
         self.pad_id
     }
 
+    fn vocab_size(&self) -> usize {
+        self.embed.weight.val().dims()[0]
+    }
+
     fn model_type(&self) -> &str {
         &self.model_type
     }

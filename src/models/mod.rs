@@ -65,6 +65,18 @@ impl EncoderInput {
     }
 }
 
+/// Refuse a truncation length longer than `backbone`'s position table (before any
+/// tokenising or training, so a bad `--max-len` costs nothing).
+pub fn check_max_len(backbone: &impl Backbone, max_len: usize) -> Result<()> {
+    match backbone.max_positions() {
+        Some(max) if max_len > max => Err(Error::InputOutOfRange(format!(
+            "sequences of up to {max_len} tokens, but {} has {max} positions (lower --max-len)",
+            backbone.model_type()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// What a classification head needs from a pretrained model: hidden states for a batch,
 /// plus the facts about the model that pooling depends on.
 pub trait Backbone: Module + ModuleDisplay + LoraTargets {
@@ -76,6 +88,13 @@ pub trait Backbone: Module + ModuleDisplay + LoraTargets {
     fn pad_token_id(&self) -> u32;
     /// Hugging Face `model_type`.
     fn model_type(&self) -> &str;
+    /// Vocabulary size: every token id must be below it.
+    fn vocab_size(&self) -> usize;
+    /// The longest sequence the position table covers; `None` where positions are
+    /// computed (RoPE), which has no hard limit.
+    fn max_positions(&self) -> Option<usize> {
+        None
+    }
     /// Whether [`pooler_output`](Backbone::pooler_output) is available.
     fn has_pooler(&self) -> bool {
         false

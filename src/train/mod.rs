@@ -153,6 +153,11 @@ pub trait TrainingLoop {
     fn on_epoch_end(&mut self, _state: &LoopState) -> Result<()> {
         Ok(())
     }
+    /// Before the first batch, for the training and the validation set: refuse rows the
+    /// model cannot take (see [`MultiLabelClassifier::check_inputs`](crate::classify::MultiLabelClassifier::check_inputs)).
+    fn check_inputs(&self, _set: &EncodedSet) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Probabilities for a whole set through `eval_step`, in set order.
@@ -203,6 +208,8 @@ pub fn run_loop<L: TrainingLoop>(
             "training and validation data must be non-empty".into(),
         ));
     }
+    l.check_inputs(train)?;
+    l.check_inputs(valid)?;
     let train_device = device.clone().autodiff();
     let mut state = state.unwrap_or_default();
     let total = config.total_steps(train.len());

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{EvalResult, LoopState, TrainConfig, TrainingLoop};
 use crate::classify::{MultiLabelClassifier, MultiLabelLoss};
-use crate::data::{Batch, LabelSet};
+use crate::data::{Batch, EncodedSet, LabelSet};
 use crate::error::{Error, Result};
 use crate::io::peft::{
     AdapterContents, AdapterMeta, LoadedAdapter, load_adapter_weights, read_adapter, save_adapter,
@@ -276,6 +276,10 @@ impl<B: Backbone> Trainer<B> {
 }
 
 impl<B: Backbone> TrainingLoop for Trainer<B> {
+    fn check_inputs(&self, set: &EncodedSet) -> Result<()> {
+        self.model().check_inputs(set)
+    }
+
     fn train_step(&mut self, batch: &Batch) -> Result<f32> {
         let model = self.model.as_ref().expect("model present");
         let logits = model.forward(&batch.input);
