@@ -110,6 +110,10 @@ const FLAGS: &[args::Flag] = &[
         "early stopping after N evaluations without improvement",
     ),
     switch("resume", "continue from OUT/last"),
+    switch(
+        "overwrite",
+        "write into an OUT folder that already holds files (refused otherwise)",
+    ),
     value("seed", "seed (default 42)"),
     switch(
         "skip-unknown-labels",
@@ -150,6 +154,7 @@ struct Args {
     eval_every: Option<usize>,
     patience: Option<usize>,
     resume: bool,
+    overwrite: bool,
     seed: u64,
     skip_unknown_labels: bool,
     no_progress: bool,
@@ -193,6 +198,7 @@ impl Args {
             eval_every: a.get("eval-every"),
             patience: a.get("patience"),
             resume: a.flag("resume"),
+            overwrite: a.flag("overwrite"),
             seed: a.get_or("seed", 42),
             skip_unknown_labels: a.flag("skip-unknown-labels"),
             no_progress: a.flag("no-progress"),
@@ -219,6 +225,7 @@ fn main() {
 
 fn run() -> burn_lora::Result<()> {
     let mut args = Args::parse();
+    refuse_to_clobber(&args.out, args.resume, args.overwrite)?;
     args.model = burn_lora::models::resolve_model(&args.model)?;
     let device = parse_device(&args.device)?;
     device.seed(args.seed);
@@ -292,6 +299,23 @@ fn run() -> burn_lora::Result<()> {
             finetune(backbone, job)
         }
     }
+}
+
+/// An earlier run's folder is kept unless the command says what to do with it:
+/// `--resume` continues it, `--overwrite` writes over it.
+fn refuse_to_clobber(
+    out: &std::path::Path,
+    resume: bool,
+    overwrite: bool,
+) -> burn_lora::Result<()> {
+    let has_files = std::fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some());
+    if has_files && !resume && !overwrite {
+        return Err(burn_lora::Error::InvalidState(format!(
+            "{} already holds a run: pass --resume to continue it or --overwrite to replace it",
+            out.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Everything the training run needs besides the backbone.

@@ -93,15 +93,18 @@ fn run() -> burn_lora::Result<()> {
     let adapter = read_adapter(&args.adapter)?;
 
     let format = ModelFormat::detect(&args.model)?;
+    // `--template` may name a file; the adapter's template is the template itself (a
+    // downloaded adapter must not make predict read a path of its choosing).
+    let labels = adapter.labels.names();
     let template = match (
         &args.template,
         adapter.meta.as_ref().and_then(|m| m.template.as_ref()),
     ) {
-        (Some(t), _) | (None, Some(t)) => {
-            Some(PromptTemplate::from_arg(t, adapter.labels.names())?).filter(|t| !t.is_identity())
-        }
+        (Some(t), _) => Some(PromptTemplate::from_arg(t, labels)?),
+        (None, Some(t)) => Some(PromptTemplate::new(t, labels)?),
         (None, None) => None,
-    };
+    }
+    .filter(|t| !t.is_identity());
     match format {
         ModelFormat::Encoder => {
             let backbone = BertModel::load(&args.model, &device)?;

@@ -14,7 +14,7 @@ BUDGET=(--train-limit 400 --valid-limit 150 --test-limit 300 --epochs 1 --batch-
         --max-len 128 --lr 2e-3 --seed 42 --no-progress)
 for model in SmolLM2-135M-Instruct.Q4_1.gguf all-MiniLM-L6-v2; do
   cargo run -q --features wgpu,learner,hub --example finetune -- --model "models/$model" \
-    --data data/debtags-min200 --out "$OUT/$model" "${BUDGET[@]}" "$@" \
+    --data data/debtags-min200 --out "$OUT/$model" --overwrite "${BUDGET[@]}" "$@" \
     > "$OUT-$model.log" 2>&1 || { tail -20 "$OUT-$model.log"; exit 1; }
 done
 python3 - "$OUT" <<'PY'

@@ -13,7 +13,7 @@ OUT="${OUT:-runs/minilm-debtags}"
 # Vulkan compiled in), so the two share one build; the device is still flex (CPU).
 # `cargo run --release --example finetune` gives the same speed after a separate build.
 cargo run --features wgpu,learner,hub --example finetune -- \
-  --model models/all-MiniLM-L6-v2 --data data/debtags-min200 --out "$OUT" \
+  --model models/all-MiniLM-L6-v2 --data data/debtags-min200 --out "$OUT" --overwrite \
   --train-limit 2000 --epochs 1 --lr 2e-3 --max-len 128 --batch-size 16 --seed 42 "$@"
 printf '%s\n' \
   "Library for parsing XML documents, with bindings for Python and Perl" \

@@ -81,3 +81,93 @@ fn rows_longer_than_the_position_table_are_refused_before_training() {
     assert_eq!(llama.max_positions(), None);
     assert!(check_max_len(&llama, 100_000).is_ok());
 }
+
+/// A gzip of several members (`cat a.gz b.gz`, parallel compressors) is read whole, not
+/// cut after its first member.
+#[test]
+fn multi_member_gzip_is_read_whole() {
+    use burn_lora::data::{LabelSet, UnknownLabelPolicy, load_jsonl};
+    use std::io::Write;
+
+    let member = |line: &str| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(line.as_bytes()).unwrap();
+        gz.finish().unwrap()
+    };
+    let path =
+        std::env::temp_dir().join(format!("burn-lora-multi-{}.jsonl.gz", std::process::id()));
+    let mut bytes = member("{\"text\": \"first\", \"labels\": [\"a\"]}\n");
+    bytes.extend(member("{\"text\": \"second\", \"labels\": [\"b\"]}\n"));
+    std::fs::write(&path, bytes).unwrap();
+    let labels = LabelSet::new(vec!["a".into(), "b".into()]).unwrap();
+    let (examples, _) = load_jsonl(&path, &labels, UnknownLabelPolicy::Error).unwrap();
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    assert_eq!(texts, ["first", "second"]);
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// The finetune example built beside this test binary (a plain `cargo test` builds the
+/// examples; `cargo test --test bad_input` alone does not, so build it first then).
+fn finetune_example() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    dir.join(format!("finetune{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// An earlier run's folder is neither overwritten nor mixed into: without `--resume` or
+/// `--overwrite`, finetune stops before any work, and the old files are intact.
+#[test]
+fn finetune_keeps_an_existing_run_folder() {
+    let out = std::env::temp_dir().join(format!("burn-lora-oldrun-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("metrics.json"), "{\"old\": true}").unwrap();
+    let run = |extra: &[&str]| {
+        std::process::Command::new(finetune_example())
+            .args([
+                "--model",
+                "no-such-model",
+                "--data",
+                "no-such-data",
+                "--out",
+            ])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = run(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("already holds a run"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("metrics.json")).unwrap(),
+        "{\"old\": true}"
+    );
+    // With --overwrite the run goes on (and fails later, on the missing data).
+    let stderr = String::from_utf8_lossy(&run(&["--overwrite"]).stderr).to_string();
+    assert!(!stderr.contains("already holds a run"), "{stderr}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// `--resume=false` means false, and a switch given a non-boolean value is refused.
+#[test]
+fn switches_take_explicit_booleans() {
+    let out = std::env::temp_dir().join(format!("burn-lora-switch-{}", std::process::id()));
+    let run = |flag: &str| {
+        std::process::Command::new(finetune_example())
+            .arg("--model")
+            .arg(fixture("tiny-bert"))
+            .args(["--data", "no-such-data", "--out"])
+            .arg(&out)
+            .arg(flag)
+            .output()
+            .unwrap()
+    };
+    let bad = run("--resume=maybe");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is a switch"));
+    // Explicitly false: not a resume (which would fail on the missing OUT/last), so the
+    // run fails on the missing data instead.
+    let off = String::from_utf8_lossy(&run("--resume=false").stderr).to_string();
+    assert!(!off.contains("last"), "{off}");
+}

@@ -90,7 +90,18 @@ impl Args {
                 };
                 values.insert(name, v);
             } else {
-                switches.push(name);
+                // `--resume=false` must mean false, not "the switch was given".
+                let on = match inline.as_deref() {
+                    None | Some("true" | "1" | "yes") => true,
+                    Some("false" | "0" | "no") => false,
+                    Some(v) => {
+                        return Err(format!("`--{name}` is a switch: `{v}` is not true/false"));
+                    }
+                };
+                switches.retain(|s| *s != name);
+                if on {
+                    switches.push(name);
+                }
             }
         }
         Ok(Args { values, switches })

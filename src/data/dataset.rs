@@ -139,11 +139,12 @@ struct RawJson {
     labels: Vec<String>,
 }
 
-/// Open a file, decompressing `.gz` transparently.
+/// Open a file, decompressing `.gz` transparently (every member of a multi-member gzip,
+/// as `gzip -d` and `cat a.gz b.gz` make; a single-member decoder stops after the first).
 fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::GzDecoder::new(file))
+        Box::new(flate2::read::MultiGzDecoder::new(file))
     } else {
         Box::new(file)
     };

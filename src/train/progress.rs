@@ -24,7 +24,8 @@ fn hms(d: Duration) -> String {
 }
 
 impl Progress {
-    /// A display for `total` steps; `enabled = false` prints nothing.
+    /// A display for `total` steps; `enabled = false` draws no progress line (the lines
+    /// given to [`println`](Progress::println), the evaluations, still print).
     pub fn new(total: usize, enabled: bool) -> Self {
         Progress {
             total,
@@ -75,11 +76,8 @@ impl Progress {
         let _ = err.flush();
     }
 
-    /// Print a line above the progress display.
+    /// Print a line above the progress display (also when the display is off).
     pub fn println(&mut self, message: &str) {
-        if !self.enabled {
-            return;
-        }
         let mut err = std::io::stderr().lock();
         if self.drawn {
             let _ = write!(err, "\r\x1b[2K");
