@@ -8,7 +8,8 @@
 //!
 //! Writes `OUT/adapter/` (PEFT `adapter_config.json` + `adapter_model.safetensors`,
 //! `labels.txt`, `thresholds.json`, `burn_lora.json`), `OUT/best/` and `OUT/last/`
-//! (checkpoints; `--resume` continues from `last`), and `OUT/metrics.json`.
+//! (checkpoints; `--resume` continues from `last`), `OUT/metrics.json`, and
+//! `OUT/breakdown.json` (test F1 by label-frequency third and by gold labels per example).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -16,7 +17,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use burn_lora::classify::{
     LossKind, MultiLabelClassifier, MultiLabelLoss, MultiLabelMetrics, Pooling, Scores,
-    ThresholdMode, Thresholds, evaluate, predict_probs_observed, tune_thresholds,
+    ThresholdMode, Thresholds, breakdown, evaluate, predict_probs_observed, tune_thresholds,
 };
 use burn_lora::data::{
     DataSplits, EncodedSet, LabelSet, PromptTemplate, UnknownLabelPolicy, label_counts, multi_hot,
@@ -528,6 +529,18 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
         args.out.join("metrics.json"),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
+    // Test scores by label frequency (thirds by training count) and by gold labels per
+    // example, under the tuned thresholds.
+    let test_breakdown = breakdown(
+        &thresholds.apply(&test_probs),
+        &test_targets,
+        labels.len(),
+        &label_counts(&data.train, labels.len()),
+    );
+    burn_lora::io::write_atomic(
+        args.out.join("breakdown.json"),
+        serde_json::to_string_pretty(&json!({ "test": test_breakdown }))?.as_bytes(),
+    )?;
 
     println!(
         "\ntest metrics ({} examples, thresholds tuned on valid: {})",
@@ -546,6 +559,25 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
         ("subset accuracy", test_metrics.subset_accuracy),
     ] {
         println!("| {name:<15} | {v:.4} |");
+    }
+    println!("\ntest micro-F1 by label frequency (thirds of the labels by training count):");
+    for b in &test_breakdown.by_label_frequency {
+        println!(
+            "  {:<8} {:>3} labels ({}-{} train examples): micro-F1 {:.4}, macro-F1 {:.4}",
+            b.bucket,
+            b.labels,
+            b.train_count_range[0],
+            b.train_count_range[1],
+            b.micro_f1,
+            b.macro_f1
+        );
+    }
+    println!("test by gold labels per example:");
+    for g in &test_breakdown.by_gold_count {
+        println!(
+            "  {:<3} {:>5} examples: micro-F1 {:.4}, samples-F1 {:.4}, exact {:.4}",
+            g.gold_labels, g.examples, g.micro_f1, g.samples_f1, g.subset_accuracy
+        );
     }
     if let Some(mib) = memory::peak_rss_mib() {
         println!("peak memory (RSS): {mib:.0} MiB");

@@ -106,14 +106,6 @@ fn multi_member_gzip_is_read_whole() {
     std::fs::remove_file(&path).unwrap();
 }
 
-/// The finetune example built beside this test binary (a plain `cargo test` builds the
-/// examples; `cargo test --test bad_input` alone does not, so build it first then).
-fn finetune_example() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    dir.join(format!("finetune{}", std::env::consts::EXE_SUFFIX))
-}
-
 /// An earlier run's folder is neither overwritten nor mixed into: without `--resume` or
 /// `--overwrite`, finetune stops before any work, and the old files are intact.
 #[test]
@@ -122,7 +114,7 @@ fn finetune_keeps_an_existing_run_folder() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("metrics.json"), "{\"old\": true}").unwrap();
     let run = |extra: &[&str]| {
-        std::process::Command::new(finetune_example())
+        std::process::Command::new(common::example_binary("finetune"))
             .args([
                 "--model",
                 "no-such-model",
@@ -154,7 +146,7 @@ fn finetune_keeps_an_existing_run_folder() {
 fn switches_take_explicit_booleans() {
     let out = std::env::temp_dir().join(format!("burn-lora-switch-{}", std::process::id()));
     let run = |flag: &str| {
-        std::process::Command::new(finetune_example())
+        std::process::Command::new(common::example_binary("finetune"))
             .arg("--model")
             .arg(fixture("tiny-bert"))
             .args(["--data", "no-such-data", "--out"])

@@ -49,7 +49,13 @@ fn usage(about: &str, flags: &[Flag]) -> String {
 impl Args {
     /// Parse `std::env::args()`; prints usage and exits on `--help` or a bad flag.
     pub fn parse(about: &str, flags: &[Flag]) -> Args {
-        match Self::try_parse(std::env::args().skip(1), flags) {
+        Self::parse_from(about, flags, std::env::args().skip(1))
+    }
+
+    /// [`parse`](Args::parse) over given arguments (a program that passes the flags after
+    /// `--` on to another).
+    pub fn parse_from(about: &str, flags: &[Flag], args: impl Iterator<Item = String>) -> Args {
+        match Self::try_parse(args, flags) {
             Ok(a) => a,
             Err(msg) if msg == "help" => {
                 println!("{}", usage(about, flags));

@@ -1,10 +1,12 @@
 //! Multi-label classification: head and pooling, losses, metrics and threshold tuning.
 
+pub mod breakdown;
 pub mod head;
 pub mod loss;
 pub mod metrics;
 pub mod predict;
 
+pub use breakdown::{Breakdown, FrequencyBucket, GoldCountSlice, breakdown};
 pub use head::{ClassificationHead, MultiLabelClassifier, Pooling};
 pub use loss::{LossKind, MultiLabelLoss};
 pub use metrics::{
