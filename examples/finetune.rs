@@ -56,7 +56,7 @@ const FLAGS: &[args::Flag] = &[
     value("dropout", "LoRA dropout (default 0.1)"),
     value(
         "targets",
-        "comma-separated target modules (default: the family's PEFT default)",
+        "comma-separated target modules, or all-linear (default: the family's PEFT default)",
     ),
     switch("rslora", "rank-stabilised scaling alpha/sqrt(r)"),
     value("epochs", "epochs (default 2)"),
@@ -261,10 +261,11 @@ fn run() -> burn_lora::Result<()> {
     lora.lora_alpha = args.alpha;
     lora.lora_dropout = args.dropout;
     lora.use_rslora = args.rslora;
-    lora.target_modules = args
-        .targets
-        .as_ref()
-        .map(|t| ModuleSelector::names(&t.split(',').map(str::trim).collect::<Vec<_>>()));
+    // PEFT's spelling: `all-linear` is every linear but the head, not a module name.
+    lora.target_modules = args.targets.as_ref().map(|t| match t.trim() {
+        "all-linear" => ModuleSelector::AllLinear,
+        t => ModuleSelector::names(&t.split(',').map(str::trim).collect::<Vec<_>>()),
+    });
     lora.validate()?;
 
     let format = ModelFormat::detect(&args.model)?;
