@@ -207,6 +207,68 @@ impl Args {
     }
 }
 
+/// Every flag checked before any file is read or any model loads: a typo in a choice or
+/// an out-of-range number must not cost a training run (the threshold mode was only read
+/// after training). Usage errors exit with status 2, as the parser's do.
+fn check_flags(a: &Args) -> Result<(), String> {
+    let choice = |flag: &str, value: &str, choices: &[&str]| {
+        if choices.contains(&value) {
+            Ok(())
+        } else {
+            Err(format!(
+                "--{flag}: `{value}` is not one of {}",
+                choices.join(", ")
+            ))
+        }
+    };
+    choice("schedule", &a.schedule, &["linear", "cosine", "constant"])?;
+    choice("head-bias-init", &a.head_bias_init, &["prior", "zero"])?;
+    choice("threshold", &a.threshold, &["global", "per-label"])?;
+    LossKind::parse(&a.loss).map_err(|e| format!("--loss: {e}"))?;
+    if let Some(p) = &a.pooling {
+        Pooling::parse(p).map_err(|e| format!("--pooling: {e}"))?;
+    }
+    let positive = |flag: &str, v: f64| match v.is_finite() && v > 0.0 {
+        true => Ok(()),
+        false => Err(format!("--{flag}: {v} must be a finite number > 0")),
+    };
+    positive("lr", a.lr)?;
+    positive("alpha", a.alpha)?;
+    if !(a.weight_decay.is_finite() && a.weight_decay >= 0.0) {
+        return Err(format!(
+            "--weight-decay: {} must be finite and >= 0",
+            a.weight_decay
+        ));
+    }
+    if !(0.0..=1.0).contains(&a.warmup_ratio) {
+        return Err(format!(
+            "--warmup-ratio: {} must be in [0, 1]",
+            a.warmup_ratio
+        ));
+    }
+    if !(0.0..1.0).contains(&a.dropout) {
+        return Err(format!("--dropout: {} must be in [0, 1)", a.dropout));
+    }
+    for (flag, v) in [
+        ("rank", Some(a.rank)),
+        ("epochs", Some(a.epochs)),
+        ("batch-size", Some(a.batch_size)),
+        ("grad-accum", Some(a.grad_accum)),
+        ("max-len", Some(a.max_len)),
+        ("max-steps", a.max_steps),
+        ("eval-every", a.eval_every),
+        ("patience", a.patience),
+        ("train-limit", a.train_limit),
+        ("valid-limit", a.valid_limit),
+        ("test-limit", a.test_limit),
+    ] {
+        if v == Some(0) {
+            return Err(format!("--{flag} must be at least 1"));
+        }
+    }
+    Ok(())
+}
+
 fn metrics_json(m: &MultiLabelMetrics, t: &Thresholds) -> serde_json::Value {
     json!({
         "micro_f1": m.micro_f1, "macro_f1": m.macro_f1, "samples_f1": m.samples_f1,
@@ -226,6 +288,10 @@ fn main() {
 
 fn run() -> burn_lora::Result<()> {
     let mut args = Args::parse();
+    if let Err(message) = check_flags(&args) {
+        eprintln!("error: {message}");
+        std::process::exit(2);
+    }
     refuse_to_clobber(&args.out, args.resume, args.overwrite)?;
     args.model = burn_lora::models::resolve_model(&args.model)?;
     let device = parse_device(&args.device)?;

@@ -86,8 +86,26 @@ fn main() {
     }
 }
 
+/// Flags checked before the adapter or the model is read; usage errors exit with 2.
+fn check_flags(a: &Args) -> Result<(), String> {
+    if !["table", "jsonl"].contains(&a.format.as_str()) {
+        return Err(format!(
+            "--format: `{}` is not one of table, jsonl",
+            a.format
+        ));
+    }
+    match a.threshold {
+        Some(t) if !(t > 0.0 && t < 1.0) => Err(format!("--threshold: {t} must be in (0, 1)")),
+        _ => Ok(()),
+    }
+}
+
 fn run() -> burn_lora::Result<()> {
     let mut args = Args::parse();
+    if let Err(message) = check_flags(&args) {
+        eprintln!("error: {message}");
+        std::process::exit(2);
+    }
     args.model = burn_lora::models::resolve_model(&args.model)?;
     let device = parse_device(&args.device)?;
     let adapter = read_adapter(&args.adapter)?;

@@ -163,3 +163,69 @@ fn switches_take_explicit_booleans() {
     let off = String::from_utf8_lossy(&run("--resume=false").stderr).to_string();
     assert!(!off.contains("last"), "{off}");
 }
+
+/// Every flag is checked before any file is read: a bad choice or number exits with
+/// status 2 and names the flag (the threshold mode used to be read only after training).
+#[test]
+fn bad_flags_stop_the_examples_before_any_work() {
+    let finetune = |flag: &str, value: &str| {
+        std::process::Command::new(common::example_binary("finetune"))
+            .args([
+                "--model",
+                "no-such-model",
+                "--data",
+                "no-such-data",
+                "--out",
+            ])
+            .arg(std::env::temp_dir().join("burn-lora-never-written"))
+            .args([flag, value])
+            .output()
+            .unwrap()
+    };
+    for (flag, value) in [
+        ("--threshold", "perlabel"),
+        ("--schedule", "cosin"),
+        ("--head-bias-init", "priors"),
+        ("--loss", "hinge"),
+        ("--pooling", "max"),
+        ("--lr", "0"),
+        ("--lr", "nan"),
+        ("--weight-decay", "-1"),
+        ("--warmup-ratio", "1.5"),
+        ("--dropout", "1"),
+        ("--alpha", "-2"),
+        ("--rank", "0"),
+        ("--batch-size", "0"),
+        ("--epochs", "0"),
+        ("--max-len", "0"),
+        ("--patience", "0"),
+    ] {
+        let out = finetune(flag, value);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+    assert!(
+        !std::env::temp_dir()
+            .join("burn-lora-never-written")
+            .exists()
+    );
+
+    let predict = |flag: &str, value: &str| {
+        std::process::Command::new(common::example_binary("predict"))
+            .args(["--model", "no-such-model", "--adapter", "no-such-adapter"])
+            .args([flag, value])
+            .output()
+            .unwrap()
+    };
+    for (flag, value) in [
+        ("--format", "csv"),
+        ("--threshold", "1.5"),
+        ("--threshold", "0"),
+    ] {
+        let out = predict(flag, value);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+}
