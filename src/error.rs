@@ -17,6 +17,18 @@ pub enum Error {
         /// The rejected rank.
         rank: usize,
     },
+    /// A LoRA rank no real config has. PEFT accepts any rank, even past the layer's sides
+    /// (its own tests use r 64 on a 24-wide layer), so the bound is absolute: a rank past
+    /// it can only come from a corrupt config and would size an allocation of any size.
+    #[error("LoRA rank r = {rank} for `{module}` is beyond any real adapter (at most {max})")]
+    RankTooLarge {
+        /// Module path.
+        module: String,
+        /// Requested rank.
+        rank: usize,
+        /// The bound.
+        max: usize,
+    },
     /// `lora_alpha` must be finite and strictly positive.
     #[error("invalid lora_alpha = {alpha} for `{module}`: alpha must be finite and > 0")]
     InvalidAlpha {

@@ -229,3 +229,52 @@ fn bad_flags_stop_the_examples_before_any_work() {
         assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
     }
 }
+
+/// Sizes no real model has are refused before they size an allocation (a capacity
+/// overflow or an out-of-memory abort otherwise); a LoRA rank larger than its layer too.
+#[test]
+fn absurd_config_sizes_and_ranks_are_errors() {
+    let device = device();
+    for (name, key) in [
+        ("tiny-bert", "num_hidden_layers"),
+        ("tiny-bert", "vocab_size"),
+        ("tiny-llama", "num_hidden_layers"),
+        ("tiny-llama", "intermediate_size"),
+    ] {
+        let dir = std::env::temp_dir().join(format!("burn-lora-huge-{key}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(
+            fixture(name).join("model.safetensors"),
+            dir.join("model.safetensors"),
+        )
+        .unwrap();
+        let mut config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture(name).join("config.json")).unwrap(),
+        )
+        .unwrap();
+        config[key] = serde_json::json!(1u64 << 40);
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let err = if name == "tiny-bert" {
+            BertModel::load(&dir, &device).map(|_| ()).unwrap_err()
+        } else {
+            LlamaModel::load(&dir, &device).map(|_| ()).unwrap_err()
+        };
+        assert!(
+            matches!(&err, Error::Unsupported { .. }) && err.to_string().contains(key),
+            "{name} {key}: {err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    // A rank from a corrupt config is refused before its factors are allocated; r 64 on
+    // tiny-bert's 32 x 32 query (past its sides, which PEFT allows) loads.
+    let lora = |r: usize| burn_lora::lora::LoraConfig::new(r, 8.0, &["query"]);
+    let err =
+        BertModel::from_pretrained(fixture("tiny-bert"), &lora(1 << 40), &device).unwrap_err();
+    assert!(
+        matches!(&err, Error::RankTooLarge { rank, module, .. } if *rank == 1 << 40 && module.ends_with("query")),
+        "{err}"
+    );
+    assert!(BertModel::from_pretrained(fixture("tiny-bert"), &lora(64), &device).is_ok());
+}

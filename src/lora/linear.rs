@@ -87,6 +87,15 @@ impl<W: FrozenBase> LoraLinear<W> {
                 rank: 0,
             });
         }
+        // PEFT takes any rank; bound it only where no real config goes (see the error).
+        let max = crate::models::limits::WIDTH;
+        if params.r > max {
+            return Err(Error::RankTooLarge {
+                module: "<layer>".into(),
+                rank: params.r,
+                max,
+            });
+        }
         if !dropout.is_finite() || !(0.0..1.0).contains(&dropout) {
             return Err(Error::InvalidDropout(dropout));
         }

@@ -74,12 +74,22 @@ pub fn inject_adapters<M: LoraTargets>(
         all_paths.push(path.to_string());
         if config.is_target(path, &default_targets)? {
             let params = config.params_for(path)?;
-            linear.attach_adapter(
-                params,
-                config.lora_dropout,
-                &config.init_lora_weights,
-                device,
-            )?;
+            linear
+                .attach_adapter(
+                    params,
+                    config.lora_dropout,
+                    &config.init_lora_weights,
+                    device,
+                )
+                .map_err(|e| match e {
+                    // Name the module the rank does not fit.
+                    Error::RankTooLarge { rank, max, .. } => Error::RankTooLarge {
+                        module: path.to_string(),
+                        rank,
+                        max,
+                    },
+                    other => other,
+                })?;
             report.trainable_params += linear.trainable_params();
             report.adapted.push(path.to_string());
         }

@@ -130,6 +130,22 @@ impl BertConfig {
         if self.hidden_size == 0 || self.num_attention_heads == 0 {
             return Err(bad("hidden_size and num_attention_heads must be > 0".into()));
         }
+        use super::{check_size, limits};
+        check_size("num_hidden_layers", self.num_hidden_layers, limits::LAYERS)?;
+        check_size("vocab_size", self.vocab_size, limits::VOCAB)?;
+        check_size("hidden_size", self.hidden_size, limits::WIDTH)?;
+        check_size("intermediate_size", self.intermediate_size, limits::WIDTH)?;
+        check_size(
+            "num_attention_heads",
+            self.num_attention_heads,
+            limits::HEADS,
+        )?;
+        check_size(
+            "max_position_embeddings",
+            self.max_position_embeddings,
+            limits::POSITIONS,
+        )?;
+        check_size("type_vocab_size", self.type_vocab_size, limits::VOCAB)?;
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(bad(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",

@@ -144,8 +144,21 @@ impl LlamaConfig {
         matches!(self.model_type.as_str(), "glm" | "glm4")
     }
 
-    /// Reject a family or head layout this module does not implement.
+    /// Reject a family or head layout this module does not implement, and sizes no real
+    /// checkpoint has (before they size an allocation).
     pub fn checked(self) -> Result<Self> {
+        use super::{check_size, limits};
+        check_size("num_hidden_layers", self.num_hidden_layers, limits::LAYERS)?;
+        check_size("vocab_size", self.vocab_size, limits::VOCAB)?;
+        check_size("hidden_size", self.hidden_size, limits::WIDTH)?;
+        check_size("intermediate_size", self.intermediate_size, limits::WIDTH)?;
+        check_size("head_dim", self.head_dim(), limits::WIDTH)?;
+        check_size(
+            "num_attention_heads",
+            self.num_attention_heads,
+            limits::HEADS,
+        )?;
+        check_size("num_key_value_heads", self.kv_heads(), limits::HEADS)?;
         if !LLAMA_FAMILY.contains(&self.model_type.as_str()) {
             return Err(Error::Unsupported {
                 what: "model_type",
