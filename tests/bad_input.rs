@@ -278,3 +278,38 @@ fn absurd_config_sizes_and_ranks_are_errors() {
     );
     assert!(BertModel::from_pretrained(fixture("tiny-bert"), &lora(64), &device).is_ok());
 }
+
+/// An adapter holding a NaN (saved from a diverged run) is refused at load, naming the
+/// tensor, instead of turning every prediction into NaN.
+#[test]
+fn nan_weights_in_an_adapter_are_refused() {
+    use burn_lora::io::peft::{load_adapter_weights, read_adapter};
+
+    let device = device();
+    let dir = std::env::temp_dir().join(format!("burn-lora-nan-adapter-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(fixture("peft_seqcls_tiny_llama")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let mut poisoned = None;
+    common::rewrite_values(&dir.join("adapter_model.safetensors"), |name, values| {
+        if poisoned.is_none() && name.contains("lora_B") {
+            values[0] = f32::NAN;
+            poisoned = Some(name.to_string());
+        }
+    });
+    let poisoned = poisoned.expect("the fixture has a lora_B");
+    let adapter = read_adapter(&dir).unwrap();
+    let base = LlamaModel::load(fixture("tiny-llama"), &device).unwrap();
+    let mut model =
+        MultiLabelClassifier::new(base, adapter.labels.len(), Pooling::LastToken, 0.0, &device)
+            .unwrap();
+    let err = load_adapter_weights(&adapter, &mut model, &device).unwrap_err();
+    assert!(
+        matches!(&err, Error::Format { message, .. } if message.contains(&poisoned)),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

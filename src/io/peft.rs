@@ -297,7 +297,7 @@ pub fn load_adapter_weights<B: Backbone>(
                     path: path.clone(),
                 })?;
             used.insert(key.clone());
-            st.tensor::<2>(&key, None, device)
+            st.finite_tensor::<2>(&key, None, device)
         };
         let a = get("lora_A")?;
         let b = get("lora_B")?;
@@ -309,11 +309,11 @@ pub fn load_adapter_weights<B: Backbone>(
         path: path.clone(),
     })?;
     used.insert(weight_key.clone());
-    let weight = st.tensor::<2>(&weight_key, None, device)?;
+    let weight = st.finite_tensor::<2>(&weight_key, None, device)?;
     let bias = match resolve(&format!("{head}.bias")) {
         Some(k) => {
             used.insert(k.clone());
-            Some(st.tensor::<1>(&k, None, device)?)
+            Some(st.finite_tensor::<1>(&k, None, device)?)
         }
         None => None,
     };

@@ -150,6 +150,34 @@ impl SafetensorsFile {
         device: &Device,
     ) -> Result<Tensor<D>> {
         let (values, shape) = self.read_f32(name)?;
+        Self::shaped(name, values, shape, expected, device)
+    }
+
+    /// [`tensor`](Self::tensor), refusing NaN or infinite values (trained weights, e.g. an
+    /// adapter saved from a diverged run, which would turn every prediction into NaN).
+    pub fn finite_tensor<const D: usize>(
+        &self,
+        name: &str,
+        expected: Option<[usize; D]>,
+        device: &Device,
+    ) -> Result<Tensor<D>> {
+        let (values, shape) = self.read_f32(name)?;
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            return Err(Error::Format {
+                path: self.path().to_path_buf(),
+                message: format!("tensor `{name}` holds a non-finite value ({bad})"),
+            });
+        }
+        Self::shaped(name, values, shape, expected, device)
+    }
+
+    fn shaped<const D: usize>(
+        name: &str,
+        values: Vec<f32>,
+        shape: Vec<usize>,
+        expected: Option<[usize; D]>,
+        device: &Device,
+    ) -> Result<Tensor<D>> {
         let shape_ok = match expected {
             Some(e) => shape == e,
             None => shape.len() == D,

@@ -96,26 +96,36 @@ pub fn max_rel_err(actual: &[f32], reference: &[f32]) -> f32 {
 
 /// Rewrite `dir/model.safetensors` (f32 tensors) without the tensor `unwanted`.
 pub fn rewrite_without(dir: &Path, unwanted: &str) {
-    let st = burn_lora::io::SafetensorsFile::open(dir.join("model.safetensors")).unwrap();
+    rewrite(&dir.join("model.safetensors"), |name, _| name != unwanted);
+}
+
+/// Rewrite the f32 safetensors file `path`, letting `edit` change each tensor's values.
+pub fn rewrite_values(path: &Path, mut edit: impl FnMut(&str, &mut Vec<f32>)) {
+    rewrite(path, |name, values| {
+        edit(name, values);
+        true
+    });
+}
+
+/// Rewrite an f32 safetensors file, keeping the tensors for which `keep` (which may
+/// change the values) says true.
+fn rewrite(path: &Path, mut keep: impl FnMut(&str, &mut Vec<f32>) -> bool) {
+    let st = burn_lora::io::SafetensorsFile::open(path).unwrap();
     let mut tensors = Vec::new();
     for name in st.names() {
-        if name == unwanted {
-            continue;
+        let (mut v, shape) = st.read_f32(&name).unwrap();
+        if keep(&name, &mut v) {
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            tensors.push((name, shape, bytes));
         }
-        let (v, shape) = st.read_f32(&name).unwrap();
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        tensors.push((name, shape, bytes));
     }
     drop(st);
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
         .map(|(n, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .unwrap(),
-            )
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
+            (n.clone(), view.unwrap())
         })
         .collect();
-    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    safetensors::serialize_to_file(views, None, path).unwrap();
 }
