@@ -8,6 +8,9 @@
 //! ```
 //! `--format jsonl` prints `{"id": ..., "labels": [...], "probs": [...]}` per input, the
 //! probabilities in the order of the adapter's `labels.txt`.
+//!
+//! `--adapter` may be given several times: the base loads once and each adapter predicts
+//! on it in turn (jsonl rows then carry `"adapter"`, the table a header per adapter).
 
 use std::io::{BufRead, Read};
 use std::path::PathBuf;
@@ -32,7 +35,7 @@ const FLAGS: &[args::Flag] = &[
     ),
     value(
         "adapter",
-        "adapter folder (adapter_config.json, adapter_model.safetensors, labels.txt)",
+        "adapter folder (adapter_config.json, adapter_model.safetensors, labels.txt); repeat for several on one base",
     ),
     value(
         "input",
@@ -55,7 +58,7 @@ const FLAGS: &[args::Flag] = &[
 
 struct Args {
     model: PathBuf,
-    adapter: PathBuf,
+    adapters: Vec<PathBuf>,
     input: Option<PathBuf>,
     threshold: Option<f32>,
     format: String,
@@ -68,7 +71,7 @@ impl Args {
         let a = args::Args::parse("Multi-label prediction with a LoRA adapter", FLAGS);
         Args {
             model: a.required("model"),
-            adapter: a.required("adapter"),
+            adapters: a.get_all("adapter"),
             input: a.get("input"),
             threshold: a.get("threshold"),
             format: a.get_or("format", "table".to_string()),
@@ -88,6 +91,9 @@ fn main() {
 
 /// Flags checked before the adapter or the model is read; usage errors exit with 2.
 fn check_flags(a: &Args) -> Result<(), String> {
+    if a.adapters.is_empty() {
+        return Err("`--adapter` is required".into());
+    }
     if !["table", "jsonl"].contains(&a.format.as_str()) {
         return Err(format!(
             "--format: `{}` is not one of table, jsonl",
@@ -108,61 +114,61 @@ fn run() -> burn_lora::Result<()> {
     }
     args.model = burn_lora::models::resolve_model(&args.model)?;
     let device = parse_device(&args.device)?;
-    let adapter = read_adapter(&args.adapter)?;
-
+    // Every adapter and the input are read before the base model loads.
+    let adapters = args
+        .adapters
+        .iter()
+        .map(read_adapter)
+        .collect::<burn_lora::Result<Vec<_>>>()?;
+    let examples = read_examples(args.input.as_ref())?;
     let format = ModelFormat::detect(&args.model)?;
-    // `--template` may name a file; the adapter's template is the template itself (a
-    // downloaded adapter must not make predict read a path of its choosing).
-    let labels = adapter.labels.names();
-    let template = match (
-        &args.template,
-        adapter.meta.as_ref().and_then(|m| m.template.as_ref()),
-    ) {
-        (Some(t), _) => Some(PromptTemplate::from_arg(t, labels)?),
-        (None, Some(t)) => Some(PromptTemplate::new(t, labels)?),
-        (None, None) => None,
-    }
-    .filter(|t| !t.is_identity());
     match format {
         ModelFormat::Encoder => {
             let backbone = BertModel::load(&args.model, &device)?;
-            predict(backbone, &args, &adapter, format, template, &device)
+            predict_all(backbone, &args, &adapters, format, &examples, &device)
         }
         ModelFormat::Decoder => {
             let backbone = LlamaModel::load(&args.model, &device)?;
-            predict(backbone, &args, &adapter, format, template, &device)
+            predict_all(backbone, &args, &adapters, format, &examples, &device)
         }
         ModelFormat::Gguf => {
             let backbone = LlamaModel::load_gguf(&args.model, &device)?;
-            predict(backbone, &args, &adapter, format, template, &device)
+            predict_all(backbone, &args, &adapters, format, &examples, &device)
         }
     }
 }
 
-fn predict<B: Backbone>(
+/// Each adapter on a copy of the one loaded base (the copy shares the base's weights;
+/// attaching adapters to it leaves the base as loaded).
+fn predict_all<B: Backbone>(
     backbone: B,
     args: &Args,
-    adapter: &LoadedAdapter,
+    adapters: &[LoadedAdapter],
     format: ModelFormat,
-    template: Option<PromptTemplate>,
+    examples: &[Example],
     device: &Device,
 ) -> burn_lora::Result<()> {
-    let labels = adapter.labels.clone();
-    // An adapter written by Python PEFT has no burn_lora.json: it was trained with the
-    // task model's own pooling (BertForSequenceClassification: the pooler;
-    // LlamaForSequenceClassification: the last non-padding token).
-    let (pooling, max_len) = match &adapter.meta {
-        Some(m) => (m.pooling, m.max_len),
-        None if backbone.has_pooler() => (Pooling::Pooler, 512),
-        None if format.is_decoder() => (Pooling::LastToken, 512),
-        None => (Pooling::Cls, 512),
-    };
-    let mut model = MultiLabelClassifier::new(backbone, labels.len(), pooling, 0.0, device)?;
-    load_adapter_weights(adapter, &mut model, device)?;
-    let tokenizer = format.tokenizer(&args.model, max_len)?;
+    let several = adapters.len() > 1;
+    for adapter in adapters {
+        if several && args.format == "table" {
+            println!("== adapter {}", adapter.dir.display());
+        }
+        predict(
+            backbone.clone(),
+            args,
+            adapter,
+            several,
+            format,
+            examples,
+            device,
+        )?;
+    }
+    Ok(())
+}
 
+fn read_examples(input: Option<&PathBuf>) -> burn_lora::Result<Vec<Example>> {
     let mut examples = Vec::new();
-    match &args.input {
+    match input {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| burn_lora::Error::io(path, e))?;
             for (i, line) in text
@@ -211,10 +217,46 @@ fn predict<B: Backbone>(
     }
     if examples.is_empty() {
         return Err(burn_lora::Error::EmptyData(
-            args.input.clone().unwrap_or_else(|| "<stdin>".into()),
+            input.cloned().unwrap_or_else(|| "<stdin>".into()),
         ));
     }
-    let set = EncodedSet::encode(&examples, &tokenizer, template.as_ref(), labels.len())?;
+    Ok(examples)
+}
+
+fn predict<B: Backbone>(
+    backbone: B,
+    args: &Args,
+    adapter: &LoadedAdapter,
+    tag: bool,
+    format: ModelFormat,
+    examples: &[Example],
+    device: &Device,
+) -> burn_lora::Result<()> {
+    let labels = adapter.labels.clone();
+    // `--template` may name a file; the adapter's template is the template itself (a
+    // downloaded adapter must not make predict read a path of its choosing).
+    let template = match (
+        &args.template,
+        adapter.meta.as_ref().and_then(|m| m.template.as_ref()),
+    ) {
+        (Some(t), _) => Some(PromptTemplate::from_arg(t, labels.names())?),
+        (None, Some(t)) => Some(PromptTemplate::new(t, labels.names())?),
+        (None, None) => None,
+    }
+    .filter(|t| !t.is_identity());
+    // An adapter written by Python PEFT has no burn_lora.json: it was trained with the
+    // task model's own pooling (BertForSequenceClassification: the pooler;
+    // LlamaForSequenceClassification: the last non-padding token).
+    let (pooling, max_len) = match &adapter.meta {
+        Some(m) => (m.pooling, m.max_len),
+        None if backbone.has_pooler() => (Pooling::Pooler, 512),
+        None if format.is_decoder() => (Pooling::LastToken, 512),
+        None => (Pooling::Cls, 512),
+    };
+    let mut model = MultiLabelClassifier::new(backbone, labels.len(), pooling, 0.0, device)?;
+    load_adapter_weights(adapter, &mut model, device)?;
+    let tokenizer = format.tokenizer(&args.model, max_len)?;
+    let set = EncodedSet::encode(examples, &tokenizer, template.as_ref(), labels.len())?;
     let probs = predict_probs(&model, &set, 32, device)?;
     let thresholds = match (args.threshold, &adapter.thresholds) {
         (Some(t), _) => Thresholds::global(t, labels.len(), false),
@@ -230,7 +272,13 @@ fn predict<B: Backbone>(
             .map(|j| labels.name(j))
             .collect();
         match args.format.as_str() {
-            "jsonl" => println!("{}", json!({"id": e.id, "labels": chosen, "probs": row})),
+            "jsonl" => {
+                let mut line = json!({"id": e.id, "labels": chosen, "probs": row});
+                if tag {
+                    line["adapter"] = json!(adapter.dir.display().to_string());
+                }
+                println!("{line}");
+            }
             _ => {
                 let preview: String = e.text.chars().take(60).collect();
                 let mut top: Vec<usize> = (0..l).collect();

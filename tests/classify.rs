@@ -367,3 +367,83 @@ fn replaced_head_values_stay_trainable() {
         .unwrap();
     assert_eq!(model.trainable_params(), before, "after set_weights");
 }
+
+/// Several adapters on one loaded base (issue 13): predict gives each adapter's own
+/// probabilities, and an adapter used after another one sees the base as loaded.
+#[test]
+fn predict_serves_several_adapters_on_one_base() {
+    let scratch =
+        std::env::temp_dir().join(format!("burn-lora-multi-adapter-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let other = scratch.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    for entry in std::fs::read_dir(fixture("peft_seqcls_minilm")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), other.join(entry.file_name())).unwrap();
+    }
+    // A different adapter: every LoRA B doubled.
+    common::rewrite_values(&other.join("adapter_model.safetensors"), |name, values| {
+        if name.contains("lora_B") {
+            values.iter_mut().for_each(|v| *v *= 2.0);
+        }
+    });
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("peft_seqcls_minilm.reference.json")).unwrap(),
+    )
+    .unwrap();
+    let input = scratch.join("texts.jsonl");
+    let lines: Vec<String> = reference["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| serde_json::json!({ "text": t }).to_string())
+        .collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let out = std::process::Command::new(common::example_binary("predict"))
+        .arg("--model")
+        .arg(common::repo_root().join("models/all-MiniLM-L6-v2"))
+        .arg("--adapter")
+        .arg(fixture("peft_seqcls_minilm"))
+        .arg("--adapter")
+        .arg(&other)
+        .arg("--adapter")
+        .arg(fixture("peft_seqcls_minilm"))
+        .arg("--input")
+        .arg(&input)
+        .args(["--format", "jsonl"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 9, "three texts for each of three adapters");
+    let probs = |range: std::ops::Range<usize>| -> Vec<f32> {
+        rows[range]
+            .iter()
+            .flat_map(|r| serde_json::from_value::<Vec<f32>>(r["probs"].clone()).unwrap())
+            .collect()
+    };
+    let want: Vec<f32> = serde_json::from_value::<Vec<Vec<f32>>>(reference["probs"].clone())
+        .unwrap()
+        .concat();
+    assert!(common::max_abs_diff(&probs(0..3), &want) <= 1e-5);
+    assert!(
+        common::max_abs_diff(&probs(6..9), &want) <= 1e-5,
+        "the base changed"
+    );
+    assert!(
+        common::max_abs_diff(&probs(3..6), &want) > 1e-3,
+        "the second adapter did not apply"
+    );
+    assert_eq!(
+        rows[3]["adapter"],
+        serde_json::json!(other.display().to_string())
+    );
+    std::fs::remove_dir_all(&scratch).unwrap();
+}

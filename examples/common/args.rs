@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 /// Parsed command-line flags.
 pub struct Args {
-    values: BTreeMap<String, String>,
+    values: BTreeMap<String, Vec<String>>,
     switches: Vec<String>,
 }
 
@@ -94,7 +94,7 @@ impl Args {
                         .next()
                         .ok_or_else(|| format!("`--{name}` needs a value"))?,
                 };
-                values.insert(name, v);
+                values.entry(name).or_insert_with(Vec::new).push(v);
             } else {
                 // `--resume=false` must mean false, not "the switch was given".
                 let on = match inline.as_deref() {
@@ -115,7 +115,7 @@ impl Args {
 
     /// A required value.
     pub fn required<T: FromStr>(&self, name: &str) -> T {
-        match self.values.get(name) {
+        match self.values.get(name).and_then(|v| v.last()) {
             Some(v) => self.convert(name, v),
             None => {
                 eprintln!("error: `--{name}` is required");
@@ -126,7 +126,18 @@ impl Args {
 
     /// An optional value.
     pub fn get<T: FromStr>(&self, name: &str) -> Option<T> {
-        self.values.get(name).map(|v| self.convert(name, v))
+        self.values
+            .get(name)
+            .and_then(|v| v.last())
+            .map(|v| self.convert(name, v))
+    }
+
+    /// Every value of a flag given several times, in order.
+    pub fn get_all<T: FromStr>(&self, name: &str) -> Vec<T> {
+        self.values
+            .get(name)
+            .map(|vs| vs.iter().map(|v| self.convert(name, v)).collect())
+            .unwrap_or_default()
     }
 
     /// A value with a default.
