@@ -43,12 +43,19 @@ pub use error::{Error, Result};
 
 /// The names most programs need.
 pub mod prelude {
+    pub use crate::classify::{
+        LossKind, MultiLabelClassifier, MultiLabelLoss, Pooling, Thresholds, predict_probs,
+    };
+    pub use crate::data::{EncodedSet, LabelSet};
     pub use crate::device::parse_device;
     pub use crate::error::{Error, Result};
+    pub use crate::io::peft::{AdapterContents, AdapterMeta, read_adapter, save_adapter};
     pub use crate::lora::{
         DenseBase, FrozenBase, InitLoraWeights, LoraConfig, LoraLinear, LoraTargets,
         ModuleSelector, inject_adapters,
     };
+    pub use crate::models::{Backbone, BertModel, LlamaModel};
+    pub use crate::train::{TrainConfig, Trainer, TrainingLoop, run_loop};
 }
 
 /// The README's code blocks, compiled and run as doctests.
