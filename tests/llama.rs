@@ -229,6 +229,16 @@ fn glm_bad_configs_and_missing_fused_weight_are_errors() {
             "{factor}: {err}"
         );
     }
+    // Without head_dim, GLM's default (128, not hidden / heads) applies: the checkpoint's
+    // 8-wide heads then do not fit, which the loader says by name.
+    let mut no_head_dim: serde_json::Value = serde_json::from_str(&original).unwrap();
+    no_head_dim.as_object_mut().unwrap().remove("head_dim");
+    std::fs::write(dir.join("config.json"), no_head_dim.to_string()).unwrap();
+    let err = LlamaModel::load(&dir, &device).unwrap_err();
+    assert!(
+        matches!(&err, burn_lora::Error::ShapeMismatch { expected, .. } if expected[0] == 4 * 128),
+        "{err}"
+    );
     std::fs::write(dir.join("config.json"), &original).unwrap();
     common::rewrite_without(&dir, "layers.1.mlp.gate_up_proj.weight");
     let err = LlamaModel::load(&dir, &device).unwrap_err();

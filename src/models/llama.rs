@@ -25,12 +25,15 @@ pub const LLAMA_FAMILY: [&str; 6] = ["llama", "mistral", "qwen2", "qwen3", "glm"
 
 /// transformers' defaults for keys a GLM `config.json` may leave out (they differ from
 /// Llama's): `GlmConfig` / `Glm4Config`.
-const GLM_DEFAULTS: [(&str, f64); 4] = [
-    ("head_dim", 128.0),
-    ("num_key_value_heads", 2.0),
-    ("rms_norm_eps", 1.5625e-7),
-    ("partial_rotary_factor", 0.5),
-];
+fn glm_defaults() -> [(&'static str, serde_json::Value); 5] {
+    [
+        ("head_dim", 128.into()),
+        ("num_key_value_heads", 2.into()),
+        ("rms_norm_eps", 1.5625e-7.into()),
+        ("partial_rotary_factor", 0.5.into()),
+        ("attention_bias", true.into()),
+    ]
+}
 
 /// RoPE parameters, in either the transformers 4 (`rope_theta` + `rope_scaling`) or the
 /// transformers 5 (`rope_parameters`) spelling.
@@ -129,10 +132,9 @@ impl LlamaConfig {
                 Some("glm" | "glm4")
             );
             if glm {
-                for (key, default) in GLM_DEFAULTS {
-                    fields.entry(key).or_insert(default.into());
+                for (key, default) in glm_defaults() {
+                    fields.entry(key).or_insert(default);
                 }
-                fields.entry("attention_bias").or_insert(true.into());
             }
         }
         let config: LlamaConfig = serde_json::from_value(value).map_err(format)?;

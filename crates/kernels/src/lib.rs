@@ -1,10 +1,13 @@
 //! Multi-threaded f32 element-wise kernels behind burn-lora's fast paths on burn-flex
-//! (`burn_lora::ops`): exact GELU, SiLU and their derivatives, and dropout keep-masks.
+//! (`burn_lora::ops`): exact GELU, SiLU and their derivatives, and dropout keep-masks; and
+//! NF4 block quantisation ([`nf4`]) for QLoRA-style frozen weights.
 //!
 //! A crate of their own, free of burn, so that they are compiled optimised in every build
 //! profile (the workspace's dev profile optimises this package): their loops are the hot
 //! part of a training step, and unoptimised they cost more than they save.
 #![deny(missing_docs)]
+
+pub mod nf4;
 
 use rayon::prelude::*;
 
