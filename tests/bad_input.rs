@@ -200,10 +200,7 @@ fn bad_flags_stop_the_examples_before_any_work() {
         ("--max-len", "0"),
         ("--patience", "0"),
     ] {
-        let out = finetune(flag, value);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
-        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        refused_naming(finetune(flag, value), flag, value);
     }
     assert!(
         !std::env::temp_dir()
@@ -223,15 +220,19 @@ fn bad_flags_stop_the_examples_before_any_work() {
         ("--threshold", "1.5"),
         ("--threshold", "0"),
     ] {
-        let out = predict(flag, value);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
-        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        refused_naming(predict(flag, value), flag, value);
     }
 }
 
+/// A usage error: exit status 2 and a message naming the flag.
+fn refused_naming(out: std::process::Output, flag: &str, value: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+    assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+}
+
 /// Sizes no real model has are refused before they size an allocation (a capacity
-/// overflow or an out-of-memory abort otherwise); a LoRA rank larger than its layer too.
+/// overflow or an out-of-memory abort otherwise); a LoRA rank no real adapter has too.
 #[test]
 fn absurd_config_sizes_and_ranks_are_errors() {
     let device = device();

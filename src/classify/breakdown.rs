@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::metrics::metrics_from_predictions;
+use super::metrics::{LabelScore, metrics_from_predictions};
 
 /// The labels of one frequency third and how they score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,26 +65,7 @@ pub fn breakdown(
         num_labels,
         "one training count per label"
     );
-    // Per-label counts over all examples.
-    let (mut tp, mut fp, mut fn_) = (
-        vec![0usize; num_labels],
-        vec![0usize; num_labels],
-        vec![0usize; num_labels],
-    );
-    for (p_row, t_row) in pred.chunks(num_labels).zip(targets.chunks(num_labels)) {
-        for j in 0..num_labels {
-            match (p_row[j] == 1, t_row[j] == 1) {
-                (true, true) => tp[j] += 1,
-                (true, false) => fp[j] += 1,
-                (false, true) => fn_[j] += 1,
-                _ => {}
-            }
-        }
-    }
-    let f1 = |tp: usize, fp: usize, fn_: usize| match 2 * tp + fp + fn_ {
-        0 => 0.0,
-        d => 2.0 * tp as f64 / d as f64,
-    };
+    let per_label = metrics_from_predictions(pred, targets, num_labels).per_label;
 
     let mut order: Vec<usize> = (0..num_labels).collect();
     order.sort_by(|&a, &b| train_counts[b].cmp(&train_counts[a]).then(a.cmp(&b)));
@@ -96,18 +77,24 @@ pub fn breakdown(
             if labels.is_empty() {
                 return None;
             }
-            let sum = |v: &[usize]| labels.iter().map(|&j| v[j]).sum::<usize>();
+            let sum = |f: fn(&LabelScore) -> usize| labels.iter().map(|&j| f(&per_label[j])).sum();
+            let (tp, fp, support): (usize, usize, usize) = (
+                sum(|s| s.true_positives),
+                sum(|s| s.false_positives),
+                sum(|s| s.support),
+            );
             let counts = labels.iter().map(|&j| train_counts[j]);
             Some(FrequencyBucket {
                 bucket: name.to_string(),
                 labels: labels.len(),
                 train_count_range: [counts.clone().min().unwrap_or(0), counts.max().unwrap_or(0)],
-                support: sum(&tp) + sum(&fn_),
-                micro_f1: f1(sum(&tp), sum(&fp), sum(&fn_)),
-                macro_f1: labels
-                    .iter()
-                    .map(|&j| f1(tp[j], fp[j], fn_[j]))
-                    .sum::<f64>()
+                support,
+                // 2tp / (2tp + fp + fn), with fn = support - tp.
+                micro_f1: match tp + fp + support {
+                    0 => 0.0,
+                    d => 2.0 * tp as f64 / d as f64,
+                },
+                macro_f1: labels.iter().map(|&j| per_label[j].f1).sum::<f64>()
                     / labels.len() as f64,
             })
         })

@@ -107,8 +107,14 @@ pub struct LabelScore {
     pub recall: f64,
     /// F1.
     pub f1: f64,
-    /// True positives in the data.
+    /// Positives in the data (gold labels).
     pub support: usize,
+    /// Correctly predicted positives.
+    #[serde(default)]
+    pub true_positives: usize,
+    /// Predicted positives that are not in the data.
+    #[serde(default)]
+    pub false_positives: usize,
 }
 
 /// The multi-label report.
@@ -182,6 +188,8 @@ pub fn metrics_from_predictions(
             recall: div(tp[j] as f64, (tp[j] + fn_[j]) as f64),
             f1: div(2.0 * tp[j] as f64, (2 * tp[j] + fp[j] + fn_[j]) as f64),
             support: tp[j] + fn_[j],
+            true_positives: tp[j],
+            false_positives: fp[j],
         })
         .collect();
     let (ttp, tfp, tfn) = (
