@@ -20,7 +20,7 @@ use burn_lora::classify::{
     ThresholdMode, Thresholds, breakdown, evaluate, predict_probs_observed, tune_thresholds,
 };
 use burn_lora::data::{
-    DataSplits, EncodedSet, LabelSet, PromptTemplate, UnknownLabelPolicy, label_counts, multi_hot,
+    DataSplits, EncodedSet, LabelSet, PromptTemplate, UnknownLabelPolicy, label_counts,
 };
 use burn_lora::device::parse_device;
 use burn_lora::io::peft::{AdapterContents, AdapterMeta, save_adapter};
@@ -116,10 +116,11 @@ const FLAGS: &[args::Flag] = &[
         "write into an OUT folder that already holds files (refused otherwise)",
     ),
     value("seed", "seed (default 42)"),
-    switch(
-        "skip-unknown-labels",
-        "skip and count valid/test labels missing from labels.txt",
+    value(
+        "unknown-labels",
+        "error | drop: valid/test labels missing from labels.txt (default error; training labels outside it are always dropped and counted)",
     ),
+    switch("skip-unknown-labels", "the same as --unknown-labels drop"),
     switch("no-progress", "no progress display"),
 ];
 
@@ -157,7 +158,7 @@ struct Args {
     resume: bool,
     overwrite: bool,
     seed: u64,
-    skip_unknown_labels: bool,
+    unknown_labels: String,
     no_progress: bool,
 }
 
@@ -201,7 +202,11 @@ impl Args {
             resume: a.flag("resume"),
             overwrite: a.flag("overwrite"),
             seed: a.get_or("seed", 42),
-            skip_unknown_labels: a.flag("skip-unknown-labels"),
+            unknown_labels: if a.flag("skip-unknown-labels") {
+                "drop".to_string()
+            } else {
+                a.get_or("unknown-labels", "error".to_string())
+            },
             no_progress: a.flag("no-progress"),
         }
     }
@@ -224,6 +229,7 @@ fn check_flags(a: &Args) -> Result<(), String> {
     choice("schedule", &a.schedule, &["linear", "cosine", "constant"])?;
     choice("head-bias-init", &a.head_bias_init, &["prior", "zero"])?;
     choice("threshold", &a.threshold, &["global", "per-label"])?;
+    choice("unknown-labels", &a.unknown_labels, &["error", "drop"])?;
     LossKind::parse(&a.loss).map_err(|e| format!("--loss: {e}"))?;
     if let Some(p) = &a.pooling {
         Pooling::parse(p).map_err(|e| format!("--pooling: {e}"))?;
@@ -298,7 +304,7 @@ fn run() -> burn_lora::Result<()> {
     device.seed(args.seed);
     let train_device = device.clone().autodiff();
 
-    let policy = if args.skip_unknown_labels {
+    let policy = if args.unknown_labels == "drop" {
         UnknownLabelPolicy::Skip
     } else {
         UnknownLabelPolicy::Error
@@ -314,6 +320,11 @@ fn run() -> burn_lora::Result<()> {
         }
     }
     let labels = data.labels.clone();
+    for (split, dropped) in ["train", "valid", "test"].iter().zip(data.skipped) {
+        if dropped > 0 {
+            println!("{split}: {dropped} label occurrences not in the label set dropped");
+        }
+    }
     println!(
         "data: {} train / {} valid / {} test, {} labels",
         data.train.len(),
@@ -482,7 +493,7 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
     );
 
     let (mut trainer, state) = if args.resume {
-        let (t, s) = Trainer::resume(model, loss, checkpoint, &device)?;
+        let (t, s) = Trainer::resume(model, loss, config.clone(), checkpoint, &device)?;
         println!("resumed at step {} (epoch {})", s.step, s.epoch);
         (t, Some(s))
     } else {
@@ -528,7 +539,7 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
             &device,
         )?,
     };
-    let valid_targets = multi_hot(&data.valid, labels.len());
+    let valid_targets = valid.multi_hot();
     let valid_scores = Scores::new(&valid_probs, &valid_targets, labels.len())?;
     let mode = match args.threshold.as_str() {
         "per-label" => ThresholdMode::PerLabel,
@@ -550,7 +561,7 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
         !args.no_progress,
         &device,
     )?;
-    let test_targets = multi_hot(&data.test, labels.len());
+    let test_targets = test.multi_hot();
     let test_metrics = evaluate(
         Scores::new(&test_probs, &test_targets, labels.len())?,
         &thresholds,

@@ -123,6 +123,32 @@ pub enum Error {
     /// a CPU backend would panic on the index and a GPU backend read out of range silently.
     #[error("input out of the model's range: {0}")]
     InputOutOfRange(String),
+    /// Training data where no example carries a label of the label set.
+    #[error("{}: {message}", path.display())]
+    NoLabels {
+        /// The label set's file (or the training file when the set is inferred from it).
+        path: PathBuf,
+        /// What was found instead.
+        message: String,
+    },
+    /// A gradient norm that is NaN or infinite: the optimizer step was not taken.
+    #[error("gradient norm is {norm} at optimizer step {step}; the weights were not updated")]
+    NonFiniteGradient {
+        /// The global L2 norm of the accumulated gradients.
+        norm: f64,
+        /// The optimizer step (1-based) that would have applied them.
+        step: usize,
+    },
+    /// `--resume` (or [`crate::train::Trainer::resume`]) with settings other than the saved run's.
+    #[error("cannot resume: {what} is {now} now but {saved} in the saved run")]
+    ResumeMismatch {
+        /// The setting that differs.
+        what: String,
+        /// Its value in the saved run.
+        saved: String,
+        /// Its value now.
+        now: String,
+    },
     /// A data file holds no examples.
     #[error("{}: no examples", .0.display())]
     EmptyData(PathBuf),

@@ -106,6 +106,65 @@ fn multi_member_gzip_is_read_whole() {
     std::fs::remove_file(&path).unwrap();
 }
 
+/// Labels that cannot train anything are errors, not a silent run on empty targets: a
+/// misspelt `labels` key, a `labels.txt` that matches no training label, a training file
+/// with no labels at all; unknown labels in valid/test are errors unless dropped (and
+/// then counted).
+#[test]
+fn labels_that_match_nothing_are_errors() {
+    use burn_lora::data::{DataSplits, UnknownLabelPolicy};
+
+    let dir = std::env::temp_dir().join(format!("burn-lora-labels-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, body: &str| std::fs::write(dir.join(name), body).unwrap();
+    let good = "{\"text\": \"x\", \"labels\": [\"a\"]}\n{\"text\": \"y\", \"labels\": [\"b\"]}\n";
+    write("valid.jsonl", good);
+    write("test.jsonl", good);
+
+    // `label` instead of `labels`: named with the line and the keys the record has.
+    write("train.jsonl", "{\"text\": \"x\", \"label\": [\"a\"]}\n");
+    match DataSplits::load(&dir, UnknownLabelPolicy::Error) {
+        Err(Error::Format { message, .. }) => {
+            assert!(
+                message.contains("line 1") && message.contains("`label`"),
+                "{message}"
+            )
+        }
+        other => panic!("expected Format, got {:?}", other.err()),
+    }
+
+    // No example has a label: no label set can be inferred.
+    write("train.jsonl", "{\"text\": \"x\", \"labels\": []}\n");
+    assert!(matches!(
+        DataSplits::load(&dir, UnknownLabelPolicy::Error),
+        Err(Error::NoLabels { .. })
+    ));
+
+    // A labels.txt of another data set: every training label would be dropped.
+    write("train.jsonl", good);
+    write("labels.txt", "c\nd\n");
+    match DataSplits::load(&dir, UnknownLabelPolicy::Skip) {
+        Err(Error::NoLabels { path, message }) => {
+            assert!(path.ends_with("labels.txt"), "{}", path.display());
+            assert!(message.contains("2 label occurrences"), "{message}");
+        }
+        other => panic!("expected NoLabels, got {:?}", other.err()),
+    }
+
+    // Valid/test labels outside labels.txt: an error by default, dropped and counted on
+    // request; training labels outside it are dropped and counted.
+    write("labels.txt", "a\n");
+    assert!(matches!(
+        DataSplits::load(&dir, UnknownLabelPolicy::Error),
+        Err(Error::UnknownLabel { line: 2, .. })
+    ));
+    let splits = DataSplits::load(&dir, UnknownLabelPolicy::Skip).unwrap();
+    assert_eq!(splits.skipped, [1, 1, 1]);
+    assert_eq!(splits.train[1].labels, Vec::<usize>::new());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// An earlier run's folder is neither overwritten nor mixed into: without `--resume` or
 /// `--overwrite`, finetune stops before any work, and the old files are intact.
 #[test]
@@ -199,6 +258,7 @@ fn bad_flags_stop_the_examples_before_any_work() {
         ("--epochs", "0"),
         ("--max-len", "0"),
         ("--patience", "0"),
+        ("--unknown-labels", "ignore"),
     ] {
         refused_naming(finetune(flag, value), flag, value);
     }

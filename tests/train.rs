@@ -200,11 +200,57 @@ fn learns_checkpoints_and_resumes_exactly() {
     );
     assert!(matches!(err, Err(Error::InvalidState(_))));
     drop(t1);
+
+    // Settings other than the saved run's are refused.
+    let b = out.join("b");
+    let mismatch = |config: TrainConfig, checkpoint: TrainerCheckpoint| {
+        let fresh = model(&model_dir, &train_device, false);
+        match Trainer::resume(fresh, loss(), config, checkpoint, &device) {
+            Err(Error::ResumeMismatch { what, .. }) => what,
+            Err(e) => panic!("expected ResumeMismatch, got {e}"),
+            Ok(_) => panic!("resumed with other settings"),
+        }
+    };
+    assert_eq!(mismatch(config(9), checkpoint(&b)), "epochs");
+    let mut other_batch = config(8);
+    other_batch.batch_size = 16;
+    assert_eq!(mismatch(other_batch, checkpoint(&b)), "the batch size");
+    let mut other_labels = checkpoint(&b);
+    other_labels.labels = LabelSet::new(vec!["a".into(), "c".into(), "b".into()]).unwrap();
+    assert_eq!(mismatch(config(8), other_labels), "the label list");
+    let mut other_rank = checkpoint(&b);
+    other_rank.lora.r = 8;
+    assert_eq!(mismatch(config(8), other_rank), "the LoRA rank");
+
+    // A crash between the two renames of a checkpoint swap leaves only the previous
+    // folder: resume finds it.
+    std::fs::rename(b.join("last"), b.join(".last.previous")).unwrap();
     let fresh = model(&model_dir, &train_device, false);
     let (mut t2, state) =
-        Trainer::resume(fresh, loss(), checkpoint(&out.join("b")), &device).unwrap();
+        Trainer::resume(fresh, loss(), config(8), checkpoint(&b), &device).unwrap();
     assert_eq!((state.step, state.epoch, state.batch_in_epoch), (12, 1, 0));
+    // Another training set (here one example fewer) would change the batch order.
+    match run_loop(
+        &mut t2,
+        &synthetic(95, 1),
+        &valid,
+        &config(8),
+        &device,
+        Some(state.clone()),
+    ) {
+        Err(Error::ResumeMismatch { what, saved, now }) => {
+            assert_eq!(
+                (what.as_str(), saved.as_str(), now.as_str()),
+                ("the number of training examples", "96", "95")
+            )
+        }
+        other => panic!("expected ResumeMismatch, got {:?}", other.err()),
+    }
     let resumed = run_loop(&mut t2, &train, &valid, &config(8), &device, Some(state)).unwrap();
+    assert!(
+        !b.join(".last.previous").exists(),
+        "the stale folder was left"
+    );
     assert_eq!(resumed.step, full.step);
     let key = "base_model.model.bert.encoder.layer.1.attention.self.value.lora_B.weight";
     let a = adapter_tensor(&out.join("a/last"), key);
@@ -253,6 +299,51 @@ fn tiny_bert_trains_on_every_device() {
         assert_eq!(w1, w0, "{dev_name}: the frozen base weight changed");
         assert_ne!(b1, b0, "{dev_name}: lora_B did not move");
     }
+}
+
+/// A finite loss with an infinite gradient norm (lora_A so large that lora_B's gradient
+/// squares overflow f32, while B = 0 keeps the forward finite) stops the run with
+/// `NonFiniteGradient` naming the step, and the weights are not updated.
+#[test]
+fn infinite_gradient_norm_is_an_error() {
+    let _rng = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = device();
+    let train_device = device.clone().autodiff();
+    device.seed(4);
+    let mut m = model(&tiny_bert_no_dropout(), &train_device, true);
+    let value = &mut m.backbone.layers[0].attention.value;
+    let (r, h) = (4, value.in_features());
+    value
+        .set_lora_weights(
+            burn::tensor::Tensor::<2>::full([r, h], 1e30, &train_device),
+            burn::tensor::Tensor::<2>::zeros([value.out_features(), r], &train_device),
+        )
+        .unwrap();
+    let b_before = common::values(m.backbone.layers[0].attention.value.lora_b().unwrap());
+    let mut trainer = Trainer::new(m, MultiLabelLoss::new(LossKind::Bce), config(1), None);
+    let train = synthetic(16, 5);
+    match run_loop(
+        &mut trainer,
+        &train,
+        &synthetic(8, 6),
+        &config(1),
+        &device,
+        None,
+    ) {
+        Err(Error::NonFiniteGradient { norm, step }) => {
+            assert!(!norm.is_finite(), "norm {norm}");
+            assert_eq!(step, 1);
+        }
+        other => panic!("expected NonFiniteGradient, got {:?}", other.err()),
+    }
+    let b_after = common::values(
+        trainer.model().backbone.layers[0]
+            .attention
+            .value
+            .lora_b()
+            .unwrap(),
+    );
+    assert_eq!(b_after, b_before, "lora_B moved despite the refused step");
 }
 
 /// A loop whose loss turns NaN at the third micro-batch.

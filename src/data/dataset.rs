@@ -129,14 +129,14 @@ pub struct LoadStats {
     pub unknown_labels_skipped: usize,
 }
 
-/// A raw record before label lookup.
+/// A raw record before label lookup. `labels` has no default: a misspelt key (`label`,
+/// `tags`) would otherwise turn every example into an unlabeled one without a word.
 #[derive(Debug, Deserialize)]
 struct RawJson {
     #[serde(default)]
     id: Option<serde_json::Value>,
     text: String,
-    #[serde(default)]
-    labels: Vec<String>,
+    labels: Option<Vec<String>>,
 }
 
 /// Open a file, decompressing `.gz` transparently (every member of a multi-member gzip,
@@ -207,15 +207,26 @@ fn read_jsonl_raw(path: &Path) -> Result<Vec<RawRecord>> {
         if line.trim().is_empty() {
             continue;
         }
-        let raw: RawJson = serde_json::from_str(&line).map_err(|e| Error::Format {
+        let fmt = |message: String| Error::Format {
             path: path.to_path_buf(),
-            message: format!("line {}: {e}", i + 1),
-        })?;
+            message: format!("line {}: {message}", i + 1),
+        };
+        let raw: RawJson = serde_json::from_str(&line).map_err(|e| fmt(e.to_string()))?;
+        let Some(labels) = raw.labels else {
+            let keys: Vec<String> =
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&line)
+                    .map(|m| m.keys().map(|k| format!("`{k}`")).collect())
+                    .unwrap_or_default();
+            return Err(fmt(format!(
+                "no `labels` key (the record has {}); write `\"labels\": []` for an example without labels",
+                keys.join(", ")
+            )));
+        };
         let id = raw.id.map(|v| match v {
             serde_json::Value::String(s) => s,
             other => other.to_string(),
         });
-        out.push((i + 1, id, raw.text, raw.labels));
+        out.push((i + 1, id, raw.text, labels));
     }
     if out.is_empty() {
         return Err(Error::EmptyData(path.to_path_buf()));
@@ -349,6 +360,9 @@ pub struct DataSplits {
 impl DataSplits {
     /// Load a data folder. Training labels outside `labels.txt` are dropped (the label set
     /// defines the task); unknown labels in valid/test follow `policy`.
+    ///
+    /// Training data in which no example carries a label of the set (a `labels.txt` for
+    /// another data set, or labels under a misspelt key) is [`Error::NoLabels`].
     pub fn load(dir: impl AsRef<Path>, policy: UnknownLabelPolicy) -> Result<Self> {
         let dir = dir.as_ref();
         let train_path = find_split(dir, "train")?;
@@ -356,9 +370,26 @@ impl DataSplits {
         let labels = if labels_path.exists() {
             LabelSet::from_file(&labels_path)?
         } else {
-            infer_labels_jsonl(&train_path)?
+            let records = read_jsonl_raw(&train_path)?;
+            if records.iter().all(|r| r.3.is_empty()) {
+                return Err(Error::NoLabels {
+                    path: train_path,
+                    message: "no example has a label, so there is no label set to learn".into(),
+                });
+            }
+            LabelSet::infer(records.iter().map(|r| r.3.as_slice()))?
         };
         let (train, s0) = load_jsonl(&train_path, &labels, UnknownLabelPolicy::Skip)?;
+        if train.iter().all(|e| e.labels.is_empty()) {
+            return Err(Error::NoLabels {
+                path: labels_path,
+                message: format!(
+                    "no label of it occurs in {} ({} label occurrences there are not in it)",
+                    train_path.display(),
+                    s0.unknown_labels_skipped
+                ),
+            });
+        }
         let (valid, s1) = load_jsonl(find_split(dir, "valid")?, &labels, policy)?;
         let (test, s2) = load_jsonl(find_split(dir, "test")?, &labels, policy)?;
         Ok(DataSplits {
@@ -373,17 +404,6 @@ impl DataSplits {
             ],
         })
     }
-}
-
-/// Multi-hot rows (`n × labels`, 0/1) for examples.
-pub fn multi_hot(examples: &[Example], num_labels: usize) -> Vec<u8> {
-    let mut out = vec![0u8; examples.len() * num_labels];
-    for (i, e) in examples.iter().enumerate() {
-        for &j in &e.labels {
-            out[i * num_labels + j] = 1;
-        }
-    }
-    out
 }
 
 /// Positives per label.

@@ -8,6 +8,6 @@ pub mod template;
 pub use batch::{Batch, EncodedExample, EncodedSet, ExampleBatcher, SplitMix64, epoch_batches};
 pub use dataset::{
     CsvOptions, DataSplits, Example, LabelSet, LoadStats, UnknownLabelPolicy, label_counts,
-    load_csv, load_jsonl, multi_hot,
+    load_csv, load_jsonl,
 };
 pub use template::PromptTemplate;

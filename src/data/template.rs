@@ -33,17 +33,6 @@ impl PromptTemplate {
         Self::new(&text, labels)
     }
 
-    /// A ChatML prompt (`<|im_start|>system ... <|im_end|>`) around an instruction that
-    /// contains `{text}`, ending where the assistant's answer would start.
-    pub fn chatml(system: &str, user: &str, labels: &[String]) -> Result<Self> {
-        Self::new(
-            &format!(
-                "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
-            ),
-            labels,
-        )
-    }
-
     /// The finetune example's default for decoders: a ChatML instruction when the
     /// tokenizer knows `<|im_start|>` (SmolLM2, Qwen), else a plain one; the prompt ends
     /// where the answer would start, so the last token (the pooled one) has read the text.
@@ -109,8 +98,6 @@ mod tests {
             PromptTemplate::new("Tags ({labels}) for: {text}", &["a".into(), "b".into()]).unwrap();
         assert_eq!(t.render("x {labels}"), "Tags (a, b) for: x {labels}");
         assert!(PromptTemplate::new("no placeholder", &[]).is_err());
-        let c = PromptTemplate::chatml("sys", "Classify: {text}", &[]).unwrap();
-        assert!(c.render("hi").ends_with("<|im_start|>assistant\n"));
         for chatml in [true, false] {
             let d = PromptTemplate::default_instruction(chatml);
             assert!(d.render("XYZ").contains("XYZ") && !d.is_identity());

@@ -32,3 +32,107 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+/// `dir`'s stand-in while [`replace_dir`] swaps it: the previous complete folder.
+fn previous_of(dir: &Path) -> Result<std::path::PathBuf> {
+    let name = dir
+        .file_name()
+        .ok_or_else(|| Error::io(dir, std::io::Error::other("path has no folder name")))?;
+    Ok(dir.with_file_name(format!(".{}.previous", name.to_string_lossy())))
+}
+
+/// Replace the folder `dir` as one unit: `fill` writes the new contents into a fresh
+/// temp folder beside it, then two renames swap it in. A crash while `fill` runs leaves
+/// `dir` as it was; a crash between the renames leaves the previous folder under a
+/// name [`existing_dir`] finds. So several files that only make sense together (an
+/// adapter, the optimizer moments and the loop state of one checkpoint) never mix.
+pub fn replace_dir(dir: impl AsRef<Path>, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let dir = dir.as_ref();
+    let name = dir
+        .file_name()
+        .ok_or_else(|| Error::io(dir, std::io::Error::other("path has no folder name")))?;
+    let tmp = dir.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let previous = previous_of(dir)?;
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    if let Err(e) = fill(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if dir.exists() {
+        if previous.exists() {
+            std::fs::remove_dir_all(&previous).map_err(|e| Error::io(&previous, e))?;
+        }
+        std::fs::rename(dir, &previous).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    if previous.exists() {
+        std::fs::remove_dir_all(&previous).map_err(|e| Error::io(&previous, e))?;
+    }
+    Ok(())
+}
+
+/// The folder [`replace_dir`] last completed at `dir`: `dir` itself, or, after a crash
+/// between its two renames, the previous complete folder. `None` when neither exists.
+pub fn existing_dir(dir: impl AsRef<Path>) -> Option<std::path::PathBuf> {
+    let dir = dir.as_ref();
+    if dir.is_dir() {
+        return Some(dir.to_path_buf());
+    }
+    previous_of(dir).ok().filter(|p| p.is_dir())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_fill_leaves_the_folder_and_a_crash_between_renames_is_recoverable() {
+        let root = std::env::temp_dir().join(format!("burn-lora-replace-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("last");
+        let fill = |text: &'static str| {
+            move |d: &Path| {
+                write_atomic(d.join("a"), text.as_bytes())?;
+                write_atomic(d.join("b"), text.as_bytes())
+            }
+        };
+        let read = |d: &Path| {
+            (
+                std::fs::read_to_string(d.join("a")).unwrap(),
+                std::fs::read_to_string(d.join("b")).unwrap(),
+            )
+        };
+        replace_dir(&dir, fill("one")).unwrap();
+        assert_eq!(read(&dir), ("one".into(), "one".into()));
+
+        // The writer fails after its first file: the old unit stays, nothing half-new.
+        let err = replace_dir(&dir, |d: &Path| {
+            write_atomic(d.join("a"), b"two")?;
+            Err(Error::InvalidState("disk full".into()))
+        });
+        assert!(err.is_err());
+        assert_eq!(read(&dir), ("one".into(), "one".into()));
+        assert_eq!(
+            std::fs::read_dir(&root).unwrap().count(),
+            1,
+            "temp folder left"
+        );
+
+        // As after a crash between the renames: only the previous folder exists.
+        std::fs::rename(&dir, previous_of(&dir).unwrap()).unwrap();
+        let found = existing_dir(&dir).unwrap();
+        assert_eq!(read(&found), ("one".into(), "one".into()));
+        replace_dir(&dir, fill("three")).unwrap();
+        assert_eq!(existing_dir(&dir).unwrap(), dir);
+        assert_eq!(read(&dir), ("three".into(), "three".into()));
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 1);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,8 +1,7 @@
 //! A Hugging Face checkpoint folder: `model.safetensors` or a sharded set described by
 //! `model.safetensors.index.json`, read tensor by tensor (memory-mapped).
 
-use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor};
@@ -11,13 +10,11 @@ use super::safetensors::SafetensorsFile;
 use super::source::TensorSource;
 use crate::error::{Error, Result};
 
-/// Every tensor of a checkpoint, by name, across shards; remembers which names were read
-/// so a loader can report the unused ones.
+/// Every tensor of a checkpoint, by name, across shards.
 pub struct Checkpoint {
     dir: PathBuf,
     files: Vec<SafetensorsFile>,
     by_name: HashMap<String, usize>,
-    used: RefCell<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -87,7 +84,6 @@ impl Checkpoint {
             dir,
             files,
             by_name,
-            used: RefCell::new(BTreeSet::new()),
         })
     }
 
@@ -117,21 +113,7 @@ impl Checkpoint {
             name: name.to_string(),
             path: self.dir.clone(),
         })?;
-        self.used.borrow_mut().insert(name.to_string());
         self.files[id].tensor(name, Some(shape), device)
-    }
-
-    /// Names never read so far (minus those `ignore` accepts), sorted.
-    pub fn unused(&self, ignore: impl Fn(&str) -> bool) -> Vec<String> {
-        let used = self.used.borrow();
-        let mut out: Vec<String> = self
-            .by_name
-            .keys()
-            .filter(|n| !used.contains(*n) && !ignore(n))
-            .cloned()
-            .collect();
-        out.sort();
-        out
     }
 }
 

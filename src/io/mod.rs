@@ -9,7 +9,7 @@ pub mod peft;
 pub mod safetensors;
 pub mod source;
 
-pub use atomic::write_atomic;
+pub use atomic::{existing_dir, replace_dir, write_atomic};
 pub use checkpoint::Checkpoint;
 pub use safetensors::SafetensorsFile;
 pub use source::TensorSource;

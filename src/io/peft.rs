@@ -11,7 +11,7 @@ use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use serde::{Deserialize, Serialize};
 
-use super::atomic::write_atomic;
+use super::atomic::{replace_dir, write_atomic};
 use super::safetensors::SafetensorsFile;
 use crate::classify::{MultiLabelClassifier, Pooling, Thresholds};
 use crate::data::LabelSet;
@@ -144,54 +144,24 @@ pub fn save_adapter<B: Backbone>(
     }
     config.modules_to_save = Some(to_save);
 
-    let tmp = dir.with_file_name(format!(
-        ".{}.tmp-{}",
-        dir.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    write_atomic(tmp.join(ADAPTER_WEIGHTS), &weights)?;
-    write_atomic(
-        tmp.join(ADAPTER_CONFIG),
-        serde_json::to_string_pretty(&config)?.as_bytes(),
-    )?;
-    write_atomic(tmp.join(LABELS_FILE), contents.labels.to_text().as_bytes())?;
-    if let Some(t) = contents.thresholds {
+    replace_dir(dir, |tmp| {
+        write_atomic(tmp.join(ADAPTER_WEIGHTS), &weights)?;
         write_atomic(
-            tmp.join(THRESHOLDS_FILE),
-            serde_json::to_string_pretty(t)?.as_bytes(),
+            tmp.join(ADAPTER_CONFIG),
+            serde_json::to_string_pretty(&config)?.as_bytes(),
         )?;
-    }
-    write_atomic(
-        tmp.join(META_FILE),
-        serde_json::to_string_pretty(contents.meta)?.as_bytes(),
-    )?;
-    swap_in(&tmp, dir)
-}
-
-/// Replace `dest` by `staged` without a moment where `dest` holds a partial folder.
-fn swap_in(staged: &Path, dest: &Path) -> Result<()> {
-    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    let old = dest.with_file_name(format!(
-        ".{}.old-{}",
-        dest.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    if dest.exists() {
-        std::fs::rename(dest, &old).map_err(|e| Error::io(dest, e))?;
-    }
-    std::fs::rename(staged, dest).map_err(|e| Error::io(dest, e))?;
-    if old.exists() {
-        let _ = std::fs::remove_dir_all(&old);
-    }
-    Ok(())
+        write_atomic(tmp.join(LABELS_FILE), contents.labels.to_text().as_bytes())?;
+        if let Some(t) = contents.thresholds {
+            write_atomic(
+                tmp.join(THRESHOLDS_FILE),
+                serde_json::to_string_pretty(t)?.as_bytes(),
+            )?;
+        }
+        write_atomic(
+            tmp.join(META_FILE),
+            serde_json::to_string_pretty(contents.meta)?.as_bytes(),
+        )
+    })
 }
 
 /// An adapter folder as read back.

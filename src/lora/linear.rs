@@ -13,25 +13,49 @@ use crate::error::{Error, Result};
 ///
 /// Factors are stored transposed for speed (A as `[in, r]`, B as `[r, out]`), so the
 /// adapter path is two plain matmuls; [`LoraLinear::lora_a`] and [`LoraLinear::lora_b`]
-/// return PEFT's orientation.
+/// return PEFT's orientation. The fields are private to the crate: changing them goes
+/// through [`LoraLinear`]'s methods, which keep the merge rules (no new weights while
+/// merged, no double merge).
 #[derive(Module, Debug)]
 pub struct LoraAdapter {
     /// Aᵀ, `[in, r]`.
-    pub a: Param<Tensor<2>>,
+    pub(crate) a: Param<Tensor<2>>,
     /// Bᵀ, `[r, out]`.
-    pub b: Param<Tensor<2>>,
+    pub(crate) b: Param<Tensor<2>>,
     /// Dropout on the adapter's input (active only while training).
-    pub dropout: Dropout,
+    pub(crate) dropout: Dropout,
     /// Rank.
-    pub rank: usize,
+    pub(crate) rank: usize,
     /// Alpha as configured.
-    pub alpha: f64,
+    pub(crate) alpha: f64,
     /// The factor applied to the adapter output (`alpha/r` or `alpha/√r`).
-    pub scaling: f64,
+    pub(crate) scaling: f64,
     /// Whether the adapter contributes to the forward.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Whether `s·BA` has been folded into the base weight.
-    pub merged: bool,
+    pub(crate) merged: bool,
+}
+
+impl LoraAdapter {
+    /// The rank r.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// `lora_alpha` as configured.
+    pub fn alpha(&self) -> f64 {
+        self.alpha
+    }
+
+    /// The factor on the adapter's output: `alpha / r`, or `alpha / √r` with rsLoRA.
+    pub fn scaling(&self) -> f64 {
+        self.scaling
+    }
+
+    /// Whether the adapter contributes to the forward.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
 }
 
 /// A linear layer with an optional LoRA adapter:

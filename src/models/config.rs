@@ -77,19 +77,6 @@ struct ModelTypeOnly {
     model_type: Option<String>,
 }
 
-/// Read the `model_type` of a `config.json`.
-pub fn read_model_type(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let probe: ModelTypeOnly = serde_json::from_str(&text).map_err(|e| Error::Format {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    probe.model_type.ok_or_else(|| Error::Format {
-        path: path.to_path_buf(),
-        message: "no `model_type` field".into(),
-    })
-}
-
 impl BertConfig {
     /// Parse and check a BERT-family `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {

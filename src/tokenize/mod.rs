@@ -29,13 +29,6 @@ pub struct TokenBatch {
     pub seq: usize,
 }
 
-impl TokenBatch {
-    /// Real (non-padding) tokens in the batch.
-    pub fn real_tokens(&self) -> usize {
-        self.attention_mask.iter().filter(|&&m| m == 1).count()
-    }
-}
-
 /// A Hugging Face tokenizer with our truncation length and dynamic (longest-in-batch) padding.
 #[derive(Debug, Clone)]
 pub struct TextTokenizer {

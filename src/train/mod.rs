@@ -117,6 +117,9 @@ pub struct LoopState {
     pub last_loss: f32,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// Training examples of the run (0 in states saved before this was recorded).
+    #[serde(default)]
+    pub train_examples: usize,
 }
 
 /// One evaluation on validation data.
@@ -136,7 +139,8 @@ pub trait TrainingLoop {
     /// Forward and backward on one micro-batch, accumulating gradients; returns the
     /// (unscaled) loss value.
     fn train_step(&mut self, batch: &Batch) -> Result<f32>;
-    /// Apply the accumulated gradients with learning rate `lr`.
+    /// Apply the accumulated gradients with learning rate `lr`. Gradients with a NaN or
+    /// infinite norm should be refused with [`Error::NonFiniteGradient`] (any `step`).
     fn optimizer_step(&mut self, lr: f64) -> Result<()>;
     /// Sigmoid probabilities for a batch, without gradients (`rows × labels`, row-major).
     fn eval_step(&mut self, batch: &Batch) -> Result<Vec<f32>>;
@@ -194,7 +198,9 @@ pub fn evaluate_loop<L: TrainingLoop>(
 /// `device` is the plain (non-autodiff) device; training batches go to its autodiff
 /// twin. Starting from `state` resumes a run: the same epoch, the same batch order, the
 /// same optimizer step. A NaN or infinite loss stops the run with
-/// [`Error::NonFiniteLoss`].
+/// [`Error::NonFiniteLoss`]; a [`TrainingLoop::optimizer_step`] that returns
+/// [`Error::NonFiniteGradient`] gets the step number filled in here. Resuming with another
+/// number of training examples is [`Error::ResumeMismatch`] (the batch order would differ).
 pub fn run_loop<L: TrainingLoop>(
     l: &mut L,
     train: &EncodedSet,
@@ -212,6 +218,14 @@ pub fn run_loop<L: TrainingLoop>(
     l.check_inputs(valid)?;
     let train_device = device.clone().autodiff();
     let mut state = state.unwrap_or_default();
+    if state.train_examples != 0 && state.train_examples != train.len() {
+        return Err(Error::ResumeMismatch {
+            what: "the number of training examples".into(),
+            saved: state.train_examples.to_string(),
+            now: train.len().to_string(),
+        });
+    }
+    state.train_examples = train.len();
     let total = config.total_steps(train.len());
     let schedule = LrSchedule {
         peak: config.lr,
@@ -277,7 +291,13 @@ pub fn run_loop<L: TrainingLoop>(
             let last_of_epoch = state.batch_in_epoch == batches.len();
             if micro_in_step == accum || last_of_epoch {
                 let lr = schedule.lr(state.step);
-                l.optimizer_step(lr)?;
+                l.optimizer_step(lr).map_err(|e| match e {
+                    Error::NonFiniteGradient { norm, .. } => Error::NonFiniteGradient {
+                        norm,
+                        step: state.step + 1,
+                    },
+                    e => e,
+                })?;
                 state.step += 1;
                 state.last_loss = loss_sum / micro_in_step as f32;
                 loss_sum = 0.0;

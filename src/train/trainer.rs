@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::io::peft::{
     AdapterContents, AdapterMeta, LoadedAdapter, load_adapter_weights, read_adapter, save_adapter,
 };
-use crate::io::write_atomic;
+use crate::io::{existing_dir, replace_dir, write_atomic};
 use crate::lora::LoraConfig;
 use crate::models::Backbone;
 
@@ -75,9 +75,8 @@ impl ModuleVisitor for GradScale<'_> {
     }
 }
 
-/// Clip the global L2 norm of `grads` to `max_norm` (PyTorch's `clip_grad_norm_`:
-/// factor `max_norm / (norm + 1e-6)` when above). Returns the norm before clipping.
-pub fn clip_global_norm<M: Module>(grads: &mut GradientsParams, module: &M, max_norm: f64) -> f64 {
+/// The global L2 norm of `grads` over `module`'s parameters.
+pub fn global_grad_norm<M: Module>(grads: &GradientsParams, module: &M) -> f64 {
     let mut norm = GradNorm {
         grads,
         squares: Vec::new(),
@@ -86,14 +85,19 @@ pub fn clip_global_norm<M: Module>(grads: &mut GradientsParams, module: &M, max_
     if norm.squares.is_empty() {
         return 0.0;
     }
-    let total: f64 = Tensor::cat(norm.squares, 0)
+    Tensor::cat(norm.squares, 0)
         .sum()
         .into_data()
         .convert::<f64>()
         .try_to_vec::<f64>()
-        .map(|v| v[0])
-        .unwrap_or(0.0)
-        .sqrt();
+        .map_or(f64::NAN, |v| v[0])
+        .sqrt()
+}
+
+/// Clip the global L2 norm of `grads` to `max_norm` (PyTorch's `clip_grad_norm_`:
+/// factor `max_norm / (norm + 1e-6)` when above). Returns the norm before clipping.
+pub fn clip_global_norm<M: Module>(grads: &mut GradientsParams, module: &M, max_norm: f64) -> f64 {
+    let total = global_grad_norm(grads, module);
     let factor = max_norm / (total + 1e-6);
     if factor < 1.0 {
         module.visit(&mut GradScale { grads, factor });
@@ -202,43 +206,57 @@ impl<B: Backbone> Trainer<B> {
         let Some(ck) = self.checkpoint.clone() else {
             return Ok(());
         };
-        let last = ck.dir.join("last");
-        self.save_to(&last, Some(eval))?;
-        let tmp = last.join(format!(".{OPTIMIZER_FILE}.tmp"));
-        self.optim
-            .save(&tmp)
-            .map_err(|e| Error::InvalidState(format!("saving optimizer state: {e:?}")))?;
-        std::fs::rename(&tmp, last.join(OPTIMIZER_FILE)).map_err(|e| Error::io(&last, e))?;
         let saved = SavedState {
             state: state.clone(),
             param_ids: self.param_ids()?,
             config: self.config.clone(),
         };
-        write_atomic(
-            last.join(STATE_FILE),
-            serde_json::to_string_pretty(&saved)?.as_bytes(),
-        )
+        // Adapter, optimizer moments and loop state swap in together: a crash at any
+        // point leaves the previous checkpoint whole.
+        replace_dir(ck.dir.join("last"), |last| {
+            self.save_to(last, Some(eval))?;
+            self.optim
+                .save(last.join(OPTIMIZER_FILE))
+                .map_err(|e| Error::InvalidState(format!("saving optimizer state: {e:?}")))?;
+            write_atomic(
+                last.join(STATE_FILE),
+                serde_json::to_string_pretty(&saved)?.as_bytes(),
+            )
+        })
     }
 
     /// Restore a run from `DIR/last`: adapter and head weights, parameter ids, optimizer
     /// moments and the loop state (epoch, position in the epoch, step). The model must be
     /// built as for the original run (same backbone, labels and pooling) but **without**
     /// adapters: they are injected from the saved config.
+    ///
+    /// `config` and `checkpoint` are this run's settings; a difference from the saved
+    /// run in what shapes the training (labels, LoRA config, pooling, length, template,
+    /// batch and accumulation sizes, epochs, learning-rate schedule, seed) is
+    /// [`Error::ResumeMismatch`]: continuing would silently train another run.
     pub fn resume(
         mut model: MultiLabelClassifier<B>,
         loss: MultiLabelLoss,
+        config: TrainConfig,
         checkpoint: TrainerCheckpoint,
         device: &Device,
     ) -> Result<(Self, LoopState)> {
-        let last = checkpoint.dir.join("last");
+        let wanted = checkpoint.dir.join("last");
+        let last = existing_dir(&wanted).ok_or_else(|| {
+            Error::io(
+                &wanted,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no checkpoint to resume"),
+            )
+        })?;
         let adapter: LoadedAdapter = read_adapter(&last)?;
-        load_adapter_weights(&adapter, &mut model, &device.clone().autodiff())?;
         let state_path = last.join(STATE_FILE);
         let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
         let saved: SavedState = serde_json::from_str(&text).map_err(|e| Error::Format {
             path: state_path.clone(),
             message: e.to_string(),
         })?;
+        check_same_run(&adapter, &saved.config, &checkpoint, &config)?;
+        load_adapter_weights(&adapter, &mut model, &device.clone().autodiff())?;
         let ids = &saved.param_ids;
         let id_of = |key: &str| -> Result<ParamId> {
             ids.get(key)
@@ -262,7 +280,7 @@ impl<B: Backbone> Trainer<B> {
         if let Some(b) = model.head.bias.as_mut() {
             *b = Param::initialized(id_of("head.bias")?, b.val().detach().set_require_grad(true));
         }
-        let mut trainer = Trainer::new(model, loss, saved.config.clone(), Some(checkpoint));
+        let mut trainer = Trainer::new(model, loss, config, Some(checkpoint));
         trainer.optim =
             trainer
                 .optim
@@ -273,6 +291,62 @@ impl<B: Backbone> Trainer<B> {
                 })?;
         Ok((trainer, saved.state))
     }
+}
+
+/// Refuse to resume a saved run under other settings (see [`Trainer::resume`]).
+fn check_same_run(
+    saved_adapter: &LoadedAdapter,
+    saved: &TrainConfig,
+    checkpoint: &TrainerCheckpoint,
+    now: &TrainConfig,
+) -> Result<()> {
+    fn same<T: PartialEq + std::fmt::Debug>(what: &str, saved: &T, now: &T) -> Result<()> {
+        if saved == now {
+            return Ok(());
+        }
+        Err(Error::ResumeMismatch {
+            what: what.to_string(),
+            saved: format!("{saved:?}"),
+            now: format!("{now:?}"),
+        })
+    }
+    same(
+        "the label list",
+        &saved_adapter.labels.names(),
+        &checkpoint.labels.names(),
+    )?;
+    let (a, b) = (&saved_adapter.config, &checkpoint.lora);
+    same("the LoRA rank", &a.r, &b.r)?;
+    same("lora_alpha", &a.lora_alpha, &b.lora_alpha)?;
+    same("lora_dropout", &a.lora_dropout, &b.lora_dropout)?;
+    same("use_rslora", &a.use_rslora, &b.use_rslora)?;
+    if b.target_modules.is_some() {
+        same("target_modules", &a.target_modules, &b.target_modules)?;
+    }
+    same("exclude_modules", &a.exclude_modules, &b.exclude_modules)?;
+    same(
+        "layers_to_transform",
+        &a.layers_to_transform,
+        &b.layers_to_transform,
+    )?;
+    if let Some(meta) = &saved_adapter.meta {
+        let m = &checkpoint.meta;
+        same("the pooling", &meta.pooling, &m.pooling)?;
+        same("the maximum length", &meta.max_len, &m.max_len)?;
+        same("the prompt template", &meta.template, &m.template)?;
+        same("the model type", &meta.model_type, &m.model_type)?;
+    }
+    same("epochs", &saved.epochs, &now.epochs)?;
+    same("max_steps", &saved.max_steps, &now.max_steps)?;
+    same("the batch size", &saved.batch_size, &now.batch_size)?;
+    same("grad_accum", &saved.grad_accum, &now.grad_accum)?;
+    same("the learning rate", &saved.lr, &now.lr)?;
+    same("weight_decay", &saved.weight_decay, &now.weight_decay)?;
+    same("warmup_ratio", &saved.warmup_ratio, &now.warmup_ratio)?;
+    same("the decay schedule", &saved.decay, &now.decay)?;
+    same("max_grad_norm", &saved.max_grad_norm, &now.max_grad_norm)?;
+    same("the seed", &saved.seed, &now.seed)?;
+    same("length bucketing", &saved.bucket, &now.bucket)
 }
 
 impl<B: Backbone> TrainingLoop for Trainer<B> {
@@ -306,8 +380,15 @@ impl<B: Backbone> TrainingLoop for Trainer<B> {
     fn optimizer_step(&mut self, lr: f64) -> Result<()> {
         let mut grads = self.accum.grads();
         let model = self.model.take().expect("model present");
-        if let Some(max) = self.config.max_grad_norm {
-            clip_global_norm(&mut grads, &model, max);
+        // A finite loss can still come with NaN/inf gradients (an overflow in backward);
+        // one such step would spoil every adapter weight.
+        let norm = match self.config.max_grad_norm {
+            Some(max) => clip_global_norm(&mut grads, &model, max),
+            None => global_grad_norm(&grads, &model),
+        };
+        if !norm.is_finite() {
+            self.model = Some(model);
+            return Err(Error::NonFiniteGradient { norm, step: 0 });
         }
         self.model = Some(self.optim.step(lr, model, grads));
         self.eval_model = None;
@@ -337,7 +418,7 @@ impl<B: Backbone> TrainingLoop for Trainer<B> {
             self.best_eval = Some(eval.clone());
             self.best_model = Some(self.model().valid());
             if let Some(dir) = self.checkpoint.as_ref().map(|c| c.dir.join("best")) {
-                self.save_to(&dir, Some(eval))?;
+                replace_dir(dir, |tmp| self.save_to(tmp, Some(eval)))?;
             }
         }
         self.save_last(state, eval)
