@@ -17,7 +17,7 @@ use burn_lora::classify::{LossKind, MultiLabelClassifier, MultiLabelLoss, Poolin
 use burn_lora::data::EncodedSet;
 use burn_lora::device::parse_device;
 use burn_lora::lora::{LoraConfig, inject_adapters};
-use burn_lora::models::{Backbone, BertModel, LlamaModel, ModelFormat};
+use burn_lora::models::Backbone;
 use burn_lora::train::{Decay, TrainConfig, Trainer, TrainingLoop};
 use serde::Deserialize;
 
@@ -144,26 +144,14 @@ fn run() -> Result<()> {
     } else {
         &device
     };
-    match ModelFormat::detect(&workload.model)? {
-        ModelFormat::Encoder => bench(
-            BertModel::load(&workload.model, model_device)?,
-            &workload,
-            &args,
-            &device,
-        ),
-        ModelFormat::Decoder => bench(
-            LlamaModel::load(&workload.model, model_device)?,
-            &workload,
-            &args,
-            &device,
-        ),
-        ModelFormat::Gguf => bench(
-            LlamaModel::load_gguf(&workload.model, model_device)?,
-            &workload,
-            &args,
-            &device,
-        ),
-    }
+    let longest = workload
+        .examples
+        .iter()
+        .map(|e| e.ids.len())
+        .max()
+        .unwrap_or(1);
+    let backbone = burn_lora::models::load(&workload.model, longest, model_device)?.backbone;
+    bench(backbone, &workload, &args, &device)
 }
 
 fn bench<B: Backbone>(
@@ -174,11 +162,7 @@ fn bench<B: Backbone>(
 ) -> Result<()> {
     let train_device = device.clone().autodiff();
     // The head the finetune example puts on this checkpoint (pooling, bias or not).
-    let pooling = Pooling::default_for(
-        Some(&workload.model),
-        backbone.model_type(),
-        backbone.has_pooler(),
-    );
+    let pooling = Pooling::default_for(Some(&workload.model), &backbone);
     let set = EncodedSet {
         ids: workload.examples.iter().map(|e| e.ids.clone()).collect(),
         labels: workload.examples.iter().map(|e| e.labels.clone()).collect(),

@@ -15,19 +15,16 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::tensor::Device;
+use burn_lora::adapter::{AdapterInfo, AdapterMeta};
 use burn_lora::classify::{
     LossKind, MultiLabelClassifier, MultiLabelLoss, MultiLabelMetrics, Pooling, Scores,
     ThresholdMode, Thresholds, breakdown, evaluate, predict_probs_observed, tune_thresholds,
 };
-use burn_lora::data::{
-    DataSplits, EncodedSet, LabelSet, PromptTemplate, UnknownLabelPolicy, label_counts,
-};
+use burn_lora::data::{DataSplits, EncodedSet, PromptTemplate, UnknownLabelPolicy, label_counts};
 use burn_lora::device::parse_device;
-use burn_lora::io::peft::{AdapterContents, AdapterMeta, save_adapter};
 use burn_lora::lora::{LoraConfig, ModuleSelector};
-use burn_lora::models::{Backbone, BertModel, LlamaModel, ModelFormat};
-use burn_lora::tokenize::TextTokenizer;
-use burn_lora::train::{Decay, Progress, TrainConfig, Trainer, TrainerCheckpoint, run_loop};
+use burn_lora::models::{Backbone, Pretrained};
+use burn_lora::train::{Decay, Progress, TrainConfig, Trainer, TrainerCheckpoint};
 use serde_json::json;
 
 #[path = "common/args.rs"]
@@ -345,91 +342,22 @@ fn run() -> burn_lora::Result<()> {
     });
     lora.validate()?;
 
-    let format = ModelFormat::detect(&args.model)?;
-    let tokenizer = format.tokenizer(&args.model, args.max_len)?;
+    let Pretrained {
+        backbone,
+        tokenizer,
+        ..
+    } = burn_lora::models::load(&args.model, args.max_len, &train_device)?;
     let template = match &args.template {
         Some(t) => Some(PromptTemplate::from_arg(t, labels.names())?).filter(|t| !t.is_identity()),
-        None if format.is_decoder() => Some(PromptTemplate::default_instruction(
+        None if backbone.is_decoder() => Some(PromptTemplate::default_instruction(
             tokenizer.inner().token_to_id("<|im_start|>").is_some(),
         )),
         None => None,
     };
-    let job = Job {
-        args,
-        data,
-        labels,
-        lora,
-        tokenizer,
-        template,
-        device,
-        train_device,
-    };
-    match format {
-        ModelFormat::Encoder => {
-            let backbone = BertModel::load(&job.args.model, &job.train_device)?;
-            finetune(backbone, job)
-        }
-        ModelFormat::Decoder => {
-            let backbone = LlamaModel::load(&job.args.model, &job.train_device)?;
-            finetune(backbone, job)
-        }
-        ModelFormat::Gguf => {
-            let backbone = LlamaModel::load_gguf(&job.args.model, &job.train_device)?;
-            finetune(backbone, job)
-        }
-    }
-}
-
-/// An earlier run's folder is kept unless the command says what to do with it:
-/// `--resume` continues it, `--overwrite` writes over it.
-fn refuse_to_clobber(
-    out: &std::path::Path,
-    resume: bool,
-    overwrite: bool,
-) -> burn_lora::Result<()> {
-    let has_files = std::fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some());
-    if has_files && !resume && !overwrite {
-        return Err(burn_lora::Error::InvalidState(format!(
-            "{} already holds a run: pass --resume to continue it or --overwrite to replace it",
-            out.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Everything the training run needs besides the backbone.
-struct Job {
-    args: Args,
-    data: DataSplits,
-    labels: LabelSet,
-    lora: LoraConfig,
-    tokenizer: TextTokenizer,
-    template: Option<PromptTemplate>,
-    device: Device,
-    train_device: Device,
-}
-
-fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
-    let Job {
-        args,
-        data,
-        labels,
-        lora,
-        tokenizer,
-        template,
-        device,
-        train_device,
-    } = job;
-    burn_lora::models::check_max_len(&backbone, args.max_len)?;
     let pooling = match &args.pooling {
         Some(p) => Pooling::parse(p)?,
-        None => Pooling::default_for(
-            Some(&args.model),
-            backbone.model_type(),
-            backbone.has_pooler(),
-        ),
+        None => Pooling::default_for(Some(&args.model), &backbone),
     };
-    let model_type = backbone.model_type().to_string();
     let mut model = MultiLabelClassifier::new(backbone, labels.len(), pooling, 0.1, &train_device)?;
     if args.head_bias_init == "prior" && !model.head.has_bias() {
         println!("head without bias (transformers' `score` for decoders): no prior init");
@@ -447,7 +375,7 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
             pooling,
             max_len: args.max_len,
             template: template.as_ref().map(|t| t.as_str().to_string()),
-            model_type: model_type.clone(),
+            model_type: model.backbone.model_type().to_string(),
         },
         base_model: Some(args.model.display().to_string()),
     };
@@ -513,7 +441,7 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
         )
     };
     let trainable = trainer.model().trainable_params();
-    let state = run_loop(&mut trainer, &train, &valid, &config, &device, state)?;
+    let state = trainer.fit(&train, &valid, &device, state)?;
     println!(
         "trained {} steps in {:.1}s ({:.0} tokens/s); best valid micro-F1 {:.4} at step {}",
         state.step,
@@ -523,7 +451,7 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
         state.best_step
     );
 
-    let mut best = trainer
+    let best = trainer
         .best_model()
         .ok_or_else(|| burn_lora::Error::InvalidState("no evaluation ran".into()))?
         .clone();
@@ -567,20 +495,15 @@ fn finetune<B: Backbone>(backbone: B, job: Job) -> burn_lora::Result<()> {
         &thresholds,
     );
 
-    save_adapter(
+    best.save_adapter(
         args.out.join("adapter"),
-        &mut best,
-        &AdapterContents {
-            config: &lora,
+        &AdapterInfo {
+            lora: &lora,
             labels: &labels,
             thresholds: Some(&thresholds),
-            meta: &AdapterMeta {
-                pooling,
-                max_len: args.max_len,
-                template: template.as_ref().map(|t| t.as_str().to_string()),
-                model_type,
-            },
-            base_model: Some(args.model.display().to_string()),
+            max_len: args.max_len,
+            template: template.as_ref().map(|t| t.as_str()),
+            base_model: args.model.to_str(),
         },
     )?;
     let report = json!({
@@ -683,4 +606,21 @@ fn predict_with_progress<B: Backbone>(
     });
     bar.finish();
     probs
+}
+
+/// An earlier run's folder is kept unless the command says what to do with it:
+/// `--resume` continues it, `--overwrite` writes over it.
+fn refuse_to_clobber(
+    out: &std::path::Path,
+    resume: bool,
+    overwrite: bool,
+) -> burn_lora::Result<()> {
+    let has_files = std::fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some());
+    if has_files && !resume && !overwrite {
+        return Err(burn_lora::Error::InvalidState(format!(
+            "{} already holds a run: pass --resume to continue it or --overwrite to replace it",
+            out.display()
+        )));
+    }
+    Ok(())
 }

@@ -283,11 +283,7 @@ fn measure<B: Backbone>(
     let labels = 20;
     let mut lora = LoraConfig::new(8, 16.0, &[] as &[&str]);
     lora.target_modules = None;
-    let pooling = Pooling::default_for(
-        None,
-        train_backbone.model_type(),
-        train_backbone.has_pooler(),
-    );
+    let pooling = Pooling::default_for(None, &train_backbone);
 
     let mut model = MultiLabelClassifier::new(train_backbone, labels, pooling, 0.1, &train_device)?;
     inject_adapters(&mut model, &lora, &train_device)?;

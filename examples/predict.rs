@@ -16,11 +16,11 @@ use std::io::{BufRead, Read};
 use std::path::PathBuf;
 
 use burn::tensor::Device;
+use burn_lora::adapter::{LoadedAdapter, load_adapter_weights, read_adapter};
 use burn_lora::classify::{MultiLabelClassifier, Pooling, Thresholds, predict_probs};
 use burn_lora::data::{EncodedSet, Example, PromptTemplate};
 use burn_lora::device::parse_device;
-use burn_lora::io::peft::{LoadedAdapter, load_adapter_weights, read_adapter};
-use burn_lora::models::{Backbone, BertModel, LlamaModel, ModelFormat};
+use burn_lora::models::{Backbone, Pretrained};
 use serde_json::json;
 
 #[path = "common/args.rs"]
@@ -121,49 +121,26 @@ fn run() -> burn_lora::Result<()> {
         .map(read_adapter)
         .collect::<burn_lora::Result<Vec<_>>>()?;
     let examples = read_examples(args.input.as_ref())?;
-    let format = ModelFormat::detect(&args.model)?;
-    match format {
-        ModelFormat::Encoder => {
-            let backbone = BertModel::load(&args.model, &device)?;
-            predict_all(backbone, &args, &adapters, format, &examples, &device)
-        }
-        ModelFormat::Decoder => {
-            let backbone = LlamaModel::load(&args.model, &device)?;
-            predict_all(backbone, &args, &adapters, format, &examples, &device)
-        }
-        ModelFormat::Gguf => {
-            let backbone = LlamaModel::load_gguf(&args.model, &device)?;
-            predict_all(backbone, &args, &adapters, format, &examples, &device)
-        }
-    }
-}
-
-/// Each adapter on a copy of the one loaded base (the copy shares the base's weights;
-/// attaching adapters to it leaves the base as loaded).
-fn predict_all<B: Backbone>(
-    backbone: B,
-    args: &Args,
-    adapters: &[LoadedAdapter],
-    format: ModelFormat,
-    examples: &[Example],
-    device: &Device,
-) -> burn_lora::Result<()> {
+    // Load at the longest length any adapter uses (checked against the model's
+    // position table); each adapter then tokenises at its own.
+    let longest = adapters.iter().map(adapter_max_len).max().unwrap_or(512);
+    let pretrained = burn_lora::models::load(&args.model, longest, &device)?;
     let several = adapters.len() > 1;
-    for adapter in adapters {
+    for adapter in &adapters {
         if several && args.format == "table" {
             println!("== adapter {}", adapter.dir.display());
         }
-        predict(
-            backbone.clone(),
-            args,
-            adapter,
-            several,
-            format,
-            examples,
-            device,
-        )?;
+        // Each adapter goes on a copy of the one loaded base: the copy shares the base's
+        // weights, and attaching adapters to it leaves the base as loaded.
+        predict(&pretrained, &args, adapter, several, &examples, &device)?;
     }
     Ok(())
+}
+
+/// The truncation length an adapter was trained with; 512 for one written by Python PEFT
+/// (no `burn_lora.json`), transformers' usual limit.
+fn adapter_max_len(adapter: &LoadedAdapter) -> usize {
+    adapter.meta.as_ref().map_or(512, |m| m.max_len)
 }
 
 fn read_examples(input: Option<&PathBuf>) -> burn_lora::Result<Vec<Example>> {
@@ -223,15 +200,15 @@ fn read_examples(input: Option<&PathBuf>) -> burn_lora::Result<Vec<Example>> {
     Ok(examples)
 }
 
-fn predict<B: Backbone>(
-    backbone: B,
+fn predict(
+    pretrained: &Pretrained,
     args: &Args,
     adapter: &LoadedAdapter,
     tag: bool,
-    format: ModelFormat,
     examples: &[Example],
     device: &Device,
 ) -> burn_lora::Result<()> {
+    let backbone = pretrained.backbone.clone();
     let labels = adapter.labels.clone();
     // `--template` may name a file; the adapter's template is the template itself (a
     // downloaded adapter must not make predict read a path of its choosing).
@@ -247,15 +224,17 @@ fn predict<B: Backbone>(
     // An adapter written by Python PEFT has no burn_lora.json: it was trained with the
     // task model's own pooling (BertForSequenceClassification: the pooler;
     // LlamaForSequenceClassification: the last non-padding token).
-    let (pooling, max_len) = match &adapter.meta {
-        Some(m) => (m.pooling, m.max_len),
-        None if backbone.has_pooler() => (Pooling::Pooler, 512),
-        None if format.is_decoder() => (Pooling::LastToken, 512),
-        None => (Pooling::Cls, 512),
+    let pooling = match &adapter.meta {
+        Some(m) => m.pooling,
+        None if backbone.has_pooler() => Pooling::Pooler,
+        None if backbone.is_decoder() => Pooling::LastToken,
+        None => Pooling::Cls,
     };
     let mut model = MultiLabelClassifier::new(backbone, labels.len(), pooling, 0.0, device)?;
     load_adapter_weights(adapter, &mut model, device)?;
-    let tokenizer = format.tokenizer(&args.model, max_len)?;
+    let tokenizer = pretrained
+        .tokenizer
+        .with_max_len(adapter_max_len(adapter))?;
     let set = EncodedSet::encode(examples, &tokenizer, template.as_ref(), labels.len())?;
     let probs = predict_probs(&model, &set, 32, device)?;
     let thresholds = match (args.threshold, &adapter.thresholds) {

@@ -139,7 +139,7 @@ pub enum Error {
         /// The optimizer step (1-based) that would have applied them.
         step: usize,
     },
-    /// `--resume` (or [`crate::train::Trainer::resume`]) with settings other than the saved run's.
+    /// A resumed run (`--resume`, `Trainer::resume`) with settings other than the saved run's.
     #[error("cannot resume: {what} is {now} now but {saved} in the saved run")]
     ResumeMismatch {
         /// The setting that differs.

@@ -26,13 +26,31 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Layers
+//!
+//! Each module imports only from those before it in this order, so a change in a higher
+//! layer never reaches a lower one:
+//!
+//! 1. [`error`], [`device`], [`ops`] (element-wise kernels) and the size limits;
+//! 2. [`io`]: file formats (safetensors, GGUF, checkpoint folders, atomic writes, the hub);
+//! 3. [`lora`]: `LoraLinear`, its config and the injection into any [`lora::LoraTargets`];
+//! 4. [`tokenize`]: tokenizers, prompt templates and the pad-or-eos rule (the GGUF
+//!    tokenizer needs it, so it sits below the models that also use it);
+//! 5. [`models`]: the backbones, each family's facts, and [`models::load`];
+//! 6. [`data`]: examples, label sets, encoded sets and batches;
+//! 7. [`classify`]: the multi-label head, losses, metrics and thresholds;
+//! 8. [`adapter`]: a classifier's adapters as PEFT folders;
+//! 9. [`train`]: the loop trait, its driver, the ready `Trainer` (and burn-train's `Learner`).
 #![deny(missing_docs)]
 
+pub mod adapter;
 pub mod classify;
 pub mod data;
 pub mod device;
 pub mod error;
 pub mod io;
+mod limits;
 pub mod lora;
 pub mod models;
 pub mod ops;
@@ -43,18 +61,22 @@ pub use error::{Error, Result};
 
 /// The names most programs need.
 pub mod prelude {
+    pub use crate::adapter::{
+        AdapterContents, AdapterInfo, AdapterMeta, LoadedAdapter, load_adapter_weights,
+        read_adapter, save_adapter,
+    };
     pub use crate::classify::{
         LossKind, MultiLabelClassifier, MultiLabelLoss, Pooling, Thresholds, predict_probs,
     };
-    pub use crate::data::{EncodedSet, LabelSet};
+    pub use crate::data::{DataSplits, EncodedSet, Example, LabelSet, UnknownLabelPolicy};
     pub use crate::device::parse_device;
     pub use crate::error::{Error, Result};
-    pub use crate::io::peft::{AdapterContents, AdapterMeta, read_adapter, save_adapter};
     pub use crate::lora::{
         DenseBase, FrozenBase, InitLoraWeights, LoraConfig, LoraLinear, LoraTargets,
         ModuleSelector, inject_adapters,
     };
-    pub use crate::models::{Backbone, BertModel, LlamaModel};
+    pub use crate::models::{AnyBackbone, Backbone, BertModel, LlamaModel, Pretrained};
+    pub use crate::tokenize::{PromptTemplate, TextTokenizer};
     pub use crate::train::{TrainConfig, Trainer, TrainingLoop, run_loop};
 }
 

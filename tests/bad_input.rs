@@ -344,7 +344,7 @@ fn absurd_config_sizes_and_ranks_are_errors() {
 /// tensor, instead of turning every prediction into NaN.
 #[test]
 fn nan_weights_in_an_adapter_are_refused() {
-    use burn_lora::io::peft::{load_adapter_weights, read_adapter};
+    use burn_lora::adapter::{load_adapter_weights, read_adapter};
 
     let device = device();
     let dir = std::env::temp_dir().join(format!("burn-lora-nan-adapter-{}", std::process::id()));

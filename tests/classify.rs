@@ -10,15 +10,15 @@ use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_lora::Error;
+use burn_lora::adapter::{
+    AdapterContents, AdapterMeta, load_adapter_weights, read_adapter, save_adapter,
+};
 use burn_lora::classify::{
     LossKind, MultiLabelClassifier, MultiLabelLoss, Pooling, Scores, ThresholdMode, Thresholds,
     evaluate, predict_probs, tune_thresholds,
 };
 use burn_lora::data::{
     DataSplits, EncodedSet, Example, LabelSet, UnknownLabelPolicy, load_csv, load_jsonl,
-};
-use burn_lora::io::peft::{
-    AdapterContents, AdapterMeta, load_adapter_weights, read_adapter, save_adapter,
 };
 use burn_lora::lora::{InitLoraWeights, LoraConfig, inject_adapters};
 use burn_lora::models::{Backbone, BertModel};

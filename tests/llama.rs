@@ -175,9 +175,9 @@ fn peft_glm_seq_cls_adapters_match() {
 /// Load the PEFT adapter `adapter` (and `{adapter}.reference.json`) onto `base` and
 /// compare the probabilities with PEFT's.
 fn check_peft_seq_cls(base: LlamaModel, adapter: &str, device: &Device) {
+    use burn_lora::adapter::{load_adapter_weights, read_adapter};
     use burn_lora::classify::predict_probs;
     use burn_lora::data::EncodedSet;
-    use burn_lora::io::peft::{load_adapter_weights, read_adapter};
 
     let reference: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixture(&format!("{adapter}.reference.json"))).unwrap(),

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use burn_lora::Error;
+use burn_lora::adapter::AdapterMeta;
 use burn_lora::classify::{LossKind, MultiLabelClassifier, MultiLabelLoss, Pooling};
 use burn_lora::data::{Batch, EncodedSet, LabelSet};
 use burn_lora::io::SafetensorsFile;
-use burn_lora::io::peft::AdapterMeta;
 use burn_lora::lora::{LoraConfig, inject_adapters};
 use burn_lora::models::BertModel;
 use burn_lora::train::{

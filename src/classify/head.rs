@@ -47,14 +47,16 @@ impl Pooling {
     /// The pooling a checkpoint was trained with: a sentence-transformers folder's
     /// `1_Pooling/config.json` when present (all-MiniLM-L6-v2: mean), else the pooler for
     /// encoders that have one, CLS for those that don't, and the last token for decoders.
-    pub fn default_for(model_dir: Option<&Path>, model_type: &str, has_pooler: bool) -> Self {
+    pub fn default_for(model_dir: Option<&Path>, backbone: &impl Backbone) -> Self {
         if let Some(p) = model_dir.and_then(sentence_transformers_pooling) {
             return p;
         }
-        match model_type {
-            "bert" | "roberta" | "distilbert" if has_pooler => Pooling::Pooler,
-            "bert" | "roberta" | "distilbert" => Pooling::Cls,
-            _ => Pooling::LastToken,
+        if backbone.is_decoder() {
+            Pooling::LastToken
+        } else if backbone.has_pooler() {
+            Pooling::Pooler
+        } else {
+            Pooling::Cls
         }
     }
 }
@@ -210,7 +212,7 @@ pub struct MultiLabelClassifier<B: Backbone> {
 impl<B: Backbone> MultiLabelClassifier<B> {
     /// Check that every row of `set` fits the backbone: token ids below its vocabulary
     /// size, lengths within its position table. [`predict_probs`](crate::classify::predict_probs)
-    /// and the [`Trainer`](crate::train::Trainer)'s loop call it before any batch.
+    /// and the ready trainer's loop call it before any batch.
     pub fn check_inputs(&self, set: &EncodedSet) -> Result<()> {
         let vocab = self.backbone.vocab_size();
         let longest = set.ids.iter().map(Vec::len).max().unwrap_or(0);
@@ -249,12 +251,12 @@ impl<B: Backbone> MultiLabelClassifier<B> {
                 ),
             });
         }
-        let decoder = !matches!(backbone.model_type(), "bert" | "roberta" | "distilbert");
-        let head_name = if decoder { "score" } else { "classifier" };
+        let head_name = backbone.head_name();
         let head = ClassificationHead::init(
             backbone.hidden_size(),
             num_labels,
-            !decoder,
+            // transformers' decoder `score` heads have no bias.
+            !backbone.is_decoder(),
             dropout,
             device,
         );

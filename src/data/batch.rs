@@ -4,9 +4,9 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::dataset::Example;
-use super::template::PromptTemplate;
 use crate::error::Result;
 use crate::models::EncoderInput;
+use crate::tokenize::PromptTemplate;
 use crate::tokenize::TextTokenizer;
 
 /// Examples after tokenisation (truncated, unpadded).

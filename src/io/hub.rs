@@ -1,7 +1,6 @@
 //! Checkpoints by Hugging Face model id (feature `hub`).
 //!
-//! [`HubRepo::download_model`] fetches what [`BertModel`](crate::models::BertModel) /
-//! [`LlamaModel`](crate::models::LlamaModel) load — `config.json`, `tokenizer.json`, the
+//! [`HubRepo::download_model`] fetches what the model loaders read — `config.json`, `tokenizer.json`, the
 //! safetensors weights (single file or every shard of the index) and, when the repository
 //! has them, the sentence-transformers pooling files — from
 //! `{endpoint}/{id}/resolve/{revision}/{file}`, as `huggingface_hub` does, into a cache folder,

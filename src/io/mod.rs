@@ -5,7 +5,6 @@ pub mod checkpoint;
 pub mod gguf;
 #[cfg(feature = "hub")]
 pub mod hub;
-pub mod peft;
 pub mod safetensors;
 pub mod source;
 

@@ -112,7 +112,7 @@ impl<W: FrozenBase> LoraLinear<W> {
             });
         }
         // PEFT takes any rank; bound it only where no real config goes (see the error).
-        let max = crate::models::limits::WIDTH;
+        let max = crate::limits::sizes::WIDTH;
         if params.r > max {
             return Err(Error::RankTooLarge {
                 module: "<layer>".into(),

@@ -19,9 +19,11 @@ use crate::lora::{
     with_adapters,
 };
 
-/// The Hugging Face module names of one family's encoder layer.
+/// The Hugging Face module names of one family's encoder layer, and the prefix its
+/// `…ForSequenceClassification` puts before them.
 #[derive(Debug, Clone, Copy)]
 struct Names {
+    task_prefix: &'static str,
     layers: &'static str,
     query: &'static str,
     key: &'static str,
@@ -34,6 +36,7 @@ struct Names {
 }
 
 const BERT_NAMES: Names = Names {
+    task_prefix: "bert.",
     layers: "encoder.layer",
     query: "attention.self.query",
     key: "attention.self.key",
@@ -45,7 +48,13 @@ const BERT_NAMES: Names = Names {
     out_norm: "output.LayerNorm",
 };
 
+const ROBERTA_NAMES: Names = Names {
+    task_prefix: "roberta.",
+    ..BERT_NAMES
+};
+
 const DISTILBERT_NAMES: Names = Names {
+    task_prefix: "distilbert.",
     layers: "transformer.layer",
     query: "attention.q_lin",
     key: "attention.k_lin",
@@ -58,10 +67,10 @@ const DISTILBERT_NAMES: Names = Names {
 };
 
 fn names_for(model_type: &str) -> Names {
-    if model_type == "distilbert" {
-        DISTILBERT_NAMES
-    } else {
-        BERT_NAMES
+    match model_type {
+        "distilbert" => DISTILBERT_NAMES,
+        "roberta" => ROBERTA_NAMES,
+        _ => BERT_NAMES,
     }
 }
 
@@ -354,6 +363,14 @@ impl Backbone for BertModel {
 
     fn model_type(&self) -> &str {
         &self.model_type
+    }
+
+    fn is_decoder(&self) -> bool {
+        false
+    }
+
+    fn task_prefix(&self) -> &'static str {
+        names_for(&self.model_type).task_prefix
     }
 
     fn has_pooler(&self) -> bool {

@@ -117,7 +117,7 @@ impl BertConfig {
         if self.hidden_size == 0 || self.num_attention_heads == 0 {
             return Err(bad("hidden_size and num_attention_heads must be > 0".into()));
         }
-        use super::{check_size, limits};
+        use crate::limits::{check_size, sizes as limits};
         check_size("num_hidden_layers", self.num_hidden_layers, limits::LAYERS)?;
         check_size("vocab_size", self.vocab_size, limits::VOCAB)?;
         check_size("hidden_size", self.hidden_size, limits::WIDTH)?;

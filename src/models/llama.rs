@@ -149,7 +149,7 @@ impl LlamaConfig {
     /// Reject a family or head layout this module does not implement, and sizes no real
     /// checkpoint has (before they size an allocation).
     pub fn checked(self) -> Result<Self> {
-        use super::{check_size, limits};
+        use crate::limits::{check_size, sizes as limits};
         check_size("num_hidden_layers", self.num_hidden_layers, limits::LAYERS)?;
         check_size("vocab_size", self.vocab_size, limits::VOCAB)?;
         check_size("hidden_size", self.hidden_size, limits::WIDTH)?;
@@ -702,6 +702,15 @@ impl Backbone for LlamaModel {
 
     fn model_type(&self) -> &str {
         &self.model_type
+    }
+
+    fn is_decoder(&self) -> bool {
+        true
+    }
+
+    /// `LlamaForSequenceClassification` and its siblings keep the backbone under `model.`.
+    fn task_prefix(&self) -> &'static str {
+        "model."
     }
 }
 

@@ -1,5 +1,6 @@
 //! Pretrained backbones loaded from Hugging Face checkpoints.
 
+pub mod any;
 pub mod bert;
 pub mod config;
 pub mod layers;
@@ -10,6 +11,7 @@ pub mod pretrained;
 use burn::module::{Module, ModuleDisplay};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+pub use any::{AnyBackbone, Pretrained, load};
 pub use bert::BertModel;
 pub use config::{BertConfig, SUPPORTED_MODEL_TYPES};
 pub use llama::{LlamaConfig, LlamaModel};
@@ -65,34 +67,6 @@ impl EncoderInput {
     }
 }
 
-/// Refuse a config size that no real checkpoint has (`what` ≤ `max`), before it sizes an
-/// allocation: a corrupt or hostile `config.json` / GGUF header must give an error, not
-/// an out-of-memory abort or a capacity-overflow panic.
-pub(crate) fn check_size(what: &str, value: usize, max: usize) -> Result<()> {
-    if value > max {
-        return Err(Error::Unsupported {
-            what: "model config",
-            detail: format!("{what} = {value} is beyond any real model (at most {max})"),
-        });
-    }
-    Ok(())
-}
-
-/// Upper bounds for [`check_size`]: an order of magnitude above today's largest models.
-pub(crate) mod limits {
-    // Also bounds LoRA ranks (lora::linear).
-    /// Layers.
-    pub const LAYERS: usize = 1 << 10;
-    /// Vocabulary entries.
-    pub const VOCAB: usize = 1 << 23;
-    /// Hidden, intermediate and head sizes.
-    pub const WIDTH: usize = 1 << 18;
-    /// Attention heads.
-    pub const HEADS: usize = 1 << 12;
-    /// Position-table rows.
-    pub const POSITIONS: usize = 1 << 22;
-}
-
 /// Refuse a truncation length longer than `backbone`'s position table (before any
 /// tokenising or training, so a bad `--max-len` costs nothing).
 pub fn check_max_len(backbone: &impl Backbone, max_len: usize) -> Result<()> {
@@ -116,6 +90,22 @@ pub trait Backbone: Module + ModuleDisplay + LoraTargets {
     fn pad_token_id(&self) -> u32;
     /// Hugging Face `model_type`.
     fn model_type(&self) -> &str;
+    /// Whether the model is a decoder (causal attention): pooling on the last token,
+    /// prompt templates, and a bias-free `score` head in transformers.
+    fn is_decoder(&self) -> bool;
+    /// The prefix of the backbone's weights inside transformers'
+    /// `…ForSequenceClassification` (`bert.`, `roberta.`, `model.`), which PEFT
+    /// `SEQ_CLS` adapters carry in their keys.
+    fn task_prefix(&self) -> &'static str;
+    /// The name transformers gives the classification head: `score` on decoders,
+    /// `classifier` on encoders.
+    fn head_name(&self) -> &'static str {
+        if self.is_decoder() {
+            "score"
+        } else {
+            "classifier"
+        }
+    }
     /// Vocabulary size: every token id must be below it.
     fn vocab_size(&self) -> usize;
     /// The longest sequence the position table covers; `None` where positions are

@@ -9,10 +9,12 @@ use tokenizers::{
     TruncationStrategy,
 };
 
-use crate::data::PromptTemplate;
 use crate::error::{Error, Result};
 
 pub mod gguf;
+pub mod template;
+
+pub use template::PromptTemplate;
 
 /// A padded batch of encodings, row-major `[batch, seq]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +127,12 @@ impl TextTokenizer {
             max_len,
             pad_id,
         })
+    }
+
+    /// The same tokenizer truncating to `max_len` instead (an adapter trained at
+    /// another length).
+    pub fn with_max_len(&self, max_len: usize) -> Result<Self> {
+        Self::with_pad(self.inner.clone(), self.pad_id, max_len)
     }
 
     /// The truncation length.

@@ -25,7 +25,7 @@
 //! burn-train's `Learner` owns the optimizer, schedule and checkpoints in its own formats;
 //! the ready [`Trainer`](super::Trainer) is the path that writes PEFT adapters, tunes
 //! thresholds and resumes exactly. After a `Learner` run, save the classifier with
-//! [`save_adapter`](crate::io::peft::save_adapter).
+//! [`save_adapter`](crate::adapter::save_adapter).
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::{Dataset, DatasetError};

@@ -10,12 +10,12 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::{EvalResult, LoopState, TrainConfig, TrainingLoop};
+use crate::adapter::{
+    AdapterContents, AdapterMeta, LoadedAdapter, load_adapter_weights, read_adapter, save_adapter,
+};
 use crate::classify::{MultiLabelClassifier, MultiLabelLoss};
 use crate::data::{Batch, EncodedSet, LabelSet};
 use crate::error::{Error, Result};
-use crate::io::peft::{
-    AdapterContents, AdapterMeta, LoadedAdapter, load_adapter_weights, read_adapter, save_adapter,
-};
 use crate::io::{existing_dir, replace_dir, write_atomic};
 use crate::lora::LoraConfig;
 use crate::models::Backbone;
@@ -152,6 +152,24 @@ impl<B: Backbone> Trainer<B> {
             optim = optim.with_group(ParamGroup::from_ids(vec![bias.id]), no_decay.build(), None);
         }
         optim
+    }
+
+    /// Train on `train`, evaluating on `valid`, under this trainer's own config:
+    /// [`run_loop`](super::run_loop) with it. `state` continues a resumed run.
+    pub fn fit(
+        &mut self,
+        train: &EncodedSet,
+        valid: &EncodedSet,
+        device: &Device,
+        state: Option<LoopState>,
+    ) -> Result<LoopState> {
+        let config = self.config.clone();
+        super::run_loop(self, train, valid, &config, device, state)
+    }
+
+    /// The settings this trainer runs with.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
     }
 
     /// The model being trained.

@@ -11,11 +11,11 @@ use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use serde::{Deserialize, Serialize};
 
-use super::atomic::{replace_dir, write_atomic};
-use super::safetensors::SafetensorsFile;
 use crate::classify::{MultiLabelClassifier, Pooling, Thresholds};
 use crate::data::LabelSet;
 use crate::error::{Error, Result};
+use crate::io::SafetensorsFile;
+use crate::io::atomic::{replace_dir, write_atomic};
 use crate::lora::{LoraConfig, inject_adapters};
 use crate::models::Backbone;
 
@@ -46,17 +46,6 @@ pub struct AdapterMeta {
     pub model_type: String,
 }
 
-/// The Hugging Face task-model prefix of a family (`bert.` in
-/// `BertForSequenceClassification`), which PEFT `SEQ_CLS` adapters carry.
-pub fn task_prefix(model_type: &str) -> &'static str {
-    match model_type {
-        "bert" => "bert.",
-        "roberta" => "roberta.",
-        "distilbert" => "distilbert.",
-        _ => "model.",
-    }
-}
-
 fn f32_bytes<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<u8>) {
     let shape = t.dims().to_vec();
     let values = t
@@ -81,6 +70,46 @@ pub struct AdapterContents<'a> {
     pub base_model: Option<String>,
 }
 
+/// What an adapter folder records that the model itself does not know.
+#[derive(Debug, Clone, Copy)]
+pub struct AdapterInfo<'a> {
+    /// The LoRA config the adapters were injected with.
+    pub lora: &'a LoraConfig,
+    /// Label names, in logit order.
+    pub labels: &'a LabelSet,
+    /// Tuned thresholds, if any.
+    pub thresholds: Option<&'a Thresholds>,
+    /// Truncation length used in training.
+    pub max_len: usize,
+    /// Prompt template used in training, if any.
+    pub template: Option<&'a str>,
+    /// `base_model_name_or_path` to record.
+    pub base_model: Option<&'a str>,
+}
+
+impl<B: Backbone> MultiLabelClassifier<B> {
+    /// Save the adapters and head as a PEFT `SEQ_CLS` adapter folder (see
+    /// [`save_adapter`]); pooling and model type come from the model itself.
+    pub fn save_adapter(&self, dir: impl AsRef<Path>, info: &AdapterInfo<'_>) -> Result<()> {
+        let meta = AdapterMeta {
+            pooling: self.pooling,
+            max_len: info.max_len,
+            template: info.template.map(str::to_string),
+            model_type: self.backbone.model_type().to_string(),
+        };
+        let contents = AdapterContents {
+            config: info.lora,
+            labels: info.labels,
+            thresholds: info.thresholds,
+            meta: &meta,
+            base_model: info.base_model.map(str::to_string),
+        };
+        // The linear visitor needs `&mut`; a module clone shares its tensors, so this
+        // costs no weight copy.
+        save_adapter(dir, &mut self.clone(), &contents)
+    }
+}
+
 /// Write `model`'s adapters and head as a PEFT `SEQ_CLS` adapter folder. The folder is
 /// assembled next to `dir` and swapped in, so `dir` is never half-written.
 pub fn save_adapter<B: Backbone>(
@@ -89,7 +118,7 @@ pub fn save_adapter<B: Backbone>(
     contents: &AdapterContents<'_>,
 ) -> Result<()> {
     let dir = dir.as_ref();
-    let prefix = format!("{PEFT_ROOT}{}", task_prefix(model.backbone.model_type()));
+    let prefix = format!("{PEFT_ROOT}{}", model.backbone.task_prefix());
     let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
     let mut adapted = Vec::new();
     model.backbone.visit_linears("", &mut |path, linear| {
@@ -245,7 +274,7 @@ pub fn load_adapter_weights<B: Backbone>(
     }
     // The head is ours, not the backbone's: keep it out of target matching.
     let _ = inject_adapters(&mut model.backbone, &config, device)?;
-    let task = task_prefix(model.backbone.model_type());
+    let task = model.backbone.task_prefix();
     let names: BTreeSet<String> = st.names().into_iter().collect();
     let resolve = |suffix: &str| -> Option<String> {
         [
