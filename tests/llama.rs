@@ -114,32 +114,39 @@ fn glm_sequence_classification_logits_match_transformers() {
     }
 }
 
-/// Last-token pooling picks the last non-pad token for right and left padding alike.
+/// Last-token pooling picks the last non-pad token for right and left padding alike, and
+/// for a batch padded with another id than the config's `pad_token_id` (a tokenizer with
+/// its own padding token), where only the attention mask tells the padding.
 #[test]
 fn last_token_pooling_handles_both_paddings() {
     let device = device();
     let model = LlamaModel::load(fixture("tiny-llama"), &device).unwrap();
     let clf = MultiLabelClassifier::new(model, 3, Pooling::LastToken, 0.0, &device).unwrap();
     let pad = clf.backbone.pad_token_id() as i64;
-    // Row 0 right-padded (last real token at 2), row 1 left-padded (last real at 4).
-    let ids = vec![5, 6, 7, pad, pad, pad, pad, 8, 9, 10];
-    let mask = vec![1, 1, 1, 0, 0, 0, 0, 1, 1, 1];
+    let other = pad + 1;
+    // Row 0 right-padded (last real token at 2), row 1 left-padded (last real at 4), row 2
+    // right-padded with another id (last real at 1).
+    let ids = vec![
+        5, 6, 7, pad, pad, pad, pad, 8, 9, 10, 11, 12, other, other, other,
+    ];
+    let mask = vec![1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0];
     let input = EncoderInput {
-        input_ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 5]), &device),
-        attention_mask: Tensor::<2, Int>::from_data(TensorData::new(mask, [2, 5]), &device),
+        input_ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [3, 5]), &device),
+        attention_mask: Tensor::<2, Int>::from_data(TensorData::new(mask, [3, 5]), &device),
         token_type_ids: None,
     };
     let hidden = Tensor::<3>::from_data(
         TensorData::new(
-            (0..2 * 5 * 32).map(|i| i as f32).collect::<Vec<_>>(),
-            [2, 5, 32],
+            (0..3 * 5 * 32).map(|i| i as f32).collect::<Vec<_>>(),
+            [3, 5, 32],
         ),
         &device,
     );
     let pooled = values(clf.pool(hidden.clone(), &input));
     let all = values(hidden);
     assert_eq!(&pooled[..32], &all[2 * 32..3 * 32]);
-    assert_eq!(&pooled[32..], &all[(5 + 4) * 32..(5 + 5) * 32]);
+    assert_eq!(&pooled[32..64], &all[(5 + 4) * 32..(5 + 5) * 32]);
+    assert_eq!(&pooled[64..], &all[(10 + 1) * 32..(10 + 2) * 32]);
 }
 
 /// A PEFT `SEQ_CLS` adapter written by Python PEFT for `LlamaForSequenceClassification`

@@ -285,13 +285,16 @@ impl<B: Backbone> MultiLabelClassifier<B> {
             }
             Pooling::LastToken => {
                 // transformers: argmax over positions·(ids != pad) — the last non-pad token,
-                // for left and right padding alike.
+                // for left and right padding alike. Also masked by the attention mask: a
+                // tokenizer that pads with another id than the config's `pad_token_id`
+                // would otherwise have its padding pooled.
                 let device = hidden.device();
                 let not_pad = input
                     .input_ids
                     .clone()
                     .not_equal_elem(self.backbone.pad_token_id() as i64)
-                    .int();
+                    .int()
+                    * input.attention_mask.clone();
                 let positions = Tensor::<1, Int>::arange(0..s as i64, &device)
                     .reshape([1, s])
                     .repeat_dim(0, b);

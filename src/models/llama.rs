@@ -355,6 +355,76 @@ pub struct LlamaLayer {
     pub mlp_out_norm: Option<RmsNorm>,
 }
 
+/// Hugging Face module names of a layer's linears (after `layers.N.`).
+mod hf {
+    pub const Q_PROJ: &str = "self_attn.q_proj";
+    pub const K_PROJ: &str = "self_attn.k_proj";
+    pub const V_PROJ: &str = "self_attn.v_proj";
+    pub const O_PROJ: &str = "self_attn.o_proj";
+    pub const GATE_PROJ: &str = "mlp.gate_proj";
+    pub const UP_PROJ: &str = "mlp.up_proj";
+    pub const GATE_UP_PROJ: &str = "mlp.gate_up_proj";
+    pub const DOWN_PROJ: &str = "mlp.down_proj";
+}
+
+/// One linear of a Llama-family layer: its Hugging Face module name (after `layers.N.`),
+/// its llama.cpp GGUF name (after `blk.N.`; `None` where llama.cpp has no tensor of that
+/// layout) and its field. The loader, the LoRA visitor and the GGUF name map all read
+/// this one table.
+pub(crate) struct LinearSlot {
+    /// Hugging Face module name.
+    pub hf: &'static str,
+    /// GGUF tensor name.
+    pub gguf: Option<&'static str>,
+    /// The field, when the layer has it.
+    pub field: fn(&mut LlamaLayer) -> Option<&mut LoraLinear>,
+}
+
+/// Every linear of a layer, in Hugging Face's module order.
+pub(crate) const LINEARS: [LinearSlot; 8] = [
+    LinearSlot {
+        hf: hf::Q_PROJ,
+        gguf: Some("attn_q"),
+        field: |l| Some(&mut l.q_proj),
+    },
+    LinearSlot {
+        hf: hf::K_PROJ,
+        gguf: Some("attn_k"),
+        field: |l| Some(&mut l.k_proj),
+    },
+    LinearSlot {
+        hf: hf::V_PROJ,
+        gguf: Some("attn_v"),
+        field: |l| Some(&mut l.v_proj),
+    },
+    LinearSlot {
+        hf: hf::O_PROJ,
+        gguf: Some("attn_output"),
+        field: |l| Some(&mut l.o_proj),
+    },
+    LinearSlot {
+        hf: hf::GATE_PROJ,
+        gguf: Some("ffn_gate"),
+        field: |l| l.gate_proj.as_mut(),
+    },
+    LinearSlot {
+        hf: hf::UP_PROJ,
+        gguf: Some("ffn_up"),
+        field: |l| l.up_proj.as_mut(),
+    },
+    // llama.cpp's glm4 `ffn_up` holds the fused pair in another layout: not mapped.
+    LinearSlot {
+        hf: hf::GATE_UP_PROJ,
+        gguf: None,
+        field: |l| l.gate_up_proj.as_mut(),
+    },
+    LinearSlot {
+        hf: hf::DOWN_PROJ,
+        gguf: Some("ffn_down"),
+        field: |l| Some(&mut l.down_proj),
+    },
+];
+
 /// A Llama-family decoder (hidden states after the final norm).
 #[derive(Module, Debug)]
 pub struct LlamaModel {
@@ -463,10 +533,10 @@ impl LlamaModel {
             let qk_norm = config.model_type == "qwen3";
             layers.push(LlamaLayer {
                 input_norm: norm(&format!("{p}.input_layernorm"), h)?,
-                q_proj: linear(&format!("{p}.self_attn.q_proj"), nh * hd, h, qkv_bias)?,
-                k_proj: linear(&format!("{p}.self_attn.k_proj"), nkv * hd, h, qkv_bias)?,
-                v_proj: linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h, qkv_bias)?,
-                o_proj: linear(&format!("{p}.self_attn.o_proj"), h, nh * hd, o_bias)?,
+                q_proj: linear(&format!("{p}.{}", hf::Q_PROJ), nh * hd, h, qkv_bias)?,
+                k_proj: linear(&format!("{p}.{}", hf::K_PROJ), nkv * hd, h, qkv_bias)?,
+                v_proj: linear(&format!("{p}.{}", hf::V_PROJ), nkv * hd, h, qkv_bias)?,
+                o_proj: linear(&format!("{p}.{}", hf::O_PROJ), h, nh * hd, o_bias)?,
                 q_norm: if qk_norm {
                     Some(norm(&format!("{p}.self_attn.q_norm"), hd)?)
                 } else {
@@ -482,15 +552,15 @@ impl LlamaModel {
                     .transpose()?,
                 post_norm: norm(&format!("{p}.post_attention_layernorm"), h)?,
                 gate_proj: (!fused_mlp)
-                    .then(|| linear(&format!("{p}.mlp.gate_proj"), inter, h, false))
+                    .then(|| linear(&format!("{p}.{}", hf::GATE_PROJ), inter, h, false))
                     .transpose()?,
                 up_proj: (!fused_mlp)
-                    .then(|| linear(&format!("{p}.mlp.up_proj"), inter, h, false))
+                    .then(|| linear(&format!("{p}.{}", hf::UP_PROJ), inter, h, false))
                     .transpose()?,
                 gate_up_proj: fused_mlp
-                    .then(|| linear(&format!("{p}.mlp.gate_up_proj"), 2 * inter, h, false))
+                    .then(|| linear(&format!("{p}.{}", hf::GATE_UP_PROJ), 2 * inter, h, false))
                     .transpose()?,
-                down_proj: linear(&format!("{p}.mlp.down_proj"), h, inter, false)?,
+                down_proj: linear(&format!("{p}.{}", hf::DOWN_PROJ), h, inter, false)?,
                 mlp_out_norm: output_norms
                     .then(|| norm(&format!("{p}.post_mlp_layernorm"), h))
                     .transpose()?,
@@ -718,19 +788,9 @@ impl LoraTargets for LlamaModel {
     fn visit_linears(&mut self, prefix: &str, visitor: &mut LinearVisitor<'_>) -> Result<()> {
         for (i, l) in self.layers.iter_mut().enumerate() {
             let p = join_path(prefix, &format!("layers.{i}"));
-            visitor(&join_path(&p, "self_attn.q_proj"), &mut l.q_proj)?;
-            visitor(&join_path(&p, "self_attn.k_proj"), &mut l.k_proj)?;
-            visitor(&join_path(&p, "self_attn.v_proj"), &mut l.v_proj)?;
-            visitor(&join_path(&p, "self_attn.o_proj"), &mut l.o_proj)?;
-            let mlp = [
-                ("mlp.gate_proj", l.gate_proj.as_mut()),
-                ("mlp.up_proj", l.up_proj.as_mut()),
-                ("mlp.gate_up_proj", l.gate_up_proj.as_mut()),
-                ("mlp.down_proj", Some(&mut l.down_proj)),
-            ];
-            for (name, linear) in mlp {
-                if let Some(linear) = linear {
-                    visitor(&join_path(&p, name), linear)?;
+            for slot in &LINEARS {
+                if let Some(linear) = (slot.field)(l) {
+                    visitor(&join_path(&p, slot.hf), linear)?;
                 }
             }
         }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::llama::{LlamaConfig, LlamaModel, RopeParameters};
+use super::llama::{LINEARS, LlamaConfig, LlamaModel, RopeParameters};
 use crate::error::{Error, Result};
 use crate::io::TensorSource;
 use crate::io::gguf::{GgufFile, GgufValue};
@@ -131,16 +131,9 @@ fn gguf_name(hf: &str) -> Option<String> {
     let mapped = match module {
         "input_layernorm" => "attn_norm",
         "post_attention_layernorm" => "ffn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
         "self_attn.q_norm" => "attn_q_norm",
         "self_attn.k_norm" => "attn_k_norm",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        _ => return None,
+        linear => LINEARS.iter().find(|s| s.hf == linear)?.gguf?,
     };
     Some(format!("blk.{layer}.{mapped}.{kind}"))
 }
