@@ -21,7 +21,7 @@ pub enum ModelFormat {
 
 /// Where a `--model` argument points: the path itself when it exists; otherwise, with the
 /// `hub` feature, the folder a Hugging Face model id (`owner/name`) downloads to
-/// ([`crate::io::hub`]). Without the feature a missing path is an error.
+/// (`io::hub`). Without the feature a missing path is an error.
 pub fn resolve_model(arg: impl AsRef<Path>) -> Result<PathBuf> {
     let path = arg.as_ref();
     if path.exists() {

@@ -3,6 +3,13 @@
 //! [`TrainingLoop`] names the steps a loop calls (train step, optimizer step, eval step,
 //! evaluation/epoch hooks); [`run_loop`] drives any implementation through epochs with
 //! warmup/decay, accumulation, periodic evaluation, early stopping and a progress bar.
+//!
+//! Which to use: the ready [`Trainer`] (AdamW, clipping, PEFT checkpoints, exact resume)
+//! for the usual run; your own [`TrainingLoop`] to change the optimizer, the loss, the
+//! model-selection metric or add checkpoint hooks while keeping the driver
+//! (`examples/custom_loop.rs`: SGD with Nesterov momentum, the asymmetric loss, selection
+//! by macro-F1); burn-train's `Learner` (feature `learner`, `LearnerClassifier` when
+//! enabled) for its dashboard, metric loggers and multi-device strategies.
 
 #[cfg(feature = "learner")]
 pub mod learner;
