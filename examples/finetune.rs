@@ -22,7 +22,7 @@ use burn_lora::classify::{
 };
 use burn_lora::data::{DataSplits, EncodedSet, PromptTemplate, UnknownLabelPolicy, label_counts};
 use burn_lora::device::parse_device;
-use burn_lora::lora::{LoraConfig, ModuleSelector};
+use burn_lora::lora::{LoraConfig, ModuleSelector, Quantization, quantize_frozen};
 use burn_lora::models::{Backbone, Pretrained};
 use burn_lora::train::{Decay, Progress, TrainConfig, Trainer, TrainerCheckpoint};
 use serde_json::json;
@@ -96,6 +96,10 @@ const FLAGS: &[args::Flag] = &[
         "prompt template with {text} (and {labels}), or a file holding one; '{text}' = none (default: an instruction for decoders, none for encoders)",
     ),
     value(
+        "quantize",
+        "none | nf4 | int8: store the frozen base packed (QLoRA: nf4) and dequantise per layer in each forward (default none)",
+    ),
+    value(
         "pooling",
         "pooler | cls | mean | last-token (default: the checkpoint's own)",
     ),
@@ -150,6 +154,7 @@ struct Args {
     at_least_one: bool,
     template: Option<String>,
     pooling: Option<String>,
+    quantize: String,
     eval_every: Option<usize>,
     patience: Option<usize>,
     resume: bool,
@@ -194,6 +199,7 @@ impl Args {
             at_least_one: a.flag("at-least-one"),
             template: a.get("template"),
             pooling: a.get("pooling"),
+            quantize: a.get_or("quantize", "none".to_string()),
             eval_every: a.get("eval-every"),
             patience: a.get("patience"),
             resume: a.flag("resume"),
@@ -227,6 +233,7 @@ fn check_flags(a: &Args) -> Result<(), String> {
     choice("head-bias-init", &a.head_bias_init, &["prior", "zero"])?;
     choice("threshold", &a.threshold, &["global", "per-label"])?;
     choice("unknown-labels", &a.unknown_labels, &["error", "drop"])?;
+    choice("quantize", &a.quantize, &["none", "nf4", "int8"])?;
     LossKind::parse(&a.loss).map_err(|e| format!("--loss: {e}"))?;
     if let Some(p) = &a.pooling {
         Pooling::parse(p).map_err(|e| format!("--pooling: {e}"))?;
@@ -343,10 +350,24 @@ fn run() -> burn_lora::Result<()> {
     lora.validate()?;
 
     let Pretrained {
-        backbone,
+        mut backbone,
         tokenizer,
         ..
     } = burn_lora::models::load(&args.model, args.max_len, &train_device)?;
+    let quantize = match args.quantize.as_str() {
+        "none" => None,
+        q => Some(q.parse::<Quantization>()?),
+    };
+    if let Some(q) = quantize {
+        let r = quantize_frozen(&mut backbone, q)?;
+        println!(
+            "frozen base: {} linears as {q}, {:.1} MiB -> {:.1} MiB ({:.2} bits per weight)",
+            r.layers,
+            r.dense_bytes as f64 / 1048576.0,
+            r.packed_bytes as f64 / 1048576.0,
+            r.bits_per_param()
+        );
+    }
     let template = match &args.template {
         Some(t) => Some(PromptTemplate::from_arg(t, labels.names())?).filter(|t| !t.is_identity()),
         None if backbone.is_decoder() => Some(PromptTemplate::default_instruction(
@@ -376,6 +397,7 @@ fn run() -> burn_lora::Result<()> {
             max_len: args.max_len,
             template: template.as_ref().map(|t| t.as_str().to_string()),
             model_type: model.backbone.model_type().to_string(),
+            quantize,
         },
         base_model: Some(args.model.display().to_string()),
     };
@@ -524,6 +546,7 @@ fn run() -> burn_lora::Result<()> {
             "threshold": args.threshold, "seed": args.seed, "device": args.device,
             "head_bias_init": args.head_bias_init,
             "template": template.as_ref().map(|t| t.as_str()),
+            "quantize": args.quantize,
         },
     });
     burn_lora::io::write_atomic(

@@ -24,6 +24,7 @@ use burn_lora::classify::{LossKind, MultiLabelClassifier, MultiLabelLoss, Poolin
 use burn_lora::data::{EncodedSet, SplitMix64};
 use burn_lora::device::probe_device;
 use burn_lora::io::{SafetensorsFile, TensorSource};
+use burn_lora::lora::FrozenBase;
 use burn_lora::lora::{LoraConfig, inject_adapters};
 use burn_lora::models::{Backbone, BertConfig, BertModel, EncoderInput, LlamaConfig, LlamaModel};
 use burn_lora::train::{Decay, TrainConfig, Trainer, TrainingLoop};
@@ -164,8 +165,7 @@ fn tiny_training(device: &Device) -> Result<usize> {
             .attention
             .value
             .base
-            .weight
-            .val()
+            .weight_out_in()
             .into_data()
     };
     let before = base_weight(&model);

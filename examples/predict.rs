@@ -20,6 +20,7 @@ use burn_lora::adapter::{LoadedAdapter, load_adapter_weights, read_adapter};
 use burn_lora::classify::{MultiLabelClassifier, Pooling, Thresholds, predict_probs};
 use burn_lora::data::{EncodedSet, Example, PromptTemplate};
 use burn_lora::device::parse_device;
+use burn_lora::lora::{Quantization, quantize_frozen};
 use burn_lora::models::{Backbone, Pretrained};
 use serde_json::json;
 
@@ -47,6 +48,10 @@ const FLAGS: &[args::Flag] = &[
     ),
     value("format", "table | jsonl (default table)"),
     value(
+        "quantize",
+        "none | nf4 | int8: the frozen base's packing (default: the one the adapters were trained with)",
+    ),
+    value(
         "template",
         "prompt template with {text}, or a file holding one; '{text}' = none (default: the one the adapter was trained with)",
     ),
@@ -62,6 +67,7 @@ struct Args {
     input: Option<PathBuf>,
     threshold: Option<f32>,
     format: String,
+    quantize: Option<String>,
     template: Option<String>,
     device: String,
 }
@@ -75,6 +81,7 @@ impl Args {
             input: a.get("input"),
             threshold: a.get("threshold"),
             format: a.get_or("format", "table".to_string()),
+            quantize: a.get("quantize"),
             template: a.get("template"),
             device: a.get_or("device", "flex".to_string()),
         }
@@ -100,6 +107,11 @@ fn check_flags(a: &Args) -> Result<(), String> {
             a.format
         ));
     }
+    if let Some(q) = &a.quantize
+        && !["none", "nf4", "int8"].contains(&q.as_str())
+    {
+        return Err(format!("--quantize: `{q}` is not one of none, nf4, int8"));
+    }
     match a.threshold {
         Some(t) if !(t > 0.0 && t < 1.0) => Err(format!("--threshold: {t} must be in (0, 1)")),
         _ => Ok(()),
@@ -124,7 +136,28 @@ fn run() -> burn_lora::Result<()> {
     // Load at the longest length any adapter uses (checked against the model's
     // position table); each adapter then tokenises at its own.
     let longest = adapters.iter().map(adapter_max_len).max().unwrap_or(512);
-    let pretrained = burn_lora::models::load(&args.model, longest, &device)?;
+    let mut pretrained = burn_lora::models::load(&args.model, longest, &device)?;
+    // One base serves every adapter, so it takes one packing: the flag's, else the one
+    // the adapters were trained with (QLoRA adapters expect their NF4 base).
+    let quantize = match args.quantize.as_deref() {
+        Some("none") => None,
+        Some(q) => Some(q.parse::<Quantization>()?),
+        None => {
+            let trained: Vec<Option<Quantization>> = adapters
+                .iter()
+                .map(|a| a.meta.as_ref().and_then(|m| m.quantize))
+                .collect();
+            if trained.windows(2).any(|w| w[0] != w[1]) {
+                return Err(burn_lora::Error::InvalidState(format!(
+                    "the adapters were trained on differently packed bases ({trained:?}): choose one with --quantize"
+                )));
+            }
+            trained.first().copied().flatten()
+        }
+    };
+    if let Some(q) = quantize {
+        quantize_frozen(&mut pretrained.backbone, q)?;
+    }
     let several = adapters.len() > 1;
     for adapter in &adapters {
         if several && args.format == "table" {

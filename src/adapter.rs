@@ -16,7 +16,7 @@ use crate::data::LabelSet;
 use crate::error::{Error, Result};
 use crate::io::SafetensorsFile;
 use crate::io::atomic::{replace_dir, write_atomic};
-use crate::lora::{LoraConfig, inject_adapters};
+use crate::lora::{LoraConfig, Quantization, base_quantization, inject_adapters};
 use crate::models::Backbone;
 
 /// File names inside an adapter folder.
@@ -44,6 +44,10 @@ pub struct AdapterMeta {
     pub template: Option<String>,
     /// The backbone's `model_type`.
     pub model_type: String,
+    /// How the frozen base was stored in training (QLoRA: `nf4`); absent for a float
+    /// base. Predicting with the same packing reproduces the training forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize: Option<Quantization>,
 }
 
 fn f32_bytes<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<u8>) {
@@ -96,6 +100,7 @@ impl<B: Backbone> MultiLabelClassifier<B> {
             max_len: info.max_len,
             template: info.template.map(str::to_string),
             model_type: self.backbone.model_type().to_string(),
+            quantize: base_quantization(&mut self.backbone.clone())?,
         };
         let contents = AdapterContents {
             config: info.lora,

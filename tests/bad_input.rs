@@ -259,6 +259,7 @@ fn bad_flags_stop_the_examples_before_any_work() {
         ("--max-len", "0"),
         ("--patience", "0"),
         ("--unknown-labels", "ignore"),
+        ("--quantize", "nf2"),
     ] {
         refused_naming(finetune(flag, value), flag, value);
     }
@@ -279,6 +280,7 @@ fn bad_flags_stop_the_examples_before_any_work() {
         ("--format", "csv"),
         ("--threshold", "1.5"),
         ("--threshold", "0"),
+        ("--quantize", "q4"),
     ] {
         refused_naming(predict(flag, value), flag, value);
     }

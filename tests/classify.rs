@@ -263,6 +263,7 @@ fn adapter_round_trip() {
         max_len: 32,
         template: None,
         model_type: "bert".into(),
+        quantize: None,
     };
     let contents = AdapterContents {
         config: &lora,

@@ -303,7 +303,10 @@ fn glm4_trains_with_lora_on_every_linear() {
     inject_adapters(&mut model, &lora, &train_device).unwrap();
     let fused = |m: &MultiLabelClassifier<LlamaModel>| {
         let l = m.backbone.layers[1].gate_up_proj.as_ref().unwrap();
-        (values(l.base.weight.val()), values(l.lora_b().unwrap()))
+        (
+            values(l.base.dense().unwrap().weight.val()),
+            values(l.lora_b().unwrap()),
+        )
     };
     let (w0, b0) = fused(&model);
     // Label j is on when token 10 + j occurs in the row.

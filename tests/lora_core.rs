@@ -98,11 +98,11 @@ fn merge_unmerge_and_default_init() {
         for case in cases() {
             let name = case["name"].as_str().unwrap();
             let (mut layer, x) = layer_from_case(&st, &case, &device);
-            let w0 = values(layer.base.weight.val());
+            let w0 = values(layer.base.dense().unwrap().weight.val());
             let y_unmerged = values(layer.forward(x.clone()));
             layer.merge().unwrap();
             assert!(matches!(layer.merge(), Err(Error::InvalidState(_))));
-            let merged_w = values(layer.base.weight.val().transpose());
+            let merged_w = values(layer.base.dense().unwrap().weight.val().transpose());
             let merged_ref = values(
                 st.tensor::<2>(&format!("{name}.merged_weight"), None, &device)
                     .unwrap(),
@@ -119,7 +119,7 @@ fn merge_unmerge_and_default_init() {
                 "{dev_name} {name}: merged forward rel err {err}"
             );
             layer.unmerge().unwrap();
-            let err = max_abs_diff(&values(layer.base.weight.val()), &w0);
+            let err = max_abs_diff(&values(layer.base.dense().unwrap().weight.val()), &w0);
             assert!(
                 err <= 1e-6,
                 "{dev_name} {name}: unmerge left W off by {err}"
@@ -185,8 +185,8 @@ fn training_updates_only_adapter() {
                 &device,
             )
             .unwrap();
-        let w0 = values(layer.base.weight.val());
-        let b0 = values(layer.base.bias.as_ref().unwrap().val());
+        let w0 = values(layer.base.dense().unwrap().weight.val());
+        let b0 = values(layer.base.dense().unwrap().bias.as_ref().unwrap().val());
         let a0 = values(layer.lora_a().unwrap());
         let bb0 = values(layer.lora_b().unwrap());
         let x = Tensor::<2>::random([16, 10], Distribution::Default, &device);
@@ -200,9 +200,13 @@ fn training_updates_only_adapter() {
             let grads = GradientsParams::from_grads(loss.backward(), &layer);
             layer = optim.step(1e-2, layer, grads);
         }
-        assert_eq!(values(layer.base.weight.val()), w0, "{dev_name}: W changed");
         assert_eq!(
-            values(layer.base.bias.as_ref().unwrap().val()),
+            values(layer.base.dense().unwrap().weight.val()),
+            w0,
+            "{dev_name}: W changed"
+        );
+        assert_eq!(
+            values(layer.base.dense().unwrap().bias.as_ref().unwrap().val()),
             b0,
             "{dev_name}: b changed"
         );

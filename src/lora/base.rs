@@ -1,7 +1,9 @@
 //! The frozen half of a [`LoraLinear`](super::LoraLinear).
 //!
-//! [`FrozenBase`] is the small abstraction a packed (NF4, int8, GGUF) weight will
-//! implement later; [`DenseBase`] is the plain float weight used today.
+//! [`FrozenBase`] is what a frozen weight provides; [`DenseBase`] is the plain float
+//! weight, [`PackedBase`](super::packed::PackedBase) an NF4 or int8 one, and
+//! [`FrozenWeight`] either of them — the base every model's linears use, so one model
+//! type serves quantised and unquantised runs.
 
 use burn::module::{Module, Param};
 use burn::tensor::{Tensor, TensorData};
@@ -133,5 +135,68 @@ impl FrozenBase for DenseBase {
         let weight = self.weight.clone();
         self.weight = weight.map(|w| (w + delta).detach()).set_require_grad(false);
         Ok(())
+    }
+}
+
+/// A frozen weight, dense or packed: the base of every model's linears.
+#[derive(Module, Debug)]
+pub enum FrozenWeight {
+    /// Float weight.
+    Dense(DenseBase),
+    /// NF4 or int8, dequantised per forward.
+    Packed(super::packed::PackedBase),
+}
+
+impl FrozenWeight {
+    /// The dense base, unless the weight is packed.
+    pub fn dense(&self) -> Option<&DenseBase> {
+        match self {
+            FrozenWeight::Dense(d) => Some(d),
+            FrozenWeight::Packed(_) => None,
+        }
+    }
+
+    /// The packed base, if the weight is packed.
+    pub fn packed(&self) -> Option<&super::packed::PackedBase> {
+        match self {
+            FrozenWeight::Dense(_) => None,
+            FrozenWeight::Packed(p) => Some(p),
+        }
+    }
+}
+
+/// Run `$body` with `$b` bound to the variant's base.
+macro_rules! each_base {
+    ($value:expr, $b:ident => $body:expr) => {
+        match $value {
+            FrozenWeight::Dense($b) => $body,
+            FrozenWeight::Packed($b) => $body,
+        }
+    };
+}
+
+impl FrozenBase for FrozenWeight {
+    fn in_features(&self) -> usize {
+        each_base!(self, b => b.in_features())
+    }
+
+    fn out_features(&self) -> usize {
+        each_base!(self, b => b.out_features())
+    }
+
+    fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        each_base!(self, b => b.forward(x))
+    }
+
+    fn weight_out_in(&self) -> Tensor<2> {
+        each_base!(self, b => b.weight_out_in())
+    }
+
+    fn bias(&self) -> Option<Tensor<1>> {
+        each_base!(self, b => b.bias())
+    }
+
+    fn add_delta(&mut self, delta_in_out: Tensor<2>) -> Result<()> {
+        each_base!(self, b => b.add_delta(delta_in_out))
     }
 }

@@ -4,7 +4,9 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Tensor};
 
-use super::base::{DenseBase, FrozenBase, linear_rows, replace_value, transpose_contiguous};
+use super::base::{
+    DenseBase, FrozenBase, FrozenWeight, linear_rows, replace_value, transpose_contiguous,
+};
 use super::config::{InitLoraWeights, ModuleLoraParams};
 use super::init::init_factors;
 use crate::error::{Error, Result};
@@ -64,17 +66,19 @@ impl LoraAdapter {
 /// Without an adapter it is exactly the frozen base. Generic over the base so a
 /// quantised weight can stand in for [`DenseBase`].
 #[derive(Module, Debug)]
-pub struct LoraLinear<W: FrozenBase = DenseBase> {
+pub struct LoraLinear<W: FrozenBase = FrozenWeight> {
     /// The frozen base layer.
     pub base: W,
     /// The adapter, when this layer is targeted.
     pub adapter: Option<LoraAdapter>,
 }
 
-impl LoraLinear<DenseBase> {
+impl LoraLinear<FrozenWeight> {
     /// A plain (adapter-less) layer from a PyTorch-oriented weight `[out, in]` and bias.
     pub fn from_out_in(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Result<Self> {
-        Ok(LoraLinear::new(DenseBase::from_out_in(weight, bias)?))
+        Ok(LoraLinear::new(FrozenWeight::Dense(
+            DenseBase::from_out_in(weight, bias)?,
+        )))
     }
 }
 

@@ -5,14 +5,18 @@ pub mod base;
 pub mod config;
 pub mod init;
 pub mod linear;
+pub mod packed;
 pub mod wrap;
 
-pub use base::{DenseBase, FrozenBase};
+pub use base::{DenseBase, FrozenBase, FrozenWeight};
 pub use config::{
     InitLoraWeights, LayerIndices, LayersPattern, LoraConfig, ModuleLoraParams, ModuleSelector,
     scaling,
 };
 pub use linear::{LoraAdapter, LoraLinear};
+pub use packed::{
+    PackedBase, PackedWeight, Quantization, QuantizeReport, base_quantization, quantize_frozen,
+};
 pub use wrap::{
     InjectionReport, LinearVisitor, LoraTargets, for_each_adapted, inject_adapters, join_path,
     with_adapters,

@@ -353,6 +353,7 @@ fn check_same_run(
         same("the maximum length", &meta.max_len, &m.max_len)?;
         same("the prompt template", &meta.template, &m.template)?;
         same("the model type", &meta.model_type, &m.model_type)?;
+        same("the base's quantization", &meta.quantize, &m.quantize)?;
     }
     same("epochs", &saved.epochs, &now.epochs)?;
     same("max_steps", &saved.max_steps, &now.max_steps)?;

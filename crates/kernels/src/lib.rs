@@ -7,6 +7,7 @@
 //! part of a training step, and unoptimised they cost more than they save.
 #![deny(missing_docs)]
 
+pub mod int8;
 pub mod nf4;
 
 use rayon::prelude::*;
@@ -17,6 +18,21 @@ pub const CHUNK: usize = 1 << 15;
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1/√(2π).
 const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+/// The transpose of a row-major `rows × cols` matrix (row-major `cols × rows`), on all
+/// cores: a dequantised `[out, in]` weight laid out `[in, out]` for the forward's matmul.
+pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(values.len(), rows * cols, "values must be rows × cols");
+    let mut out = vec![0f32; values.len()];
+    out.par_chunks_mut(rows.max(1))
+        .enumerate()
+        .for_each(|(c, column)| {
+            for (r, o) in column.iter_mut().enumerate() {
+                *o = values[r * cols + c];
+            }
+        });
+    out
+}
 
 /// `f` of every element, on all cores.
 fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {

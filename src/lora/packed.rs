@@ -1,0 +1,329 @@
+//! Frozen weights kept packed — NF4 as QLoRA (bitsandbytes' `quantize_4bit`, blocks of
+//! 64) or int8 with one absmax per row — and dequantised per forward.
+//!
+//! The packed bytes stay in host memory beside the module (they are not parameters: the
+//! base never trains and is never saved with an adapter); each forward dequantises the
+//! layer's weight on all cores straight into the `[in, out]` layout its matmul reads, and
+//! the dense copy lives only as long as the graph needs it (to the end of the forward in
+//! inference; to the backward, which reads it for the input gradient, in training).
+
+use std::sync::Arc;
+
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+use burn_lora_kernels as kernels;
+
+use super::base::{DenseBase, FrozenBase, linear_rows};
+use crate::error::{Error, Result};
+
+/// How to store a frozen weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    /// 4-bit NormalFloat in blocks of 64 with an f32 absmax each (4.5 bits per weight).
+    Nf4,
+    /// 8-bit, one f32 absmax per output row (≈ 8 bits per weight).
+    Int8,
+}
+
+impl std::str::FromStr for Quantization {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "nf4" => Ok(Quantization::Nf4),
+            "int8" => Ok(Quantization::Int8),
+            other => Err(Error::Unsupported {
+                what: "quantization",
+                detail: format!("`{other}` (nf4, int8)"),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Quantization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Quantization::Nf4 => "nf4",
+            Quantization::Int8 => "int8",
+        })
+    }
+}
+
+/// The NF4 block size QLoRA uses.
+pub const NF4_BLOCKSIZE: usize = 64;
+
+/// A weight `[out, in]` in packed form.
+#[derive(Debug, Clone)]
+pub enum PackedWeight {
+    /// NF4 blocks of the row-major `[out, in]` values.
+    Nf4(kernels::nf4::Nf4),
+    /// Int8 rows of `[out, in]`.
+    Int8(kernels::int8::Int8Rows),
+}
+
+impl PackedWeight {
+    /// Pack the row-major `[out, in]` values of a weight. Non-finite values are refused:
+    /// their block's scale would turn every value of the block into NaN.
+    pub fn pack(values: &[f32], out: usize, r#in: usize, how: Quantization) -> Result<Self> {
+        if values.len() != out * r#in || out == 0 || r#in == 0 {
+            return Err(Error::ShapeMismatch {
+                name: "weight to quantise".into(),
+                expected: vec![out, r#in],
+                actual: vec![values.len()],
+            });
+        }
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidState(format!(
+                "weight value {i} is {}: cannot quantise a non-finite weight",
+                values[i]
+            )));
+        }
+        Ok(match how {
+            Quantization::Nf4 => PackedWeight::Nf4(kernels::nf4::quantize(values, NF4_BLOCKSIZE)),
+            Quantization::Int8 => PackedWeight::Int8(kernels::int8::quantize(values, r#in)),
+        })
+    }
+
+    /// Which format.
+    pub fn quantization(&self) -> Quantization {
+        match self {
+            PackedWeight::Nf4(_) => Quantization::Nf4,
+            PackedWeight::Int8(_) => Quantization::Int8,
+        }
+    }
+
+    /// The dequantised row-major `[out, in]` values.
+    pub fn dequantize(&self) -> Vec<f32> {
+        match self {
+            PackedWeight::Nf4(q) => q.dequantize(),
+            PackedWeight::Int8(q) => q.dequantize(),
+        }
+    }
+
+    /// Bytes held at rest (packed values and scales).
+    pub fn stored_bytes(&self) -> usize {
+        match self {
+            PackedWeight::Nf4(q) => q.stored_bytes(),
+            PackedWeight::Int8(q) => q.stored_bytes(),
+        }
+    }
+
+    /// Check that the parts fit together and every scale is a finite, non-negative
+    /// number (a corrupt block otherwise dequantises to NaN or garbage silently).
+    pub fn validate(&self, out: usize, r#in: usize) -> Result<()> {
+        let n = out * r#in;
+        let (ok, scales) = match self {
+            PackedWeight::Nf4(q) => (
+                q.len == n
+                    && q.blocksize > 0
+                    && q.packed.len() == n.div_ceil(2)
+                    && q.absmax.len() == n.div_ceil(q.blocksize),
+                &q.absmax,
+            ),
+            PackedWeight::Int8(q) => (
+                q.cols == r#in && q.values.len() == n && q.absmax.len() == out,
+                &q.absmax,
+            ),
+        };
+        if !ok {
+            return Err(Error::ShapeMismatch {
+                name: format!("{} weight", self.quantization()),
+                expected: vec![out, r#in],
+                actual: vec![self.dequantize_len()],
+            });
+        }
+        if let Some(i) = scales.iter().position(|s| !(s.is_finite() && *s >= 0.0)) {
+            return Err(Error::InvalidState(format!(
+                "{} block {i} has scale {}: the weight is corrupt",
+                self.quantization(),
+                scales[i]
+            )));
+        }
+        Ok(())
+    }
+
+    fn dequantize_len(&self) -> usize {
+        match self {
+            PackedWeight::Nf4(q) => q.len,
+            PackedWeight::Int8(q) => q.values.len(),
+        }
+    }
+}
+
+/// A frozen linear whose weight is stored packed and dequantised in each forward.
+#[derive(Module, Debug)]
+pub struct PackedBase {
+    /// The packed `[out, in]` weight (host memory, shared by clones of the module).
+    #[module(skip)]
+    weight: Arc<PackedWeight>,
+    /// `[out, in]`.
+    #[module(skip)]
+    shape: [usize; 2],
+    /// Where dequantised weights go outside a forward (`weight_out_in`). (Not named
+    /// `device`: the derive's generated methods take a parameter of that name.)
+    #[module(skip)]
+    home: Device,
+    /// Bias `[out]` (frozen, kept in float as bitsandbytes does).
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl PackedBase {
+    /// From a packed `[out, in]` weight and an optional bias `[out]`; the parts are
+    /// checked against the shape.
+    pub fn new(
+        weight: PackedWeight,
+        shape: [usize; 2],
+        bias: Option<Tensor<1>>,
+        device: &Device,
+    ) -> Result<Self> {
+        weight.validate(shape[0], shape[1])?;
+        if let Some(b) = &bias
+            && b.dims() != [shape[0]]
+        {
+            return Err(Error::ShapeMismatch {
+                name: "bias".into(),
+                expected: vec![shape[0]],
+                actual: b.dims().to_vec(),
+            });
+        }
+        Ok(PackedBase {
+            weight: Arc::new(weight),
+            shape,
+            home: device.clone(),
+            bias: bias.map(|b| Param::from_tensor(b.detach()).set_require_grad(false)),
+        })
+    }
+
+    /// Pack a dense base.
+    pub fn from_dense(dense: &DenseBase, how: Quantization) -> Result<Self> {
+        let [out, r#in] = [dense.out_features(), dense.in_features()];
+        let values = dense
+            .weight_out_in()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::InvalidState(format!("reading a weight to quantise: {e:?}")))?;
+        let packed = PackedWeight::pack(&values, out, r#in, how)?;
+        Self::new(
+            packed,
+            [out, r#in],
+            dense.bias(),
+            &dense.weight.val().device(),
+        )
+    }
+
+    /// The packed weight.
+    pub fn packed(&self) -> &PackedWeight {
+        &self.weight
+    }
+}
+
+impl FrozenBase for PackedBase {
+    fn in_features(&self) -> usize {
+        self.shape[1]
+    }
+
+    fn out_features(&self) -> usize {
+        self.shape[0]
+    }
+
+    fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let [out, r#in] = self.shape;
+        let in_out = kernels::transpose(&self.weight.dequantize(), out, r#in);
+        let weight = Tensor::<2>::from_data(TensorData::new(in_out, [r#in, out]), &x.device());
+        linear_rows(x, weight, self.bias.as_ref().map(|b| b.val()))
+    }
+
+    fn weight_out_in(&self) -> Tensor<2> {
+        Tensor::from_data(
+            TensorData::new(self.weight.dequantize(), self.shape),
+            &self.home,
+        )
+    }
+
+    fn bias(&self) -> Option<Tensor<1>> {
+        self.bias.as_ref().map(|b| b.val())
+    }
+
+    /// Merging into a packed weight would requantise it (PEFT warns that this loses
+    /// precision); burn-lora refuses: merge on the dense base, or keep the adapter apart.
+    fn add_delta(&mut self, _delta_in_out: Tensor<2>) -> Result<()> {
+        Err(Error::Unsupported {
+            what: "merge",
+            detail: format!(
+                "into a {} weight (requantising would lose the adapter's precision); \
+                 keep the adapter unmerged or load the base unquantised",
+                self.weight.quantization()
+            ),
+        })
+    }
+}
+
+/// What [`quantize_frozen`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QuantizeReport {
+    /// Linears packed.
+    pub layers: usize,
+    /// Weights packed.
+    pub params: usize,
+    /// Bytes of those weights in f32.
+    pub dense_bytes: usize,
+    /// Bytes of those weights packed (values and scales).
+    pub packed_bytes: usize,
+}
+
+impl QuantizeReport {
+    /// Bits per packed weight, scales included.
+    pub fn bits_per_param(&self) -> f64 {
+        8.0 * self.packed_bytes as f64 / self.params.max(1) as f64
+    }
+}
+
+/// Pack the frozen weight of every linear of `model` (QLoRA's frozen base): the
+/// backbone's linears, not the embeddings, norms or a classification head. Adapters,
+/// attached before or after, stay in f32. A linear already packed, or one with a merged
+/// adapter (its weight holds `s·BA`), is an error.
+pub fn quantize_frozen<M: super::LoraTargets>(
+    model: &mut M,
+    how: Quantization,
+) -> Result<QuantizeReport> {
+    let mut report = QuantizeReport::default();
+    model.visit_linears("", &mut |path, linear| {
+        if linear.is_merged() {
+            return Err(Error::InvalidState(format!(
+                "{path}: unmerge the adapter before quantising the base"
+            )));
+        }
+        let packed = match &linear.base {
+            super::FrozenWeight::Dense(dense) => PackedBase::from_dense(dense, how)?,
+            super::FrozenWeight::Packed(p) => {
+                return Err(Error::InvalidState(format!(
+                    "{path}: already packed as {}",
+                    p.packed().quantization()
+                )));
+            }
+        };
+        let params = packed.in_features() * packed.out_features();
+        report.layers += 1;
+        report.params += params;
+        report.dense_bytes += 4 * params;
+        report.packed_bytes += packed.packed().stored_bytes();
+        linear.base = super::FrozenWeight::Packed(packed);
+        Ok(())
+    })?;
+    Ok(report)
+}
+
+/// How `model`'s frozen linears are stored: the packing of the first packed one, `None`
+/// when all are float.
+pub fn base_quantization<M: super::LoraTargets>(model: &mut M) -> Result<Option<Quantization>> {
+    let mut found = None;
+    model.visit_linears("", &mut |_, linear| {
+        if let (None, Some(p)) = (found, linear.base.packed()) {
+            found = Some(p.packed().quantization());
+        }
+        Ok(())
+    })?;
+    Ok(found)
+}
