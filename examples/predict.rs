@@ -17,11 +17,11 @@ use std::path::PathBuf;
 
 use burn::tensor::Device;
 use burn_lora::adapter::{LoadedAdapter, load_adapter_weights, read_adapter};
-use burn_lora::classify::{MultiLabelClassifier, Pooling, Thresholds, predict_probs};
+use burn_lora::classify::{MultiLabelClassifier, Thresholds, predict_probs};
 use burn_lora::data::{EncodedSet, Example, PromptTemplate};
 use burn_lora::device::parse_device;
 use burn_lora::lora::{Quantization, quantize_frozen};
-use burn_lora::models::{Backbone, Pretrained};
+use burn_lora::models::Pretrained;
 use serde_json::json;
 
 #[path = "common/args.rs"]
@@ -135,7 +135,11 @@ fn run() -> burn_lora::Result<()> {
     let examples = read_examples(args.input.as_ref())?;
     // Load at the longest length any adapter uses (checked against the model's
     // position table); each adapter then tokenises at its own.
-    let longest = adapters.iter().map(adapter_max_len).max().unwrap_or(512);
+    let longest = adapters
+        .iter()
+        .map(LoadedAdapter::max_len)
+        .max()
+        .unwrap_or(512);
     let mut pretrained = burn_lora::models::load(&args.model, longest, &device)?;
     // One base serves every adapter, so it takes one packing: the flag's, else the one
     // the adapters were trained with (QLoRA adapters expect their NF4 base).
@@ -168,12 +172,6 @@ fn run() -> burn_lora::Result<()> {
         predict(&pretrained, &args, adapter, several, &examples, &device)?;
     }
     Ok(())
-}
-
-/// The truncation length an adapter was trained with; 512 for one written by Python PEFT
-/// (no `burn_lora.json`), transformers' usual limit.
-fn adapter_max_len(adapter: &LoadedAdapter) -> usize {
-    adapter.meta.as_ref().map_or(512, |m| m.max_len)
 }
 
 fn read_examples(input: Option<&PathBuf>) -> burn_lora::Result<Vec<Example>> {
@@ -254,20 +252,10 @@ fn predict(
         (None, None) => None,
     }
     .filter(|t| !t.is_identity());
-    // An adapter written by Python PEFT has no burn_lora.json: it was trained with the
-    // task model's own pooling (BertForSequenceClassification: the pooler;
-    // LlamaForSequenceClassification: the last non-padding token).
-    let pooling = match &adapter.meta {
-        Some(m) => m.pooling,
-        None if backbone.has_pooler() => Pooling::Pooler,
-        None if backbone.is_decoder() => Pooling::LastToken,
-        None => Pooling::Cls,
-    };
+    let pooling = adapter.pooling(&backbone);
     let mut model = MultiLabelClassifier::new(backbone, labels.len(), pooling, 0.0, device)?;
     load_adapter_weights(adapter, &mut model, device)?;
-    let tokenizer = pretrained
-        .tokenizer
-        .with_max_len(adapter_max_len(adapter))?;
+    let tokenizer = pretrained.tokenizer.with_max_len(adapter.max_len())?;
     let set = EncodedSet::encode(examples, &tokenizer, template.as_ref(), labels.len())?;
     let probs = predict_probs(&model, &set, 32, device)?;
     let thresholds = match (args.threshold, &adapter.thresholds) {

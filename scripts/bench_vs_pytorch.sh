@@ -9,7 +9,10 @@
 #
 # Environment: BURN_LORA_VENV (default ~/.cache/burn-lora-venv; made with torch,
 # transformers, peft, gguf when missing: ~5 GB, never needed by CI), TRAIN_STEPS /
-# INFER_STEPS (timed batches per model; defaults below), THREADS (default 2).
+# INFER_STEPS (timed batches per model; defaults below), THREADS (default 2), REPEAT
+# (default 1: each measurement runs REPEAT times, the two sides alternating, and the table
+# shows medians with every run's ratio beside them — this machine's run-to-run noise is
+# ±20 %).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/burn-lora-target}"
@@ -43,12 +46,14 @@ bench_model() { # name model-path train-steps infer-steps
   "$VENV/bin/python" scripts/bench_pytorch.py prepare --model "$model" --data data/debtags-min200 \
     --out "$wl" --train-steps "$3" --infer-steps "$4" >&2
   for mode in train infer; do
-    local torch_line burn_line
-    torch_line=$("$VENV/bin/python" scripts/bench_pytorch.py run --workload "$wl" --mode "$mode" --threads "$THREADS")
-    burn_line=$("$BURN" --workload "$wl" --mode "$mode")
-    echo "$name $mode pytorch   $torch_line"
-    echo "$name $mode burn-lora $burn_line"
-    lines+=("$name|$mode|$torch_line|$burn_line")
+    for ((rep = 1; rep <= ${REPEAT:-1}; rep++)); do
+      local torch_line burn_line
+      torch_line=$("$VENV/bin/python" scripts/bench_pytorch.py run --workload "$wl" --mode "$mode" --threads "$THREADS")
+      burn_line=$("$BURN" --workload "$wl" --mode "$mode")
+      echo "$name $mode run $rep pytorch   $torch_line"
+      echo "$name $mode run $rep burn-lora $burn_line"
+      lines+=("$name|$mode|$torch_line|$burn_line")
+    done
   done
 }
 
@@ -60,18 +65,24 @@ case "$which" in
 esac
 
 python3 - "$gemm_torch" "$gemm_burn" "${lines[@]}" <<'PY'
-import json, sys
+import json, statistics, sys
 gemm_t, gemm_b = (json.loads(a)["gflops"] for a in sys.argv[1:3])
 print(f"\nf32 gemm 2048x384x1536: PyTorch {gemm_t:.0f} GFLOP/s, burn-lora {gemm_b:.0f} GFLOP/s")
-print("GFLOP/s: estimated work of the timed batches (bench_pytorch.py timed_gflop) / time\n")
-print("| model | mode | PyTorch tok/s | burn-lora tok/s | ratio | PyTorch GFLOP/s | burn-lora GFLOP/s "
-      "| PyTorch peak RSS MiB | burn-lora peak RSS MiB | RSS ratio |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("GFLOP/s: estimated work of the timed batches (bench_pytorch.py timed_gflop) / time")
+print("Several runs: medians, and each run's ratio (the two sides alternate)\n")
+print("| model | mode | PyTorch tok/s | burn-lora tok/s | ratio | ratio per run | PyTorch GFLOP/s "
+      "| burn-lora GFLOP/s | PyTorch peak RSS MiB | burn-lora peak RSS MiB | RSS ratio |")
+print("|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+runs = {}
 for arg in sys.argv[3:]:
     name, mode, t, b = arg.split("|", 3)
-    t, b = json.loads(t), json.loads(b)
-    print(f"| {name} | {mode} | {t['tokens_per_second']:.0f} | {b['tokens_per_second']:.0f} | "
-          f"{b['tokens_per_second'] / t['tokens_per_second']:.2f} | {t['gflops']:.1f} | "
-          f"{b['gflops']:.1f} | {t['peak_rss_mib']:.0f} | {b['peak_rss_mib']:.0f} | "
-          f"{b['peak_rss_mib'] / t['peak_rss_mib']:.2f} |")
+    runs.setdefault((name, mode), []).append((json.loads(t), json.loads(b)))
+for (name, mode), pairs in runs.items():
+    med = lambda side, key: statistics.median(p[side][key] for p in pairs)
+    per_run = ", ".join(f"{b['tokens_per_second'] / t['tokens_per_second']:.2f}" for t, b in pairs)
+    t_tok, b_tok = med(0, "tokens_per_second"), med(1, "tokens_per_second")
+    t_rss, b_rss = med(0, "peak_rss_mib"), med(1, "peak_rss_mib")
+    print(f"| {name} | {mode} | {t_tok:.0f} | {b_tok:.0f} | {b_tok / t_tok:.2f} | {per_run} | "
+          f"{med(0, 'gflops'):.1f} | {med(1, 'gflops'):.1f} | {t_rss:.0f} | {b_rss:.0f} | "
+          f"{b_rss / t_rss:.2f} |")
 PY

@@ -3,12 +3,10 @@
 //! as a plain `base_model.model.<head>.weight` entry from `modules_to_save`), plus our
 //! own side files: `labels.txt`, `thresholds.json`, `burn_lora.json`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor};
-use safetensors::Dtype;
-use safetensors::tensor::TensorView;
 use serde::{Deserialize, Serialize};
 
 use crate::classify::{MultiLabelClassifier, Pooling, Thresholds};
@@ -16,6 +14,7 @@ use crate::data::LabelSet;
 use crate::error::{Error, Result};
 use crate::io::SafetensorsFile;
 use crate::io::atomic::{replace_dir, write_atomic};
+use crate::io::safetensors::{F32Tensors, serialize_f32};
 use crate::lora::{LoraConfig, Quantization, base_quantization, inject_adapters};
 use crate::models::Backbone;
 
@@ -50,14 +49,15 @@ pub struct AdapterMeta {
     pub quantize: Option<Quantization>,
 }
 
-fn f32_bytes<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<u8>) {
+/// A tensor's shape and f32 values, for writing.
+pub(crate) fn f32_values<const D: usize>(t: Tensor<D>) -> Result<(Vec<usize>, Vec<f32>)> {
     let shape = t.dims().to_vec();
     let values = t
         .into_data()
         .convert::<f32>()
         .try_to_vec::<f32>()
-        .expect("f32 tensor");
-    (shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .map_err(|e| Error::InvalidState(format!("reading a tensor to save: {e:?}")))?;
+    Ok((shape, values))
 }
 
 /// Everything written to an adapter folder.
@@ -124,7 +124,7 @@ pub fn save_adapter<B: Backbone>(
 ) -> Result<()> {
     let dir = dir.as_ref();
     let prefix = format!("{PEFT_ROOT}{}", model.backbone.task_prefix());
-    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    let mut tensors = F32Tensors::new();
     let mut adapted = Vec::new();
     model.backbone.visit_linears("", &mut |path, linear| {
         if let (Some(a), Some(b)) = (linear.lora_a(), linear.lora_b()) {
@@ -133,8 +133,8 @@ pub fn save_adapter<B: Backbone>(
                     "{path}: unmerge adapters before saving them"
                 )));
             }
-            tensors.insert(format!("{prefix}{path}.lora_A.weight"), f32_bytes(a));
-            tensors.insert(format!("{prefix}{path}.lora_B.weight"), f32_bytes(b));
+            tensors.insert(format!("{prefix}{path}.lora_A.weight"), f32_values(a)?);
+            tensors.insert(format!("{prefix}{path}.lora_B.weight"), f32_values(b)?);
             adapted.push(path.to_string());
         }
         Ok(())
@@ -146,23 +146,12 @@ pub fn save_adapter<B: Backbone>(
     let head_key = format!("{PEFT_ROOT}{}", model.head_name);
     tensors.insert(
         format!("{head_key}.weight"),
-        f32_bytes(head.weight.val().transpose()),
+        f32_values(head.weight.val().transpose())?,
     );
     if let Some(b) = &head.bias {
-        tensors.insert(format!("{head_key}.bias"), f32_bytes(b.val()));
+        tensors.insert(format!("{head_key}.bias"), f32_values(b.val())?);
     }
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(k, (shape, bytes))| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (k.clone(), v))
-                .map_err(|e| Error::InvalidState(e.to_string()))
-        })
-        .collect::<Result<_>>()?;
-    let mut metadata = std::collections::HashMap::new();
-    metadata.insert("format".to_string(), "pt".to_string());
-    let weights = safetensors::serialize(views, Some(metadata))
-        .map_err(|e| Error::InvalidState(e.to_string()))?;
+    let weights = serialize_f32(&tensors)?;
 
     let mut config = contents.config.clone();
     config.task_type = Some("SEQ_CLS".into());
@@ -211,6 +200,26 @@ pub struct LoadedAdapter {
     pub thresholds: Option<Thresholds>,
     /// Our metadata (`burn_lora.json`), absent in adapters written by Python PEFT.
     pub meta: Option<AdapterMeta>,
+}
+
+impl LoadedAdapter {
+    /// The pooling the adapter was trained with: its `burn_lora.json`'s, else (an adapter
+    /// written by Python PEFT) the task model's own — BERT's pooler where the checkpoint
+    /// has one, the last non-padding token on decoders, CLS otherwise.
+    pub fn pooling(&self, backbone: &impl Backbone) -> Pooling {
+        match &self.meta {
+            Some(m) => m.pooling,
+            None if backbone.has_pooler() => Pooling::Pooler,
+            None if backbone.is_decoder() => Pooling::LastToken,
+            None => Pooling::Cls,
+        }
+    }
+
+    /// The truncation length it was trained with; 512 (transformers' usual limit) for one
+    /// written by Python PEFT.
+    pub fn max_len(&self) -> usize {
+        self.meta.as_ref().map_or(512, |m| m.max_len)
+    }
 }
 
 /// Read an adapter folder's config and side files (not the weights).

@@ -40,7 +40,8 @@
 //! 5. [`models`]: the backbones, each family's facts, and [`models::load`];
 //! 6. [`data`]: examples, label sets, encoded sets and batches;
 //! 7. [`classify`]: the multi-label head, losses, metrics and thresholds;
-//! 8. [`adapter`]: a classifier's adapters as PEFT folders;
+//! 8. [`adapter`]: a classifier's adapters as PEFT folders, then [`export`]: a merged
+//!    Hugging Face checkpoint;
 //! 9. [`train`]: the loop trait, its driver, the ready `Trainer` (and burn-train's `Learner`).
 #![deny(missing_docs)]
 
@@ -49,6 +50,7 @@ pub mod classify;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod export;
 pub mod io;
 mod limits;
 pub mod lora;

@@ -97,6 +97,15 @@ impl Checkpoint {
         self.by_name.contains_key(name)
     }
 
+    /// Read `name` as f32 values (f32, f16 and bf16 files) and its shape.
+    pub fn read_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let id = *self.by_name.get(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+            path: self.dir.clone(),
+        })?;
+        self.files[id].read_f32(name)
+    }
+
     /// All tensor names.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.by_name.keys().map(String::as_str)

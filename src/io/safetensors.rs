@@ -192,3 +192,31 @@ impl SafetensorsFile {
         Ok(Tensor::from_data(TensorData::new(values, shape), device))
     }
 }
+
+/// f32 tensors by name: `(shape, row-major values)`.
+pub type F32Tensors = std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// A safetensors file's bytes holding `tensors` as F32 (little-endian), with the
+/// `format: pt` metadata PyTorch loaders expect.
+pub fn serialize_f32(tensors: &F32Tensors) -> Result<Vec<u8>> {
+    let bytes: Vec<(&String, &Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(k, (shape, values))| {
+            (
+                k,
+                shape,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(k, shape, data)| {
+            TensorView::new(Dtype::F32, (*shape).clone(), data)
+                .map(|v| ((*k).clone(), v))
+                .map_err(|e| Error::InvalidState(format!("tensor `{k}`: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::InvalidState(e.to_string()))
+}

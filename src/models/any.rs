@@ -59,6 +59,10 @@ impl Backbone for AnyBackbone {
         each_family!(self, m => m.task_prefix())
     }
 
+    fn task_class(&self) -> &'static str {
+        each_family!(self, m => m.task_class())
+    }
+
     fn head_name(&self) -> &'static str {
         each_family!(self, m => m.head_name())
     }

@@ -24,6 +24,7 @@ use crate::lora::{
 #[derive(Debug, Clone, Copy)]
 struct Names {
     task_prefix: &'static str,
+    task_class: &'static str,
     layers: &'static str,
     query: &'static str,
     key: &'static str,
@@ -37,6 +38,7 @@ struct Names {
 
 const BERT_NAMES: Names = Names {
     task_prefix: "bert.",
+    task_class: "BertForSequenceClassification",
     layers: "encoder.layer",
     query: "attention.self.query",
     key: "attention.self.key",
@@ -50,11 +52,13 @@ const BERT_NAMES: Names = Names {
 
 const ROBERTA_NAMES: Names = Names {
     task_prefix: "roberta.",
+    task_class: "RobertaForSequenceClassification",
     ..BERT_NAMES
 };
 
 const DISTILBERT_NAMES: Names = Names {
     task_prefix: "distilbert.",
+    task_class: "DistilBertForSequenceClassification",
     layers: "transformer.layer",
     query: "attention.q_lin",
     key: "attention.k_lin",
@@ -371,6 +375,10 @@ impl Backbone for BertModel {
 
     fn task_prefix(&self) -> &'static str {
         names_for(&self.model_type).task_prefix
+    }
+
+    fn task_class(&self) -> &'static str {
+        names_for(&self.model_type).task_class
     }
 
     fn has_pooler(&self) -> bool {

@@ -23,6 +23,17 @@ use crate::lora::{
 /// `model_type` values this module loads.
 pub const LLAMA_FAMILY: [&str; 6] = ["llama", "mistral", "qwen2", "qwen3", "glm", "glm4"];
 
+/// transformers' sequence-classification class of each family member, in
+/// [`LLAMA_FAMILY`]'s order.
+const TASK_CLASSES: [&str; 6] = [
+    "LlamaForSequenceClassification",
+    "MistralForSequenceClassification",
+    "Qwen2ForSequenceClassification",
+    "Qwen3ForSequenceClassification",
+    "GlmForSequenceClassification",
+    "Glm4ForSequenceClassification",
+];
+
 /// transformers' defaults for keys a GLM `config.json` may leave out (they differ from
 /// Llama's): `GlmConfig` / `Glm4Config`.
 fn glm_defaults() -> [(&'static str, serde_json::Value); 5] {
@@ -781,6 +792,13 @@ impl Backbone for LlamaModel {
     /// `LlamaForSequenceClassification` and its siblings keep the backbone under `model.`.
     fn task_prefix(&self) -> &'static str {
         "model."
+    }
+
+    fn task_class(&self) -> &'static str {
+        LLAMA_FAMILY
+            .iter()
+            .position(|t| *t == self.model_type)
+            .map_or(TASK_CLASSES[0], |i| TASK_CLASSES[i])
     }
 }
 

@@ -97,6 +97,9 @@ pub trait Backbone: Module + ModuleDisplay + LoraTargets {
     /// `…ForSequenceClassification` (`bert.`, `roberta.`, `model.`), which PEFT
     /// `SEQ_CLS` adapters carry in their keys.
     fn task_prefix(&self) -> &'static str;
+    /// transformers' sequence-classification class of the family
+    /// (`BertForSequenceClassification`, `Qwen2ForSequenceClassification`, ...).
+    fn task_class(&self) -> &'static str;
     /// The name transformers gives the classification head: `score` on decoders,
     /// `classifier` on encoders.
     fn head_name(&self) -> &'static str {
