@@ -123,10 +123,12 @@ pub fn export_merged<B: Backbone>(
         }
         let value = match merged.remove(bare) {
             Some(v) => v,
-            None => {
-                let (values, shape) = ckpt.read_f32(name)?;
-                (shape, values)
-            }
+            None => match ckpt.read_f32(name) {
+                Ok((values, shape)) => (shape, values),
+                // Integer buffers (BERT's `position_ids`) are rebuilt by transformers.
+                Err(Error::UnsupportedDtype { .. }) => continue,
+                Err(e) => return Err(e),
+            },
         };
         tensors.insert(format!("{task_prefix}{bare}"), value);
     }
