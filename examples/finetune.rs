@@ -22,7 +22,7 @@ use burn_lora::classify::{
 };
 use burn_lora::data::{DataSplits, EncodedSet, PromptTemplate, UnknownLabelPolicy, label_counts};
 use burn_lora::device::parse_device;
-use burn_lora::lora::{LoraConfig, ModuleSelector, Quantization, quantize_frozen};
+use burn_lora::lora::{LoraConfig, ModuleSelector, Quantization, packing_report};
 use burn_lora::models::{Backbone, Pretrained};
 use burn_lora::train::{Decay, Progress, TrainConfig, Trainer, TrainerCheckpoint};
 use serde_json::json;
@@ -349,17 +349,18 @@ fn run() -> burn_lora::Result<()> {
     });
     lora.validate()?;
 
-    let Pretrained {
-        mut backbone,
-        tokenizer,
-        ..
-    } = burn_lora::models::load(&args.model, args.max_len, &train_device)?;
     let quantize = match args.quantize.as_str() {
         "none" => None,
         q => Some(q.parse::<Quantization>()?),
     };
+    // Packed while loading: the float base is never whole in memory.
+    let Pretrained {
+        mut backbone,
+        tokenizer,
+        ..
+    } = burn_lora::models::load_packed(&args.model, args.max_len, quantize, &train_device)?;
     if let Some(q) = quantize {
-        let r = quantize_frozen(&mut backbone, q)?;
+        let r = packing_report(&mut backbone)?;
         println!(
             "frozen base: {} linears as {q}, {:.1} MiB -> {:.1} MiB ({:.2} bits per weight)",
             r.layers,

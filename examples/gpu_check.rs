@@ -248,8 +248,8 @@ fn throughput(device: &Device, steps: usize) -> Result<()> {
     let smollm2: LlamaConfig = serde_json::from_str(SMOLLM2_CONFIG)?;
     let smollm2 = smollm2.checked()?;
     let (vocab_bert, vocab_llama) = (minilm.vocab_size, smollm2.vocab_size);
-    let load_bert = |d: &Device| BertModel::from_checkpoint(&minilm, &RandomWeights, d);
-    let load_llama = |d: &Device| LlamaModel::from_source(&smollm2, &RandomWeights, d);
+    let load_bert = |d: &Device| BertModel::from_checkpoint(&minilm, &RandomWeights, None, d);
+    let load_llama = |d: &Device| LlamaModel::from_source(&smollm2, &RandomWeights, None, d);
     let train = device.clone().autodiff();
     measure(
         "MiniLM-L6",

@@ -20,7 +20,7 @@ use burn_lora::adapter::{LoadedAdapter, load_adapter_weights, read_adapter};
 use burn_lora::classify::{MultiLabelClassifier, Thresholds, predict_probs};
 use burn_lora::data::{EncodedSet, Example, PromptTemplate};
 use burn_lora::device::parse_device;
-use burn_lora::lora::{Quantization, quantize_frozen};
+use burn_lora::lora::Quantization;
 use burn_lora::models::Pretrained;
 use serde_json::json;
 
@@ -140,7 +140,6 @@ fn run() -> burn_lora::Result<()> {
         .map(LoadedAdapter::max_len)
         .max()
         .unwrap_or(512);
-    let mut pretrained = burn_lora::models::load(&args.model, longest, &device)?;
     // One base serves every adapter, so it takes one packing: the flag's, else the one
     // the adapters were trained with (QLoRA adapters expect their NF4 base).
     let quantize = match args.quantize.as_deref() {
@@ -159,9 +158,7 @@ fn run() -> burn_lora::Result<()> {
             trained.first().copied().flatten()
         }
     };
-    if let Some(q) = quantize {
-        quantize_frozen(&mut pretrained.backbone, q)?;
-    }
+    let pretrained = burn_lora::models::load_packed(&args.model, longest, quantize, &device)?;
     let several = adapters.len() > 1;
     for adapter in &adapters {
         if several && args.format == "table" {

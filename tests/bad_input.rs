@@ -376,3 +376,25 @@ fn nan_weights_in_an_adapter_are_refused() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An adapter trained on another base (MiniLM's, 384 wide) put on tiny BERT (32 wide), on a
+/// float and on an NF4-packed base: a shape error naming the tensor, before any forward.
+#[test]
+fn an_adapter_for_another_base_is_a_shape_error() {
+    use burn_lora::adapter::{load_adapter_weights, read_adapter};
+    use burn_lora::lora::Quantization;
+
+    let device = device();
+    let adapter = read_adapter(fixture("peft_seqcls_minilm")).unwrap();
+    for packing in [None, Some(Quantization::Nf4)] {
+        let base = BertModel::load_packed(fixture("tiny-bert"), packing, &device).unwrap();
+        let mut model =
+            MultiLabelClassifier::new(base, adapter.labels.len(), Pooling::Pooler, 0.0, &device)
+                .unwrap();
+        let err = load_adapter_weights(&adapter, &mut model, &device).unwrap_err();
+        assert!(
+            matches!(&err, Error::ShapeMismatch { name, .. } if name.contains("lora")),
+            "{packing:?}: {err}"
+        );
+    }
+}

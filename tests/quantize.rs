@@ -99,6 +99,12 @@ fn a_packed_decoder_stays_close_to_the_float_one() {
         );
         assert!(err < 0.15, "{how}: relative error {err}");
         errors.push(err);
+        // Packing while loading (the float model never whole) gives the same model.
+        let loaded = LlamaModel::load_packed(fixture("tiny-llama"), Some(how), &device).unwrap();
+        assert_eq!(
+            values(loaded.forward(&input)),
+            values(model.forward(&input))
+        );
         // Packing twice is refused; the float model is untouched (clones share weights).
         assert!(matches!(
             quantize_frozen(&mut model, how),

@@ -80,6 +80,22 @@ impl LoraLinear<FrozenWeight> {
             DenseBase::from_out_in(weight, bias)?,
         )))
     }
+
+    /// As [`from_out_in`](Self::from_out_in), the weight packed at once when `packing`
+    /// says so: a loader that builds layer by layer this way never holds the whole float
+    /// model (QLoRA's loading).
+    pub fn from_out_in_packed(
+        weight: Tensor<2>,
+        bias: Option<Tensor<1>>,
+        packing: Option<super::packed::Quantization>,
+    ) -> Result<Self> {
+        let dense = DenseBase::from_out_in(weight, bias)?;
+        let base = match packing {
+            Some(q) => FrozenWeight::Packed(super::packed::PackedBase::from_dense(&dense, q)?),
+            None => FrozenWeight::Dense(dense),
+        };
+        Ok(LoraLinear::new(base))
+    }
 }
 
 impl<W: FrozenBase> LoraLinear<W> {

@@ -327,3 +327,20 @@ pub fn base_quantization<M: super::LoraTargets>(model: &mut M) -> Result<Option<
     })?;
     Ok(found)
 }
+
+/// The packed linears of `model` as a [`QuantizeReport`] (e.g. after
+/// [`load_packed`](crate::models::load_packed), which packs while loading).
+pub fn packing_report<M: super::LoraTargets>(model: &mut M) -> Result<QuantizeReport> {
+    let mut report = QuantizeReport::default();
+    model.visit_linears("", &mut |_, linear| {
+        if let Some(p) = linear.base.packed() {
+            let params = p.in_features() * p.out_features();
+            report.layers += 1;
+            report.params += params;
+            report.dense_bytes += 4 * params;
+            report.packed_bytes += p.packed().stored_bytes();
+        }
+        Ok(())
+    })?;
+    Ok(report)
+}

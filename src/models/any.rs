@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::{Backbone, BertModel, EncoderInput, LlamaModel, ModelFormat, check_max_len};
 use crate::error::Result;
-use crate::lora::{LinearVisitor, LoraTargets, ModuleSelector};
+use crate::lora::{LinearVisitor, LoraTargets, ModuleSelector, Quantization};
 use crate::tokenize::TextTokenizer;
 
 /// A pretrained backbone of any supported family.
@@ -113,14 +113,29 @@ pub struct Pretrained {
 /// from the files. `max_len` is the truncation length: one past the model's position
 /// table is an error here, before any data is tokenised.
 pub fn load(path_or_id: impl AsRef<Path>, max_len: usize, device: &Device) -> Result<Pretrained> {
+    load_packed(path_or_id, max_len, None, device)
+}
+
+/// [`load`] with every linear's frozen weight packed as it is read (QLoRA's base: NF4):
+/// the float model is never whole in memory.
+pub fn load_packed(
+    path_or_id: impl AsRef<Path>,
+    max_len: usize,
+    packing: Option<Quantization>,
+    device: &Device,
+) -> Result<Pretrained> {
     let path = super::resolve_model(path_or_id)?;
     let format = ModelFormat::detect(&path)?;
     // The tokenizer first: a bad one fails before the weights are read.
     let tokenizer = format.tokenizer(&path, max_len)?;
     let backbone = match format {
-        ModelFormat::Encoder => AnyBackbone::Bert(BertModel::load(&path, device)?),
-        ModelFormat::Decoder => AnyBackbone::Llama(LlamaModel::load(&path, device)?),
-        ModelFormat::Gguf => AnyBackbone::Llama(LlamaModel::load_gguf(&path, device)?),
+        ModelFormat::Encoder => AnyBackbone::Bert(BertModel::load_packed(&path, packing, device)?),
+        ModelFormat::Decoder => {
+            AnyBackbone::Llama(LlamaModel::load_packed(&path, packing, device)?)
+        }
+        ModelFormat::Gguf => {
+            AnyBackbone::Llama(LlamaModel::load_gguf_packed(&path, packing, device)?)
+        }
     };
     check_max_len(&backbone, max_len)?;
     Ok(Pretrained {

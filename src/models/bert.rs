@@ -15,8 +15,8 @@ use super::{Backbone, EncoderInput};
 use crate::error::{Error, Result};
 use crate::io::{Checkpoint, TensorSource};
 use crate::lora::{
-    InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets, ModuleSelector, join_path,
-    with_adapters,
+    InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets, ModuleSelector,
+    Quantization, join_path, with_adapters,
 };
 
 /// The Hugging Face module names of one family's encoder layer, and the prefix its
@@ -206,10 +206,19 @@ pub struct BertModel {
 impl BertModel {
     /// Load a checkpoint folder (`config.json` + safetensors), without adapters.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        Self::load_packed(dir, None, device)
+    }
+
+    /// [`load`](Self::load) with every linear's weight packed as it is read (`None`: float).
+    pub fn load_packed(
+        dir: impl AsRef<Path>,
+        packing: Option<Quantization>,
+        device: &Device,
+    ) -> Result<Self> {
         let dir = dir.as_ref();
         let config = BertConfig::from_file(dir.join("config.json"))?;
         let checkpoint = Checkpoint::open(dir)?;
-        Self::from_checkpoint(&config, &checkpoint, device)
+        Self::from_checkpoint(&config, &checkpoint, packing, device)
     }
 
     /// Load a checkpoint and put adapters on the linears `lora` targets
@@ -225,9 +234,11 @@ impl BertModel {
     /// Build from a tensor source (an opened checkpoint, or any [`TensorSource`]); names
     /// may carry a `bert.`/`roberta.`/`distilbert.` prefix (as saved by the task heads) or
     /// none (as saved by the bare model).
+    /// `packing` packs every linear's weight as it is read (`None`: float).
     pub fn from_checkpoint(
         config: &BertConfig,
         ckpt: &impl TensorSource,
+        packing: Option<Quantization>,
         device: &Device,
     ) -> Result<Self> {
         let names = names_for(&config.model_type);
@@ -244,9 +255,10 @@ impl BertModel {
             ckpt.tensor::<2>(&format!("{prefix}{name}"), shape, device)
         };
         let linear = |name: &str, out_f: usize, in_f: usize| -> Result<LoraLinear> {
-            LoraLinear::from_out_in(
+            LoraLinear::from_out_in_packed(
                 t2(&format!("{name}.weight"), [out_f, in_f])?,
                 Some(t1(&format!("{name}.bias"), out_f)?),
+                packing,
             )
         };
         let norm = |name: &str| -> Result<LayerNorm> {

@@ -16,8 +16,8 @@ use super::{Backbone, EncoderInput};
 use crate::error::{Error, Result};
 use crate::io::{Checkpoint, TensorSource};
 use crate::lora::{
-    InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets, ModuleSelector, join_path,
-    with_adapters,
+    InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets, ModuleSelector,
+    Quantization, join_path, with_adapters,
 };
 
 /// `model_type` values this module loads.
@@ -486,10 +486,19 @@ fn rotate_pairs(x: Tensor<4>) -> Tensor<4> {
 impl LlamaModel {
     /// Load a checkpoint folder (`config.json` + safetensors), without adapters.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        Self::load_packed(dir, None, device)
+    }
+
+    /// [`load`](Self::load) with every linear's weight packed as it is read (`None`: float).
+    pub fn load_packed(
+        dir: impl AsRef<Path>,
+        packing: Option<Quantization>,
+        device: &Device,
+    ) -> Result<Self> {
         let dir = dir.as_ref();
         let config = LlamaConfig::from_file(dir.join("config.json"))?;
         let ckpt = Checkpoint::open(dir)?;
-        Self::from_source(&config, &ckpt, device)
+        Self::from_source(&config, &ckpt, packing, device)
     }
 
     /// Load and inject adapters (PEFT default for the family: `q_proj`, `v_proj`).
@@ -502,10 +511,12 @@ impl LlamaModel {
     }
 
     /// Build from a tensor source (a checkpoint folder, a GGUF file); Hugging Face names
-    /// with or without the `model.` prefix.
+    /// with or without the `model.` prefix. `packing` packs every linear's weight as it is
+    /// read (`None`: float).
     pub fn from_source(
         config: &LlamaConfig,
         ckpt: &impl TensorSource,
+        packing: Option<Quantization>,
         device: &Device,
     ) -> Result<Self> {
         let prefix = ["model.", ""]
@@ -530,7 +541,7 @@ impl LlamaModel {
             } else {
                 None
             };
-            LoraLinear::from_out_in(w, b)
+            LoraLinear::from_out_in_packed(w, b, packing)
         };
         let norm = |n: &str, len: usize| -> Result<RmsNorm> {
             Ok(RmsNorm::new(

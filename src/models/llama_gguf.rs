@@ -10,7 +10,7 @@ use super::llama::{LINEARS, LlamaConfig, LlamaModel, RopeParameters};
 use crate::error::{Error, Result};
 use crate::io::TensorSource;
 use crate::io::gguf::{GgufFile, GgufValue};
-use crate::lora::{InjectionReport, LoraConfig, with_adapters};
+use crate::lora::{InjectionReport, LoraConfig, Quantization, with_adapters};
 
 /// The GGUF architectures this reader maps (llama.cpp's `glm4` is not one yet: its fused
 /// `ffn_up`, extra norms, NORM-type RoPE and ChatGLM pre-tokenizer are unmapped).
@@ -232,9 +232,19 @@ impl TensorSource for GgufWeights<'_> {
 impl LlamaModel {
     /// Load a llama.cpp GGUF file (dequantised to the device's float type), without adapters.
     pub fn load_gguf(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        Self::load_gguf_packed(path, None, device)
+    }
+
+    /// [`load_gguf`](Self::load_gguf) with every linear's weight dequantised and packed
+    /// again (NF4, int8) as it is read.
+    pub fn load_gguf_packed(
+        path: impl AsRef<Path>,
+        packing: Option<Quantization>,
+        device: &Device,
+    ) -> Result<Self> {
         let file = GgufFile::open(path)?;
         let config = LlamaConfig::from_gguf(&file)?;
-        Self::from_source(&config, &GgufWeights::new(&file, &config), device)
+        Self::from_source(&config, &GgufWeights::new(&file, &config), packing, device)
     }
 
     /// Load a GGUF file and inject adapters.

@@ -11,7 +11,7 @@ pub mod pretrained;
 use burn::module::{Module, ModuleDisplay};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-pub use any::{AnyBackbone, Pretrained, load};
+pub use any::{AnyBackbone, Pretrained, load, load_packed};
 pub use bert::BertModel;
 pub use config::{BertConfig, SUPPORTED_MODEL_TYPES};
 pub use llama::{LlamaConfig, LlamaModel};
