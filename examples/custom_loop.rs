@@ -3,7 +3,8 @@
 //! negatives of multi-label data, the model chosen by validation **macro**-F1 (the rare
 //! labels count as much as the frequent ones), and a checkpoint hook that saves a PEFT
 //! adapter each time that choice changes. `run_loop` still drives it: warmup and decay,
-//! accumulation, periodic evaluation, early stopping, the NaN-loss check.
+//! accumulation, periodic evaluation, early stopping, the NaN-loss check (the NaN-gradient
+//! check is this loop's own, as the trait asks).
 //!
 //! ```text
 //! scripts/fetch-models.sh minilm
@@ -22,6 +23,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer, SgdCon
 use burn_lora::data::Batch;
 use burn_lora::models;
 use burn_lora::prelude::*;
+use burn_lora::train::trainer::global_grad_norm;
 use burn_lora::train::{EvalResult, LoopState};
 
 /// SGD + asymmetric loss, selection by macro-F1, an adapter saved on each new best.
@@ -55,6 +57,12 @@ impl TrainingLoop for MacroF1Loop<'_> {
     fn optimizer_step(&mut self, lr: f64) -> Result<()> {
         let grads = self.accum.grads();
         let model = self.model.take().expect("model between steps");
+        // As the trait asks: no step from NaN/inf gradients (run_loop fills in the step).
+        let norm = global_grad_norm(&grads, &model);
+        if !norm.is_finite() {
+            self.model = Some(model);
+            return Err(Error::NonFiniteGradient { norm, step: 0 });
+        }
         self.model = Some(self.optim.step(lr, model, grads));
         Ok(())
     }

@@ -3,9 +3,14 @@
 //! multi_label_classification`, the labels as `id2label`, the tokenizer files).
 //!
 //! ```text
+//! cargo run --release --example finetune -- --model models/all-MiniLM-L6-v2 \
+//!     --data data/debtags-min200 --out runs/minilm --pooling pooler
 //! cargo run --release --example export -- --model models/all-MiniLM-L6-v2 \
 //!     --adapter runs/minilm/adapter --out runs/minilm/merged
 //! ```
+//!
+//! (MiniLM pools by mean by default, which `BertForSequenceClassification` does not:
+//! train with its pooler to export.)
 //!
 //! Heads that transformers' class computes differently are refused (BERT with mean or CLS
 //! pooling, RoBERTa, DistilBERT, a GGUF or quantised base): the PEFT adapter stays the way

@@ -133,7 +133,7 @@ fn run() -> Result<(), String> {
                         cmd.arg("--rslora");
                     }
                     // Cut off earlier: continue from its last checkpoint.
-                    cmd.arg(if dir.join("last").exists() {
+                    cmd.arg(if burn_lora::io::existing_dir(dir.join("last")).is_some() {
                         "--resume"
                     } else {
                         "--overwrite"

@@ -122,6 +122,15 @@ pub fn export_merged<B: Backbone>(
             continue;
         }
         let value = match merged.remove(bare) {
+            // A base folder other than the one the model was loaded from would mix two
+            // models' weights: the shapes at least must agree.
+            Some(v) if ckpt.shape(name).is_some_and(|s| s != v.0) => {
+                return Err(Error::ShapeMismatch {
+                    name: name.clone(),
+                    expected: v.0,
+                    actual: ckpt.shape(name).unwrap_or_default(),
+                });
+            }
             Some(v) => v,
             None => match ckpt.read_f32(name) {
                 Ok((values, shape)) => (shape, values),
@@ -155,6 +164,12 @@ pub fn export_merged<B: Backbone>(
         path: config_path.clone(),
         message: e.to_string(),
     })?;
+    if !config.is_object() {
+        return Err(Error::Format {
+            path: config_path,
+            message: "not a JSON object".into(),
+        });
+    }
     let id2label: serde_json::Map<String, Value> = (0..labels.len())
         .map(|j| (j.to_string(), json!(labels.name(j))))
         .collect();
@@ -165,6 +180,10 @@ pub fn export_merged<B: Backbone>(
     config["problem_type"] = json!("multi_label_classification");
     config["id2label"] = Value::Object(id2label);
     config["label2id"] = Value::Object(label2id);
+    // The weights are written in f32; a bf16 base's dtype would make transformers load
+    // them in bf16 and move the logits.
+    config["torch_dtype"] = json!("float32");
+    config["dtype"] = json!("float32");
     // The decoder classes find the last token through `pad_token_id`.
     config["pad_token_id"] = json!(backbone.pad_token_id());
 

@@ -161,6 +161,13 @@ fn labels_that_match_nothing_are_errors() {
     ));
     let splits = DataSplits::load(&dir, UnknownLabelPolicy::Skip).unwrap();
     assert_eq!(splits.skipped, [1, 1, 1]);
+    // A label name labels.txt could not hold as itself (it is read trimmed, by line).
+    for name in [" a", "b ", "c\nd", "  "] {
+        assert!(
+            burn_lora::data::LabelSet::new(vec![name.into()]).is_err(),
+            "{name:?}"
+        );
+    }
     assert_eq!(splits.train[1].labels, Vec::<usize>::new());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -222,6 +222,15 @@ fn learns_checkpoints_and_resumes_exactly() {
     let mut other_rank = checkpoint(&b);
     other_rank.lora.r = 8;
     assert_eq!(mismatch(config(8), other_rank), "the LoRA rank");
+    let mut other_alpha = checkpoint(&b);
+    other_alpha.lora.alpha_pattern.insert("value".into(), 2.0);
+    assert_eq!(mismatch(config(8), other_alpha), "alpha_pattern");
+    // The same targets in another order are the same run. (The folder is renamed right
+    // after: the optimizer state must be read whole at resume, not lazily from its file.)
+    let mut reordered = checkpoint(&b);
+    reordered.lora = LoraConfig::new(4, 8.0, &["value", "query"]);
+    let fresh = model(&model_dir, &train_device, false);
+    assert!(Trainer::resume(fresh, loss(), config(8), reordered, &device).is_ok());
 
     // A crash between the two renames of a checkpoint swap leaves only the previous
     // folder: resume finds it.

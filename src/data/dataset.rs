@@ -28,7 +28,8 @@ pub struct LabelSet {
 }
 
 impl LabelSet {
-    /// From names in order; duplicates and empty names are errors.
+    /// From names in order; duplicates, empty names and names with surrounding whitespace
+    /// or line breaks (they would not survive `labels.txt`) are errors.
     pub fn new(names: Vec<String>) -> Result<Self> {
         if names.is_empty() {
             return Err(Error::InvalidState("label set is empty".into()));
@@ -37,6 +38,13 @@ impl LabelSet {
         for (i, n) in names.iter().enumerate() {
             if n.is_empty() {
                 return Err(Error::InvalidState(format!("label {i} has an empty name")));
+            }
+            // labels.txt is read line by line and trimmed: such a name could not be
+            // saved and read back as itself.
+            if n.trim() != n || n.contains(['\n', '\r']) {
+                return Err(Error::InvalidState(format!(
+                    "label {i} ({n:?}) has surrounding whitespace or a line break"
+                )));
             }
             if index.insert(n.clone(), i).is_some() {
                 return Err(Error::InvalidState(format!("label `{n}` listed twice")));

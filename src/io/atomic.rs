@@ -72,6 +72,13 @@ pub fn replace_dir(dir: impl AsRef<Path>, fill: impl FnOnce(&Path) -> Result<()>
         std::fs::rename(dir, &previous).map_err(|e| Error::io(dir, e))?;
     }
     std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    // The renames reach the disk with their folder's own fsync (best effort: not every
+    // platform can open a folder for it).
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty())
+        && let Ok(folder) = std::fs::File::open(parent)
+    {
+        let _ = folder.sync_all();
+    }
     if previous.exists() {
         std::fs::remove_dir_all(&previous).map_err(|e| Error::io(&previous, e))?;
     }

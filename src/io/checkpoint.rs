@@ -97,6 +97,11 @@ impl Checkpoint {
         self.by_name.contains_key(name)
     }
 
+    /// Shape of `name`, if present.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.files[*self.by_name.get(name)?].shape(name)
+    }
+
     /// Read `name` as f32 values (f32, f16 and bf16 files) and its shape.
     pub fn read_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
         let id = *self.by_name.get(name).ok_or_else(|| Error::MissingTensor {

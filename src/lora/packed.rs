@@ -3,7 +3,7 @@
 //!
 //! The packed bytes stay in host memory beside the module (they are not parameters: the
 //! base never trains and is never saved with an adapter); each forward dequantises the
-//! layer's weight on all cores straight into the `[in, out]` layout its matmul reads, and
+//! layer's weight on all cores and lays it out `[in, out]` for its matmul (two passes), and
 //! the dense copy lives only as long as the graph needs it (to the end of the forward in
 //! inference; to the backward, which reads it for the input gradient, in training).
 

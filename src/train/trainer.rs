@@ -17,7 +17,7 @@ use crate::classify::{MultiLabelClassifier, MultiLabelLoss};
 use crate::data::{Batch, EncodedSet, LabelSet};
 use crate::error::{Error, Result};
 use crate::io::{existing_dir, replace_dir, write_atomic};
-use crate::lora::LoraConfig;
+use crate::lora::{LoraConfig, ModuleSelector};
 use crate::models::Backbone;
 
 /// Where and what the trainer checkpoints: `DIR/best` (the best validation micro-F1,
@@ -299,14 +299,17 @@ impl<B: Backbone> Trainer<B> {
             *b = Param::initialized(id_of("head.bias")?, b.val().detach().set_require_grad(true));
         }
         let mut trainer = Trainer::new(model, loss, config, Some(checkpoint));
-        trainer.optim =
-            trainer
-                .optim
-                .load(last.join(OPTIMIZER_FILE))
-                .map_err(|e| Error::Format {
-                    path: last.join(OPTIMIZER_FILE),
-                    message: format!("{e:?}"),
-                })?;
+        // Read into memory: burn's file loader reads lazily, and the next checkpoint
+        // replaces this folder (the file would be gone before all of it was read).
+        let optim_path = last.join(OPTIMIZER_FILE);
+        let bytes = std::fs::read(&optim_path).map_err(|e| Error::io(&optim_path, e))?;
+        trainer.optim = trainer
+            .optim
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+            .map_err(|e| Error::Format {
+                path: optim_path.clone(),
+                message: format!("{e:?}"),
+            })?;
         Ok((trainer, saved.state))
     }
 }
@@ -338,9 +341,26 @@ fn check_same_run(
     same("lora_alpha", &a.lora_alpha, &b.lora_alpha)?;
     same("lora_dropout", &a.lora_dropout, &b.lora_dropout)?;
     same("use_rslora", &a.use_rslora, &b.use_rslora)?;
+    // Name lists compare as sets: `value,query` is the run saved with `query,value`.
+    let targets = |s: &Option<ModuleSelector>| match s {
+        Some(ModuleSelector::Names(n)) => {
+            let mut n = n.clone();
+            n.sort();
+            n.dedup();
+            Some(ModuleSelector::Names(n))
+        }
+        other => other.clone(),
+    };
     if b.target_modules.is_some() {
-        same("target_modules", &a.target_modules, &b.target_modules)?;
+        same(
+            "target_modules",
+            &targets(&a.target_modules),
+            &targets(&b.target_modules),
+        )?;
     }
+    same("rank_pattern", &a.rank_pattern, &b.rank_pattern)?;
+    same("alpha_pattern", &a.alpha_pattern, &b.alpha_pattern)?;
+    same("layers_pattern", &a.layers_pattern, &b.layers_pattern)?;
     same("exclude_modules", &a.exclude_modules, &b.exclude_modules)?;
     same(
         "layers_to_transform",
