@@ -289,10 +289,34 @@ fn metrics_json(m: &MultiLabelMetrics, t: &Thresholds) -> serde_json::Value {
 }
 
 fn main() {
+    pin_default_device();
     // Errors print with their message (Display), not as a debug dump.
     if let Err(e) = run() {
         eprintln!("error: {e}");
         std::process::exit(1);
+    }
+}
+
+/// burn builds a resumed optimizer state on its default device (`BURN_DEVICE`, else the
+/// first GPU backend compiled in) before moving it to the parameters' device: with the
+/// `wgpu` feature on a machine without a Vulkan driver, `--resume` on flex would start (or
+/// fail to start) a GPU device it never uses. Pin the default to `--device`'s backend
+/// unless the user set `BURN_DEVICE`.
+fn pin_default_device() {
+    if std::env::var_os("BURN_DEVICE").is_some() {
+        return;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let device = args
+        .iter()
+        .position(|a| a == "--device")
+        .and_then(|i| args.get(i + 1).map(String::as_str))
+        .or_else(|| args.iter().find_map(|a| a.strip_prefix("--device=")))
+        .unwrap_or("flex");
+    let backend = device.split(':').next().unwrap_or("flex");
+    if ["flex", "ndarray", "wgpu", "vulkan", "metal", "cuda"].contains(&backend) {
+        // SAFETY: the first thing main does, before any other thread exists.
+        unsafe { std::env::set_var("BURN_DEVICE", backend) };
     }
 }
 

@@ -252,6 +252,11 @@ impl<B: Backbone> Trainer<B> {
     /// run in what shapes the training (labels, LoRA config, pooling, length, template,
     /// batch and accumulation sizes, epochs, learning-rate schedule, seed) is
     /// [`Error::ResumeMismatch`]: continuing would silently train another run.
+    ///
+    /// burn builds the optimizer state on its default device (`BURN_DEVICE`, else the first
+    /// GPU backend compiled in) and moves it at the first step: where that default cannot
+    /// start (the `wgpu` feature without a Vulkan driver), set `BURN_DEVICE` to the training
+    /// backend (the finetune example does).
     pub fn resume(
         mut model: MultiLabelClassifier<B>,
         loss: MultiLabelLoss,
