@@ -289,7 +289,6 @@ fn metrics_json(m: &MultiLabelMetrics, t: &Thresholds) -> serde_json::Value {
 }
 
 fn main() {
-    pin_default_device();
     // Errors print with their message (Display), not as a debug dump.
     if let Err(e) = run() {
         eprintln!("error: {e}");
@@ -302,20 +301,13 @@ fn main() {
 /// `wgpu` feature on a machine without a Vulkan driver, `--resume` on flex would start (or
 /// fail to start) a GPU device it never uses. Pin the default to `--device`'s backend
 /// unless the user set `BURN_DEVICE`.
-fn pin_default_device() {
+fn pin_default_device(device: &str) {
     if std::env::var_os("BURN_DEVICE").is_some() {
         return;
     }
-    let args: Vec<String> = std::env::args().collect();
-    let device = args
-        .iter()
-        .position(|a| a == "--device")
-        .and_then(|i| args.get(i + 1).map(String::as_str))
-        .or_else(|| args.iter().find_map(|a| a.strip_prefix("--device=")))
-        .unwrap_or("flex");
     let backend = device.split(':').next().unwrap_or("flex");
     if ["flex", "ndarray", "wgpu", "vulkan", "metal", "cuda"].contains(&backend) {
-        // SAFETY: the first thing main does, before any other thread exists.
+        // SAFETY: called before any burn device, thread pool or other thread exists.
         unsafe { std::env::set_var("BURN_DEVICE", backend) };
     }
 }
@@ -326,6 +318,7 @@ fn run() -> burn_lora::Result<()> {
         eprintln!("error: {message}");
         std::process::exit(2);
     }
+    pin_default_device(&args.device);
     refuse_to_clobber(&args.out, args.resume, args.overwrite)?;
     args.model = burn_lora::models::resolve_model(&args.model)?;
     let device = parse_device(&args.device)?;

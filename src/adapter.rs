@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{MultiLabelClassifier, Pooling, Thresholds};
+use crate::classify::{ClassificationHead, MultiLabelClassifier, Pooling, Thresholds};
 use crate::data::LabelSet;
 use crate::error::{Error, Result};
 use crate::io::SafetensorsFile;
@@ -60,6 +60,22 @@ pub(crate) fn f32_values<const D: usize>(t: Tensor<D>) -> Result<(Vec<usize>, Ve
     Ok((shape, values))
 }
 
+/// The head as transformers stores it: `KEY.weight` `[labels, hidden]`, `KEY.bias`.
+pub(crate) fn insert_head(
+    tensors: &mut F32Tensors,
+    key: &str,
+    head: &ClassificationHead,
+) -> Result<()> {
+    tensors.insert(
+        format!("{key}.weight"),
+        f32_values(head.weight.val().transpose())?,
+    );
+    if let Some(b) = &head.bias {
+        tensors.insert(format!("{key}.bias"), f32_values(b.val())?);
+    }
+    Ok(())
+}
+
 /// Everything written to an adapter folder.
 pub struct AdapterContents<'a> {
     /// The LoRA config (targets, rank, ...).
@@ -95,12 +111,15 @@ impl<B: Backbone> MultiLabelClassifier<B> {
     /// Save the adapters and head as a PEFT `SEQ_CLS` adapter folder (see
     /// [`save_adapter`]); pooling and model type come from the model itself.
     pub fn save_adapter(&self, dir: impl AsRef<Path>, info: &AdapterInfo<'_>) -> Result<()> {
+        // The linear visitors need `&mut`; a module clone shares its tensors, so this
+        // costs no weight copy.
+        let mut model = self.clone();
         let meta = AdapterMeta {
             pooling: self.pooling,
             max_len: info.max_len,
             template: info.template.map(str::to_string),
             model_type: self.backbone.model_type().to_string(),
-            quantize: base_quantization(&mut self.backbone.clone())?,
+            quantize: base_quantization(&mut model.backbone)?,
         };
         let contents = AdapterContents {
             config: info.lora,
@@ -109,9 +128,7 @@ impl<B: Backbone> MultiLabelClassifier<B> {
             meta: &meta,
             base_model: info.base_model.map(str::to_string),
         };
-        // The linear visitor needs `&mut`; a module clone shares its tensors, so this
-        // costs no weight copy.
-        save_adapter(dir, &mut self.clone(), &contents)
+        save_adapter(dir, &mut model, &contents)
     }
 }
 
@@ -142,15 +159,11 @@ pub fn save_adapter<B: Backbone>(
     if adapted.is_empty() {
         return Err(Error::InvalidState("model has no adapters to save".into()));
     }
-    let head = &model.head;
-    let head_key = format!("{PEFT_ROOT}{}", model.head_name);
-    tensors.insert(
-        format!("{head_key}.weight"),
-        f32_values(head.weight.val().transpose())?,
-    );
-    if let Some(b) = &head.bias {
-        tensors.insert(format!("{head_key}.bias"), f32_values(b.val())?);
-    }
+    insert_head(
+        &mut tensors,
+        &format!("{PEFT_ROOT}{}", model.head_name),
+        &model.head,
+    )?;
     let weights = serialize_f32(&tensors)?;
 
     let mut config = contents.config.clone();

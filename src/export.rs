@@ -14,7 +14,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::adapter::f32_values;
+use crate::adapter::{f32_values, insert_head};
 use crate::classify::{MultiLabelClassifier, Pooling};
 use crate::data::LabelSet;
 use crate::error::{Error, Result};
@@ -124,14 +124,16 @@ pub fn export_merged<B: Backbone>(
         let value = match merged.remove(bare) {
             // A base folder other than the one the model was loaded from would mix two
             // models' weights: the shapes at least must agree.
-            Some(v) if ckpt.shape(name).is_some_and(|s| s != v.0) => {
-                return Err(Error::ShapeMismatch {
-                    name: name.clone(),
-                    expected: v.0,
-                    actual: ckpt.shape(name).unwrap_or_default(),
-                });
-            }
-            Some(v) => v,
+            Some(v) => match ckpt.shape(name) {
+                Some(shape) if shape != v.0 => {
+                    return Err(Error::ShapeMismatch {
+                        name: name.clone(),
+                        expected: v.0,
+                        actual: shape,
+                    });
+                }
+                _ => v,
+            },
             None => match ckpt.read_f32(name) {
                 Ok((values, shape)) => (shape, values),
                 // Integer buffers (BERT's `position_ids`) are rebuilt by transformers.
@@ -147,15 +149,7 @@ pub fn export_merged<B: Backbone>(
             path: base_dir.to_path_buf(),
         });
     }
-    let head = &model.head;
-    let head_name = backbone.head_name();
-    tensors.insert(
-        format!("{head_name}.weight"),
-        f32_values(head.weight.val().transpose())?,
-    );
-    if let Some(b) = &head.bias {
-        tensors.insert(format!("{head_name}.bias"), f32_values(b.val())?);
-    }
+    insert_head(&mut tensors, backbone.head_name(), &model.head)?;
     let weights = serialize_f32(&tensors)?;
 
     let config_path = base_dir.join("config.json");

@@ -1,25 +1,14 @@
 //! Atomic file writes: a temp file in the same folder, fsync, then rename.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
 /// Write `bytes` to `path` so that readers see either the old file or the whole new one.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let path = path.as_ref();
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::io(path, std::io::Error::other("path has no file name")))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = hidden_sibling(path, &format!("{}.tmp", std::process::id()))?;
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -33,12 +22,17 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// `dir`'s stand-in while [`replace_dir`] swaps it: the previous complete folder.
-fn previous_of(dir: &Path) -> Result<std::path::PathBuf> {
-    let name = dir
+/// `.NAME.SUFFIX` beside `path` (same folder, so a rename onto `path` stays atomic).
+fn hidden_sibling(path: &Path, suffix: &str) -> Result<PathBuf> {
+    let name = path
         .file_name()
-        .ok_or_else(|| Error::io(dir, std::io::Error::other("path has no folder name")))?;
-    Ok(dir.with_file_name(format!(".{}.previous", name.to_string_lossy())))
+        .ok_or_else(|| Error::io(path, std::io::Error::other("path has no file name")))?;
+    Ok(path.with_file_name(format!(".{}.{suffix}", name.to_string_lossy())))
+}
+
+/// `dir`'s stand-in while [`replace_dir`] swaps it: the previous complete folder.
+fn previous_of(dir: &Path) -> Result<PathBuf> {
+    hidden_sibling(dir, "previous")
 }
 
 /// Replace the folder `dir` as one unit: `fill` writes the new contents into a fresh
@@ -48,14 +42,7 @@ fn previous_of(dir: &Path) -> Result<std::path::PathBuf> {
 /// adapter, the optimizer moments and the loop state of one checkpoint) never mix.
 pub fn replace_dir(dir: impl AsRef<Path>, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = dir.as_ref();
-    let name = dir
-        .file_name()
-        .ok_or_else(|| Error::io(dir, std::io::Error::other("path has no folder name")))?;
-    let tmp = dir.with_file_name(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = hidden_sibling(dir, &format!("{}.tmp", std::process::id()))?;
     let previous = previous_of(dir)?;
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -87,7 +74,7 @@ pub fn replace_dir(dir: impl AsRef<Path>, fill: impl FnOnce(&Path) -> Result<()>
 
 /// The folder [`replace_dir`] last completed at `dir`: `dir` itself, or, after a crash
 /// between its two renames, the previous complete folder. `None` when neither exists.
-pub fn existing_dir(dir: impl AsRef<Path>) -> Option<std::path::PathBuf> {
+pub fn existing_dir(dir: impl AsRef<Path>) -> Option<PathBuf> {
     let dir = dir.as_ref();
     if dir.is_dir() {
         return Some(dir.to_path_buf());

@@ -274,6 +274,15 @@ pub struct QuantizeReport {
 }
 
 impl QuantizeReport {
+    /// Count one packed linear.
+    fn count(&mut self, packed: &PackedBase) {
+        let params = packed.in_features() * packed.out_features();
+        self.layers += 1;
+        self.params += params;
+        self.dense_bytes += 4 * params;
+        self.packed_bytes += packed.packed().stored_bytes();
+    }
+
     /// Bits per packed weight, scales included.
     pub fn bits_per_param(&self) -> f64 {
         8.0 * self.packed_bytes as f64 / self.params.max(1) as f64
@@ -304,11 +313,7 @@ pub fn quantize_frozen<M: super::LoraTargets>(
                 )));
             }
         };
-        let params = packed.in_features() * packed.out_features();
-        report.layers += 1;
-        report.params += params;
-        report.dense_bytes += 4 * params;
-        report.packed_bytes += packed.packed().stored_bytes();
+        report.count(&packed);
         linear.base = super::FrozenWeight::Packed(packed);
         Ok(())
     })?;
@@ -334,11 +339,7 @@ pub fn packing_report<M: super::LoraTargets>(model: &mut M) -> Result<QuantizeRe
     let mut report = QuantizeReport::default();
     model.visit_linears("", &mut |_, linear| {
         if let Some(p) = linear.base.packed() {
-            let params = p.in_features() * p.out_features();
-            report.layers += 1;
-            report.params += params;
-            report.dense_bytes += 4 * params;
-            report.packed_bytes += p.packed().stored_bytes();
+            report.count(p);
         }
         Ok(())
     })?;
