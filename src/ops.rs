@@ -22,12 +22,13 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::{FlexTensor, Layout};
-use burn::backend::ops::ActivationOps;
+use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::nn::Dropout;
-use burn::tensor::{Bytes, DType, Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Bytes, DType, Device, Distribution, Shape, Tensor, TensorData};
 use burn_lora_kernels as kernels;
+use std::sync::Arc;
 
 /// The extension: ops that burn-flex runs as one (parallel) pass and autodiff as one node.
 #[backend_extension(Flex, Autodiff)]
@@ -53,6 +54,67 @@ pub trait FastOps: Backend {
     fn silu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         silu_backward_composed::<Self>(x, grad)
     }
+    /// `x·w` for `x [m, k]` and `w [k, n]`.
+    fn matmul_2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(x, weight)
+    }
+    /// `x·w + bias` for `x [m, k]`, `w [k, n]` and `bias [n]`.
+    fn linear_2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        add_bias::<Self>(Self::matmul_2d(x, weight), bias)
+    }
+    /// `x·Wᵀ` for `x [m, k]` and a packed `W [n, k]`, dequantised for the product.
+    fn matmul_packed(x: FloatTensor<Self>, weight: PackedMatrix) -> FloatTensor<Self> {
+        let w = weight.dequantized::<Self>(&x.device());
+        Self::matmul_2d(x, Self::float_transpose(w))
+    }
+}
+
+/// A frozen `[rows, cols]` weight held packed (NF4, int8, ...) outside any backend, as
+/// [`matmul_packed`] takes it: the autodiff node keeps this handle, not a dequantised copy,
+/// and dequantises again in the backward.
+#[derive(Clone)]
+pub struct PackedMatrix {
+    /// The row-major values, computed on demand.
+    dequantize: Arc<dyn Fn() -> Vec<f32> + Send + Sync>,
+    rows: usize,
+    cols: usize,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedMatrix [{}, {}]", self.rows, self.cols)
+    }
+}
+
+impl PackedMatrix {
+    /// A `[rows, cols]` matrix whose row-major values `dequantize` returns.
+    pub fn new(
+        rows: usize,
+        cols: usize,
+        dequantize: impl Fn() -> Vec<f32> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            dequantize: Arc::new(dequantize),
+            rows,
+            cols,
+        }
+    }
+
+    /// The dequantised `[rows, cols]` matrix on `device`.
+    fn dequantized<B: Backend>(&self, device: &B::Device) -> FloatTensor<B> {
+        let values = (self.dequantize)();
+        B::float_from_data(TensorData::new(values, [self.rows, self.cols]), device)
+    }
+}
+
+/// `y + bias` for `y [m, n]` and `bias [n]`, from the backend's own ops.
+fn add_bias<B: Backend>(y: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
+    let n = bias.shape().num_elements();
+    B::float_add(y, B::float_reshape(bias, Shape::new([1, n])))
 }
 
 /// `x·σ(x)` from the backend's own ops.
@@ -111,7 +173,60 @@ fn shaped_like(x: &FlexTensor, data: Vec<f32>) -> FlexTensor {
     )
 }
 
+/// A 2-D f32 tensor as a strided view for the matmul kernel, unless it has negative strides.
+fn matrix_view(t: &FlexTensor) -> Option<kernels::matmul::MatrixView<'_>> {
+    let layout = t.layout();
+    let (&[rows, cols], &[row_stride, col_stride]) = (&layout.shape()[..], layout.strides()) else {
+        return None;
+    };
+    Some(kernels::matmul::MatrixView {
+        data: t.storage::<f32>(),
+        offset: layout.start_offset(),
+        rows,
+        cols,
+        row_stride: usize::try_from(row_stride).ok()?,
+        col_stride: usize::try_from(col_stride).ok()?,
+    })
+}
+
+/// [`FastOps::linear_2d`] on burn-flex: the product written straight into its output
+/// (bias pre-filled), or `None` where the kernel does not apply (not f32, not 2-D).
+fn linear_flex(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: Option<&FlexTensor>,
+) -> Option<FlexTensor> {
+    let all_f32 = [Some(x), Some(weight), bias]
+        .into_iter()
+        .flatten()
+        .all(|t| t.dtype() == DType::F32);
+    if !all_f32 {
+        return None;
+    }
+    let bias = bias.map(FlexTensor::to_contiguous);
+    let bias_values = match &bias {
+        Some(b) => Some(b.as_slice::<f32>()?),
+        None => None,
+    };
+    let (lhs, rhs) = (matrix_view(x)?, matrix_view(weight)?);
+    let out = kernels::matmul::matmul(lhs, rhs, bias_values)?;
+    Some(FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(Shape::new([lhs.rows, rhs.cols])),
+        DType::F32,
+    ))
+}
+
 impl FastOps for Flex {
+    fn matmul_2d(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
+        linear_flex(&x, &weight, None).unwrap_or_else(|| Flex::float_matmul(x, weight))
+    }
+
+    fn linear_2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        linear_flex(&x, &weight, Some(&bias))
+            .unwrap_or_else(|| add_bias::<Flex>(Flex::float_matmul(x, weight), bias))
+    }
+
     fn gelu_erf(x: FlexTensor) -> FlexTensor {
         unary_f32(x, kernels::gelu_erf, Flex::gelu)
     }
@@ -181,8 +296,170 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         elementwise::<B, C>(x, B::silu, B::silu_backward)
     }
 
+    fn matmul_2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        /// `x·w`: the backward needs `w` for `x`'s gradient and `x` for `w`'s.
+        #[derive(Debug)]
+        struct Product;
+
+        impl<B: Backend + FastOps> Backward<B, 2> for Product {
+            type State = Operands<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let [node_x, node_w] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (dx, dw) = product_grads::<B>(ops.state, grad);
+                if let (Some(node), Some(dx)) = (node_x, dx) {
+                    grads.register::<B>(node.id, dx);
+                }
+                if let (Some(node), Some(dw)) = (node_w, dw) {
+                    grads.register::<B>(node.id, dw);
+                }
+            }
+        }
+
+        // Compute-bound: the product is kept, not recomputed, under gradient checkpointing.
+        match Product
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let state = operands::<B, C>(&x, &weight);
+                prep.finish(
+                    state,
+                    B::matmul_2d(x.into_primitive(), weight.into_primitive()),
+                )
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::matmul_2d(x.into_primitive(), weight.into_primitive()))
+            }
+        }
+    }
+
+    fn linear_2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        /// `x·w + b`.
+        #[derive(Debug)]
+        struct ProductBias;
+
+        impl<B: Backend + FastOps> Backward<B, 3> for ProductBias {
+            type State = Operands<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let [node_x, node_w, node_b] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                if let Some(node) = node_b {
+                    let n = grad.shape().dims::<2>()[1];
+                    let sum = B::float_sum_dim(grad.clone(), 0);
+                    grads.register::<B>(node.id, B::float_reshape(sum, Shape::new([n])));
+                }
+                let (dx, dw) = product_grads::<B>(ops.state, grad);
+                if let (Some(node), Some(dx)) = (node_x, dx) {
+                    grads.register::<B>(node.id, dx);
+                }
+                if let (Some(node), Some(dw)) = (node_w, dw) {
+                    grads.register::<B>(node.id, dw);
+                }
+            }
+        }
+
+        match ProductBias
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let state = operands::<B, C>(&x, &weight);
+                let y = B::linear_2d(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    bias.into_primitive(),
+                );
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::linear_2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+            )),
+        }
+    }
+
+    fn matmul_packed(x: FloatTensor<Self>, weight: PackedMatrix) -> FloatTensor<Self> {
+        /// `x·Wᵀ` for a frozen packed `W`: the backward dequantises `W` again instead of
+        /// keeping the dequantised copy alive from the forward to the backward.
+        #[derive(Debug)]
+        struct PackedProduct;
+
+        impl<B: Backend + FastOps> Backward<B, 1> for PackedProduct {
+            type State = PackedMatrix;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let weight = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                    let w = weight.dequantized::<B>(&grad.device());
+                    B::matmul_2d(grad, w)
+                });
+            }
+        }
+
+        match PackedProduct
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                prep.finish(weight.clone(), B::matmul_packed(x.into_primitive(), weight))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::matmul_packed(x.into_primitive(), weight)),
+        }
+    }
+
     // `gelu_erf_backward` and `silu_backward` keep the default bodies: only backward passes
     // call them, on the inner backend.
+}
+
+/// The operands the backward of `x·w` needs: `x` when `w` is tracked, `w` when `x` is.
+type Operands<B> = (Option<FloatTensor<B>>, Option<FloatTensor<B>>);
+
+/// [`Operands`] of a product about to be recorded.
+fn operands<B: Backend, C: CheckpointStrategy>(
+    x: &FloatTensor<Autodiff<B, C>>,
+    w: &FloatTensor<Autodiff<B, C>>,
+) -> Operands<B> {
+    (
+        w.is_tracked().then(|| x.primitive().clone()),
+        x.is_tracked().then(|| w.primitive().clone()),
+    )
+}
+
+/// The gradients of `x·w` with respect to `x` (`grad·wᵀ`) and `w` (`xᵀ·grad`), each where
+/// its operand was kept.
+fn product_grads<B: Backend + FastOps>(
+    (x, w): Operands<B>,
+    grad: FloatTensor<B>,
+) -> (Option<FloatTensor<B>>, Option<FloatTensor<B>>) {
+    let dx = w.map(|w| B::matmul_2d(grad.clone(), B::float_transpose(w)));
+    let dw = x.map(|x| B::matmul_2d(B::float_transpose(x), grad));
+    (dx, dw)
 }
 
 /// The backward of an element-wise `y = f(x)`: `grad · f'(x)`, from the saved input.
@@ -233,6 +510,39 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return burn::tensor::activation::softmax(x, D - 1);
     }
     Tensor::from_dispatch(<Dispatch as FastOps>::softmax_last(x.into_dispatch()))
+}
+
+/// `x·w + bias` for `x [m, k]`, `w [k, n]`, `bias [n]`: on burn-flex one differentiable
+/// node whose products (forward and backward) are written straight into fresh buffers
+/// (burn-flex's own matmul zero-fills and then copies each output); burn's `linear`
+/// elsewhere.
+pub fn linear_2d(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+    if !is_flex(&x.device()) {
+        return burn::tensor::module::linear(x, weight, bias);
+    }
+    let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
+    Tensor::from_dispatch(match bias {
+        Some(bias) => <Dispatch as FastOps>::linear_2d(x, weight, bias.into_dispatch()),
+        None => <Dispatch as FastOps>::matmul_2d(x, weight),
+    })
+}
+
+/// `x·Wᵀ` for `x [m, k]` and a packed `W [n, k]`. On burn-flex the training graph keeps the
+/// packed handle and dequantises `W` again in the backward, so a packed base's f32 copy
+/// lives only while its product runs; elsewhere `W` is dequantised into a tensor.
+pub fn matmul_packed(x: Tensor<2>, weight: &PackedMatrix) -> Tensor<2> {
+    let device = x.device();
+    if !is_flex(&device) {
+        let w = Tensor::<2>::from_data(
+            TensorData::new((weight.dequantize)(), [weight.rows, weight.cols]),
+            &device,
+        );
+        return x.matmul(w.transpose());
+    }
+    Tensor::from_dispatch(<Dispatch as FastOps>::matmul_packed(
+        x.into_dispatch(),
+        weight.clone(),
+    ))
 }
 
 /// Exact GELU, `x·Φ(x)` (`0.5·x·(1 + erf(x/√2))`, transformers' `gelu`): one parallel,

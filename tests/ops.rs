@@ -86,3 +86,104 @@ fn dropout_drops_at_its_rate_scales_and_only_trains() {
     let frozen = layer.valid();
     assert_eq!(values(ops::dropout(&frozen, x.clone())), values(x));
 }
+
+/// `sum((x·w + b) ⊙ g)` and the gradients of `x`, `w`, `b` that are tracked.
+fn linear_grads(
+    linear: impl Fn(Tensor<2>, Tensor<2>, Option<Tensor<1>>) -> Tensor<2>,
+    inputs: (&Tensor<2>, &Tensor<2>, Option<&Tensor<1>>),
+    tracked: [bool; 3],
+    g: &Tensor<2>,
+) -> Vec<Vec<f32>> {
+    let track = |t: Tensor<2>, on: bool| if on { t.require_grad() } else { t };
+    let x = track(inputs.0.clone(), tracked[0]);
+    let w = track(inputs.1.clone(), tracked[1]);
+    let b = inputs.2.map(|b| {
+        if tracked[2] {
+            b.clone().require_grad()
+        } else {
+            b.clone()
+        }
+    });
+    let y = linear(x.clone(), w.clone(), b.clone());
+    let grads = (y.clone() * g.clone()).sum().backward();
+    let mut out = vec![values(y)];
+    out.extend(x.grad(&grads).map(values));
+    out.extend(w.grad(&grads).map(values));
+    out.extend(b.and_then(|b| b.grad(&grads)).map(values));
+    out
+}
+
+#[test]
+fn linear_2d_matches_burn_with_gradients() {
+    let _seeded = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = flex_autodiff();
+    device.seed(5);
+    let normal = Distribution::Normal(0.0, 1.0);
+    // Large enough to take the multi-threaded kernel, and a small one.
+    for (m, k, n) in [(300, 200, 190), (3, 5, 4)] {
+        let x = Tensor::<2>::random([m, k], normal, &device);
+        let w = Tensor::<2>::random([k, n], normal, &device);
+        // The same weight read through a transposed view, as models store some weights.
+        let w_t = Tensor::<2>::random([n, k], normal, &device);
+        let b = Tensor::<1>::random([n], normal, &device);
+        let g = Tensor::<2>::random([m, n], normal, &device);
+        for weight in [w.clone(), w_t.transpose()] {
+            for bias in [None, Some(&b)] {
+                for tracked in [
+                    [true, true, true],
+                    [true, false, false],
+                    [false, true, true],
+                ] {
+                    let inputs = (&x, &weight, bias);
+                    let fast = linear_grads(ops::linear_2d, inputs, tracked, &g);
+                    let reference = linear_grads(burn::tensor::module::linear, inputs, tracked, &g);
+                    assert_eq!(fast.len(), reference.len(), "same gradients present");
+                    for (a, r) in fast.iter().zip(&reference) {
+                        let scale = r.iter().fold(1f32, |s, v| s.max(v.abs()));
+                        assert!(
+                            max_abs_diff(a, r) <= 1e-5 * scale,
+                            "{m}×{k}×{n} {tracked:?}"
+                        );
+                    }
+                }
+            }
+        }
+        // Without autodiff too.
+        let plain = ops::linear_2d(
+            x.clone().inner(),
+            w.clone().inner(),
+            Some(b.clone().inner()),
+        );
+        let reference = burn::tensor::module::linear(x.inner(), w.inner(), Some(b.inner()));
+        assert!(max_abs_diff(&values(plain), &values(reference)) < 1e-4);
+    }
+}
+
+#[test]
+fn matmul_packed_matches_a_dense_product_with_gradient() {
+    let _seeded = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = flex_autodiff();
+    device.seed(6);
+    let normal = Distribution::Normal(0.0, 1.0);
+    let (m, k, n) = (40, 24, 16);
+    let w = Tensor::<2>::random([n, k], normal, &device);
+    let w_values = values(w.clone());
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let packed = ops::PackedMatrix::new(n, k, move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        w_values.clone()
+    });
+    let x = Tensor::<2>::random([m, k], normal, &device).require_grad();
+    let g = Tensor::<2>::random([m, n], normal, &device);
+    let y = ops::matmul_packed(x.clone(), &packed);
+    let grads = (y.clone() * g.clone()).sum().backward();
+    let dx = x.grad(&grads).expect("x is tracked");
+    let y_ref = x.clone().inner().matmul(w.clone().inner().transpose());
+    let dx_ref = g.inner().matmul(w.inner());
+    assert!(max_abs_diff(&values(y), &values(y_ref)) < 1e-4);
+    assert!(max_abs_diff(&values(dx), &values(dx_ref)) < 1e-4);
+    // Dequantised once for the forward and once again for the backward: the graph keeps
+    // the packed handle, not the f32 copy.
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

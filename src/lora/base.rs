@@ -50,20 +50,27 @@ pub(crate) fn replace_value<const D: usize>(param: &mut Param<Tensor<D>>, value:
 }
 
 /// `x·W + b` on `[..., in]` for a weight stored `[in, out]` (PyTorch's `x Wᵀ + b`), as one
-/// 2-D matmul over all rows. A 3-D input would otherwise reach burn's batched matmul, which on burn-flex runs
-/// one single-threaded gemm per batch element and re-packs the weight for each.
+/// 2-D product over all rows ([`crate::ops::linear_2d`]). A 3-D input would otherwise reach
+/// burn's batched matmul, which on burn-flex runs one single-threaded gemm per batch element
+/// and re-packs the weight for each.
 pub fn linear_rows<const D: usize>(
     x: Tensor<D>,
     weight: Tensor<2>,
     bias: Option<Tensor<1>>,
 ) -> Tensor<D> {
-    if D == 2 {
-        return burn::tensor::module::linear(x, weight, bias);
-    }
+    let out = weight.dims()[1];
+    over_rows(x, out, |rows| crate::ops::linear_2d(rows, weight, bias))
+}
+
+/// `f` applied to `x [..., in]` folded to 2-D rows `[n, in]`, its `[n, out]` result unfolded.
+pub(crate) fn over_rows<const D: usize>(
+    x: Tensor<D>,
+    out: usize,
+    f: impl FnOnce(Tensor<2>) -> Tensor<2>,
+) -> Tensor<D> {
     let mut dims = x.dims();
     let rows = dims[..D - 1].iter().product::<usize>();
-    let out = weight.dims()[1];
-    let y = burn::tensor::module::linear(x.reshape([rows, dims[D - 1]]), weight, bias);
+    let y = f(x.reshape([rows, dims[D - 1]]));
     dims[D - 1] = out;
     y.reshape(dims)
 }

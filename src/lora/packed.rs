@@ -13,8 +13,9 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_lora_kernels as kernels;
 
-use super::base::{DenseBase, FrozenBase, linear_rows};
+use super::base::{DenseBase, FrozenBase, over_rows};
 use crate::error::{Error, Result};
+use crate::ops::PackedMatrix;
 
 /// How to store a frozen weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -230,9 +231,15 @@ impl FrozenBase for PackedBase {
 
     fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let [out, r#in] = self.shape;
-        let in_out = kernels::transpose(&self.weight.dequantize(), out, r#in);
-        let weight = Tensor::<2>::from_data(TensorData::new(in_out, [r#in, out]), &x.device());
-        linear_rows(x, weight, self.bias.as_ref().map(|b| b.val()))
+        let packed = Arc::clone(&self.weight);
+        let weight = PackedMatrix::new(out, r#in, move || packed.dequantize());
+        over_rows(x, out, |rows| {
+            let y = crate::ops::matmul_packed(rows, &weight);
+            match &self.bias {
+                Some(bias) => y + bias.val().unsqueeze::<2>(),
+                None => y,
+            }
+        })
     }
 
     fn weight_out_in(&self) -> Tensor<2> {

@@ -1,6 +1,7 @@
 //! Multi-threaded f32 element-wise kernels behind burn-lora's fast paths on burn-flex
 //! (`burn_lora::ops`): exact GELU, SiLU and their derivatives, and dropout keep-masks; and
-//! NF4 block quantisation ([`nf4`]) for QLoRA-style frozen weights.
+//! NF4 block quantisation ([`nf4`]) for QLoRA-style frozen weights; f32 matrix products
+//! into fresh output buffers ([`matmul`]).
 //!
 //! A crate of their own, free of burn, so that they are compiled optimised in every build
 //! profile (the workspace's dev profile optimises this package): their loops are the hot
@@ -8,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod int8;
+pub mod matmul;
 pub mod nf4;
 
 use rayon::prelude::*;
@@ -18,21 +20,6 @@ pub const CHUNK: usize = 1 << 15;
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1/√(2π).
 const INV_SQRT_2PI: f32 = 0.398_942_3;
-
-/// The transpose of a row-major `rows × cols` matrix (row-major `cols × rows`), on all
-/// cores: a dequantised `[out, in]` weight laid out `[in, out]` for the forward's matmul.
-pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    assert_eq!(values.len(), rows * cols, "values must be rows × cols");
-    let mut out = vec![0f32; values.len()];
-    out.par_chunks_mut(rows.max(1))
-        .enumerate()
-        .for_each(|(c, column)| {
-            for (r, o) in column.iter_mut().enumerate() {
-                *o = values[r * cols + c];
-            }
-        });
-    out
-}
 
 /// `f` of every element, on all cores.
 fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
