@@ -9,6 +9,9 @@ use burn_lora::device::parse_device;
 use burn_lora::lora::{InitLoraWeights, LoraConfig, LoraLinear};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
+#[path = "../examples/common/allocator.rs"]
+mod allocator;
+
 const D: usize = 768;
 const BATCH: usize = 16;
 const SEQ: usize = 128;

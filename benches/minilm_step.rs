@@ -18,6 +18,9 @@ use burn_lora::models::{BertModel, EncoderInput};
 use burn_lora::train::{Decay, TrainConfig, Trainer, TrainingLoop};
 use criterion::{Criterion, criterion_group, criterion_main};
 
+#[path = "../examples/common/allocator.rs"]
+mod allocator;
+
 const MODEL: &str = "models/all-MiniLM-L6-v2";
 const LABELS: usize = 32;
 const SEQ: usize = 128;

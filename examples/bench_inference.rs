@@ -10,6 +10,8 @@ use burn::tensor::{Int, Tensor, TensorData};
 use burn_lora::device::parse_device;
 use burn_lora::models::{Backbone, BertModel, EncoderInput};
 
+#[path = "common/allocator.rs"]
+mod allocator;
 #[path = "common/args.rs"]
 mod args;
 

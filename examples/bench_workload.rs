@@ -21,6 +21,8 @@ use burn_lora::models::Backbone;
 use burn_lora::train::{Decay, TrainConfig, Trainer, TrainingLoop};
 use serde::Deserialize;
 
+#[path = "common/allocator.rs"]
+mod allocator;
 #[path = "common/args.rs"]
 mod args;
 #[path = "common/memory.rs"]

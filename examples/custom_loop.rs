@@ -26,6 +26,9 @@ use burn_lora::prelude::*;
 use burn_lora::train::trainer::global_grad_norm;
 use burn_lora::train::{EvalResult, LoopState};
 
+#[path = "common/allocator.rs"]
+mod allocator;
+
 /// SGD + asymmetric loss, selection by macro-F1, an adapter saved on each new best.
 struct MacroF1Loop<'a> {
     model: Option<MultiLabelClassifier<AnyBackbone>>,

@@ -24,6 +24,8 @@ use burn_lora::device::parse_device;
 use burn_lora::export::export_merged;
 use burn_lora::models::Pretrained;
 
+#[path = "common/allocator.rs"]
+mod allocator;
 #[path = "common/args.rs"]
 mod args;
 

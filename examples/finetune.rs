@@ -27,6 +27,8 @@ use burn_lora::models::{Backbone, Pretrained};
 use burn_lora::train::{Decay, Progress, TrainConfig, Trainer, TrainerCheckpoint};
 use serde_json::json;
 
+#[path = "common/allocator.rs"]
+mod allocator;
 #[path = "common/args.rs"]
 mod args;
 #[path = "common/memory.rs"]

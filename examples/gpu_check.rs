@@ -29,6 +29,8 @@ use burn_lora::lora::{LoraConfig, inject_adapters};
 use burn_lora::models::{Backbone, BertConfig, BertModel, EncoderInput, LlamaConfig, LlamaModel};
 use burn_lora::train::{Decay, TrainConfig, Trainer, TrainingLoop};
 
+#[path = "common/allocator.rs"]
+mod allocator;
 #[path = "common/args.rs"]
 mod args;
 

@@ -24,6 +24,8 @@ use burn_lora::lora::Quantization;
 use burn_lora::models::Pretrained;
 use serde_json::json;
 
+#[path = "common/allocator.rs"]
+mod allocator;
 #[path = "common/args.rs"]
 mod args;
 

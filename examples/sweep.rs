@@ -20,6 +20,8 @@ use std::process::Command;
 use plotters::prelude::*;
 use serde_json::Value;
 
+#[path = "common/allocator.rs"]
+mod allocator;
 #[path = "common/args.rs"]
 mod args;
 

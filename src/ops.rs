@@ -66,6 +66,21 @@ pub trait FastOps: Backend {
     ) -> FloatTensor<Self> {
         add_bias::<Self>(Self::matmul_2d(x, weight), bias)
     }
+    /// `scale·(a·b)` over the last two dimensions of `a [.., m, k]` and `b [.., k, n]`
+    /// (same leading dimensions).
+    fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        scaled::<Self>(Self::float_matmul(a, b), scale)
+    }
+    /// `scale·(a·b) + bias`, `bias` broadcastable to the product's shape (and not
+    /// differentiated: an attention mask).
+    fn batched_matmul_add(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        Self::float_add(Self::batched_matmul(a, b, scale), bias)
+    }
     /// `x·Wᵀ` for `x [m, k]` and a packed `W [n, k]`, dequantised for the product.
     fn matmul_packed(x: FloatTensor<Self>, weight: PackedMatrix) -> FloatTensor<Self> {
         let w = weight.dequantized::<Self>(&x.device());
@@ -173,6 +188,101 @@ fn shaped_like(x: &FlexTensor, data: Vec<f32>) -> FlexTensor {
     )
 }
 
+/// `scale·y`, skipping the pass when `scale` is 1.
+fn scaled<B: Backend>(y: FloatTensor<B>, scale: f32) -> FloatTensor<B> {
+    if scale == 1.0 {
+        y
+    } else {
+        B::float_mul_scalar(y, scale.into())
+    }
+}
+
+/// A tensor's shape and (non-negative) strides, for [`kernels::matmul::StackView`].
+fn shape_strides(t: &FlexTensor) -> Option<(Vec<usize>, Vec<usize>)> {
+    let layout = t.layout();
+    let strides = layout
+        .strides()
+        .iter()
+        .map(|&s| usize::try_from(s).ok())
+        .collect::<Option<Vec<_>>>()?;
+    Some((layout.shape().to_vec(), strides))
+}
+
+/// `t`'s values as a [`kernels::matmul::StackView`] of the given layout.
+fn stack_view<'a>(
+    t: &'a FlexTensor,
+    shape: &'a [usize],
+    strides: &'a [usize],
+) -> kernels::matmul::StackView<'a> {
+    kernels::matmul::StackView {
+        data: t.storage::<f32>(),
+        offset: t.layout().start_offset(),
+        shape,
+        strides,
+    }
+}
+
+/// Whether `bias`'s shape broadcasts to `out` (dimensions aligned on the right, each equal
+/// or 1, no more dimensions than `out`).
+fn broadcasts_to(bias: &[usize], out: &[usize]) -> bool {
+    bias.len() <= out.len()
+        && bias
+            .iter()
+            .rev()
+            .zip(out.iter().rev())
+            .all(|(&b, &o)| b == o || b == 1)
+}
+
+/// [`FastOps::batched_matmul_add`] on burn-flex: all matrices written straight into one
+/// fresh buffer, the bias (a zero-stride view when broadcast) pre-filled; `None` where the
+/// kernel does not apply (not f32, other leading dimensions, negative strides).
+fn batched_flex(
+    a: &FlexTensor,
+    b: &FlexTensor,
+    scale: f32,
+    bias: Option<&FlexTensor>,
+) -> Option<FlexTensor> {
+    let all_f32 = [Some(a), Some(b), bias]
+        .into_iter()
+        .flatten()
+        .all(|t| t.dtype() == DType::F32);
+    if !all_f32 {
+        return None;
+    }
+    let (a_shape, a_strides) = shape_strides(a)?;
+    let (b_shape, b_strides) = shape_strides(b)?;
+    let r = a_shape.len();
+    if r < 2 || b_shape.len() != r {
+        return None;
+    }
+    let mut out_shape = a_shape[..r - 2].to_vec();
+    out_shape.extend([a_shape[r - 2], b_shape[r - 1]]);
+    let bias = match bias {
+        Some(bias) if broadcasts_to(bias.layout().shape(), &out_shape) => Some(Flex::float_expand(
+            bias.clone(),
+            Shape::from(out_shape.clone()),
+        )),
+        Some(_) => return None,
+        None => None,
+    };
+    let bias_layout = match &bias {
+        Some(t) => Some(shape_strides(t)?),
+        None => None,
+    };
+    let lhs = stack_view(a, &a_shape, &a_strides);
+    let rhs = stack_view(b, &b_shape, &b_strides);
+    let bias_view = match (&bias, &bias_layout) {
+        (Some(t), Some((shape, strides))) => Some(stack_view(t, shape, strides)),
+        _ => None,
+    };
+    let out = kernels::matmul::matmul_batched(lhs, rhs, scale, bias_view)?;
+    Some(FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(Shape::from(out_shape)),
+        DType::F32,
+    ))
+}
+
 /// A 2-D f32 tensor as a strided view for the matmul kernel, unless it has negative strides.
 fn matrix_view(t: &FlexTensor) -> Option<kernels::matmul::MatrixView<'_>> {
     let layout = t.layout();
@@ -218,6 +328,22 @@ fn linear_flex(
 }
 
 impl FastOps for Flex {
+    fn batched_matmul(a: FlexTensor, b: FlexTensor, scale: f32) -> FlexTensor {
+        batched_flex(&a, &b, scale, None)
+            .unwrap_or_else(|| scaled::<Flex>(Flex::float_matmul(a, b), scale))
+    }
+
+    fn batched_matmul_add(
+        a: FlexTensor,
+        b: FlexTensor,
+        bias: FlexTensor,
+        scale: f32,
+    ) -> FlexTensor {
+        batched_flex(&a, &b, scale, Some(&bias)).unwrap_or_else(|| {
+            Flex::float_add(scaled::<Flex>(Flex::float_matmul(a, b), scale), bias)
+        })
+    }
+
     fn matmul_2d(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
         linear_flex(&x, &weight, None).unwrap_or_else(|| Flex::float_matmul(x, weight))
     }
@@ -398,6 +524,19 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         }
     }
 
+    fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        scaled_product::<B, C>(a, b, scale, None)
+    }
+
+    fn batched_matmul_add(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        scaled_product::<B, C>(a, b, scale, Some(bias))
+    }
+
     fn matmul_packed(x: FloatTensor<Self>, weight: PackedMatrix) -> FloatTensor<Self> {
         /// `x·Wᵀ` for a frozen packed `W`: the backward dequantises `W` again instead of
         /// keeping the dequantised copy alive from the forward to the backward.
@@ -435,6 +574,59 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
 
     // `gelu_erf_backward` and `silu_backward` keep the default bodies: only backward passes
     // call them, on the inner backend.
+}
+
+/// `scale·(a·b) (+ bias)` as one autodiff node over `a` and `b` (the bias, an attention
+/// mask, is not differentiated; the public function sends a tracked bias elsewhere).
+fn scaled_product<B: Backend + FastOps, C: CheckpointStrategy>(
+    a: FloatTensor<Autodiff<B, C>>,
+    b: FloatTensor<Autodiff<B, C>>,
+    scale: f32,
+    bias: Option<FloatTensor<Autodiff<B, C>>>,
+) -> FloatTensor<Autodiff<B, C>> {
+    /// `scale·(a·b)`: the backward needs `b` for `a`'s gradient and `a` for `b`'s.
+    #[derive(Debug)]
+    struct ScaledProduct;
+
+    impl<B: Backend + FastOps> Backward<B, 2> for ScaledProduct {
+        type State = (Operands<B>, f32);
+
+        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [node_a, node_b] = ops.parents;
+            let grad = grads.consume::<B>(&ops.node);
+            let ((a, b), scale) = ops.state;
+            let last_two = |t: FloatTensor<B>| {
+                let r = t.shape().num_dims();
+                B::float_swap_dims(t, r - 2, r - 1)
+            };
+            if let (Some(node), Some(b)) = (node_a, b) {
+                let da = B::batched_matmul(grad.clone(), last_two(b), scale);
+                grads.register::<B>(node.id, da);
+            }
+            if let (Some(node), Some(a)) = (node_b, a) {
+                grads.register::<B>(node.id, B::batched_matmul(last_two(a), grad, scale));
+            }
+        }
+    }
+
+    let forward = |a, b, bias: Option<FloatTensor<B>>| match bias {
+        Some(bias) => B::batched_matmul_add(a, b, bias, scale),
+        None => B::batched_matmul(a, b, scale),
+    };
+    let bias = bias.map(|t| t.into_primitive());
+    match ScaledProduct
+        .prepare::<C>([a.node(), b.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let state = (operands::<B, C>(&a, &b), scale);
+            prep.finish(state, forward(a.into_primitive(), b.into_primitive(), bias))
+        }
+        OpsKind::UnTracked(prep) => {
+            prep.finish(forward(a.into_primitive(), b.into_primitive(), bias))
+        }
+    }
 }
 
 /// The operands the backward of `x·w` needs: `x` when `w` is tracked, `w` when `x` is.
@@ -524,6 +716,34 @@ pub fn linear_2d(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Te
     Tensor::from_dispatch(match bias {
         Some(bias) => <Dispatch as FastOps>::linear_2d(x, weight, bias.into_dispatch()),
         None => <Dispatch as FastOps>::matmul_2d(x, weight),
+    })
+}
+
+/// `scale·(a·b) + bias` over the last two dimensions (attention's `QKᵀ/√d + mask` and
+/// `P·V`): on burn-flex one differentiable node whose matrices are computed in parallel
+/// straight into one buffer, the mask pre-filled; burn's ops elsewhere, and where the
+/// leading dimensions differ or the bias needs a gradient.
+pub fn matmul_scaled<const D: usize>(
+    a: Tensor<D>,
+    b: Tensor<D>,
+    scale: f32,
+    bias: Option<Tensor<D>>,
+) -> Tensor<D> {
+    let same_batch = a.dims()[..D - 2] == b.dims()[..D - 2];
+    let bias_tracked = bias.as_ref().is_some_and(Tensor::is_require_grad);
+    if !is_flex(&a.device()) || !same_batch || bias_tracked {
+        // Scaling `a` rather than the product touches fewer values in attention (s·d, not s·s).
+        let a = if scale == 1.0 { a } else { a.mul_scalar(scale) };
+        let y = a.matmul(b);
+        return match bias {
+            Some(bias) => y + bias,
+            None => y,
+        };
+    }
+    let (a, b) = (a.into_dispatch(), b.into_dispatch());
+    Tensor::from_dispatch(match bias {
+        Some(bias) => <Dispatch as FastOps>::batched_matmul_add(a, b, bias.into_dispatch(), scale),
+        None => <Dispatch as FastOps>::batched_matmul(a, b, scale),
     })
 }
 

@@ -187,3 +187,61 @@ fn matmul_packed_matches_a_dense_product_with_gradient() {
     // the packed handle, not the f32 copy.
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[test]
+fn matmul_scaled_matches_burn_with_gradients() {
+    let _seeded = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = flex_autodiff();
+    device.seed(7);
+    let normal = Distribution::Normal(0.0, 1.0);
+    // Attention's shapes: scores = scale·q·kᵀ + mask (k read through a transposed view, the
+    // mask [b, 1, 1, s] broadcast), then probabilities·v; and one large enough to split.
+    for (b, h, s, d) in [(2, 3, 7, 4), (4, 6, 64, 32)] {
+        let q = Tensor::<4>::random([b, h, s, d], normal, &device);
+        let k = Tensor::<4>::random([b, h, s, d], normal, &device);
+        let mask = Tensor::<4>::random([b, 1, 1, s], normal, &device);
+        let g = Tensor::<4>::random([b, h, s, s], normal, &device);
+        let scale = 0.3f32;
+        let run = |fast: bool| {
+            let (q, k) = (q.clone().require_grad(), k.clone().require_grad());
+            let y = if fast {
+                ops::matmul_scaled(
+                    q.clone(),
+                    k.clone().swap_dims(2, 3),
+                    scale,
+                    Some(mask.clone()),
+                )
+            } else {
+                q.clone()
+                    .matmul(k.clone().swap_dims(2, 3))
+                    .mul_scalar(scale)
+                    + mask.clone()
+            };
+            let grads = (y.clone() * g.clone()).sum().backward();
+            [
+                values(y),
+                values(q.grad(&grads).expect("q tracked")),
+                values(k.grad(&grads).expect("k tracked")),
+            ]
+        };
+        for (fast, reference) in run(true).iter().zip(&run(false)) {
+            let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
+            assert!(
+                max_abs_diff(fast, reference) <= 1e-5 * scale,
+                "[{b}, {h}, {s}, {d}]"
+            );
+        }
+        // Unscaled, without a bias, only one side tracked.
+        let p = Tensor::<4>::random([b, h, s, s], normal, &device).require_grad();
+        let v = Tensor::<4>::random([b, h, s, d], normal, &device);
+        let gv = Tensor::<4>::random([b, h, s, d], normal, &device);
+        let fast = ops::matmul_scaled(p.clone(), v.clone(), 1.0, None);
+        let reference = p.clone().matmul(v.clone());
+        let df = p
+            .grad(&(fast.clone() * gv.clone()).sum().backward())
+            .unwrap();
+        let dr = p.grad(&(reference.clone() * gv).sum().backward()).unwrap();
+        assert!(max_abs_diff(&values(fast), &values(reference)) < 1e-4);
+        assert!(max_abs_diff(&values(df), &values(dr)) < 1e-4);
+    }
+}

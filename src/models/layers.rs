@@ -113,16 +113,13 @@ pub fn attention(
             AttentionModuleOptions::default(),
         );
     }
-    // Scaling q rather than the scores touches s·d values instead of s·s.
     let head_dim = q.dims()[3];
-    let scores = q
-        .mul_scalar(1.0 / (head_dim as f64).sqrt())
-        .matmul(k.swap_dims(2, 3))
-        + bias;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let scores = crate::ops::matmul_scaled(q, k.swap_dims(2, 3), scale, Some(bias));
     let probs = crate::ops::softmax_last(scores);
     let probs = match probs_dropout {
         Some(dropout) => crate::ops::dropout(dropout, probs),
         None => probs,
     };
-    probs.matmul(v)
+    crate::ops::matmul_scaled(probs, v, 1.0, None)
 }

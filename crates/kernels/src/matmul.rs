@@ -4,7 +4,12 @@
 //! aligned buffer; at a MiniLM feed-forward shape that costs about a third of the product's
 //! time on a 2-core machine (BENCHMARKS.md, "Speed vs PyTorch + PEFT"). Here the same `gemm`
 //! kernel writes into uninitialised memory, or into a buffer pre-filled with the bias, which
-//! also saves the separate bias pass of `x·W + b`.
+//! also saves the separate bias pass of `x·W + b`. [`matmul_batched`] does the same for
+//! stacks of matrices (attention's `QKᵀ` and `PV`), with a scale and an additive bias.
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
 
 /// A read-only, possibly strided view of a row-major-addressed f32 matrix inside a buffer:
 /// element `(r, c)` is `data[offset + r·row_stride + c·col_stride]`.
@@ -42,6 +47,10 @@ impl MatrixView<'_> {
 /// Work (`m·n·k`) from which a product is split across threads, as burn-flex does (192³).
 const PARALLEL_WORK: usize = 192 * 192 * 192;
 
+/// Below this many columns or inner products, gemm keeps a product on the calling thread;
+/// such products (LoRA's rank-r factors) are split by rows here instead.
+const SKINNY: usize = 64;
+
 /// `lhs · rhs`, plus `bias` added to every row when given, as a row-major `lhs.rows ×
 /// rhs.cols` vector. `None` when the shapes disagree (`lhs.cols ≠ rhs.rows`, a bias of
 /// another length) or a view reaches outside its buffer.
@@ -50,38 +59,233 @@ pub fn matmul(lhs: MatrixView, rhs: MatrixView, bias: Option<&[f32]>) -> Option<
     if rhs.rows != k || !lhs.fits() || !rhs.fits() || bias.is_some_and(|b| b.len() != n) {
         return None;
     }
-    let len = m.checked_mul(n)?;
-    if k == 0 || len == 0 {
-        // Nothing to multiply: the sum over an empty k is zero.
-        let mut out = vec![0f32; len];
+    let mut out = uninit(m.checked_mul(n)?);
+    let work = m.saturating_mul(n).saturating_mul(k);
+    let fill = |rows: &mut [MaybeUninit<f32>]| {
         if let Some(bias) = bias {
-            out.chunks_mut(n.max(1))
-                .for_each(|row| row.copy_from_slice(bias));
+            for row in rows.chunks_mut(n) {
+                for (o, b) in row.iter_mut().zip(bias) {
+                    o.write(*b);
+                }
+            }
         }
-        return Some(out);
-    }
-    let (mut out, read_dst) = match bias {
-        Some(bias) => (bias.repeat(m), true),
-        None => (Vec::with_capacity(len), false),
     };
-    let parallelism = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_WORK {
-        gemm::Parallelism::Rayon(0)
+    if work < PARALLEL_WORK || n == 0 {
+        fill(&mut out);
+        product_into(
+            &mut out,
+            lhs,
+            rhs,
+            bias.is_some(),
+            1.0,
+            gemm::Parallelism::None,
+        );
+    } else if n.min(k) >= SKINNY {
+        fill(&mut out);
+        product_into(
+            &mut out,
+            lhs,
+            rhs,
+            bias.is_some(),
+            1.0,
+            gemm::Parallelism::Rayon(0),
+        );
     } else {
-        gemm::Parallelism::None
+        let rows_per_task = m.div_ceil(2 * rayon::current_num_threads()).max(1);
+        out.par_chunks_mut(rows_per_task * n)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                let first = task * rows_per_task;
+                let lhs = MatrixView {
+                    offset: lhs.offset + first * lhs.row_stride,
+                    rows: chunk.len() / n,
+                    ..lhs
+                };
+                fill(chunk);
+                product_into(
+                    chunk,
+                    lhs,
+                    rhs,
+                    bias.is_some(),
+                    1.0,
+                    gemm::Parallelism::None,
+                );
+            });
+    }
+    Some(finish(out))
+}
+
+/// An N-dimensional strided view (N ≥ 2) of an f32 buffer, read as a stack of matrices
+/// over its last two dimensions: element `[i₀, …, iₙ₋₁]` is `data[offset + Σ iⱼ·strides[j]]`.
+/// A broadcast dimension has stride 0.
+#[derive(Debug, Clone, Copy)]
+pub struct StackView<'a> {
+    /// The whole buffer the view points into.
+    pub data: &'a [f32],
+    /// Index of the first element.
+    pub offset: usize,
+    /// Dimensions, matrices last.
+    pub shape: &'a [usize],
+    /// Distance between consecutive indices of each dimension, in elements.
+    pub strides: &'a [usize],
+}
+
+impl<'a> StackView<'a> {
+    /// Whether the view is well formed (rank ≥ 2, one stride per dimension) and every
+    /// element lies inside the buffer.
+    fn fits(&self) -> bool {
+        if self.shape.len() < 2 || self.strides.len() != self.shape.len() {
+            return false;
+        }
+        if self.shape.contains(&0) {
+            return true;
+        }
+        let last = self
+            .shape
+            .iter()
+            .zip(self.strides)
+            .try_fold(self.offset, |acc, (&len, &stride)| {
+                (len - 1).checked_mul(stride)?.checked_add(acc)
+            });
+        last.is_some_and(|last| last < self.data.len())
+    }
+
+    fn batch_shape(&self) -> &[usize] {
+        &self.shape[..self.shape.len() - 2]
+    }
+
+    /// The matrix at flat batch index `index` (row-major over the batch dimensions).
+    fn matrix(&self, mut index: usize) -> MatrixView<'a> {
+        let r = self.shape.len();
+        let mut offset = self.offset;
+        for d in (0..r - 2).rev() {
+            offset += (index % self.shape[d]) * self.strides[d];
+            index /= self.shape[d];
+        }
+        MatrixView {
+            data: self.data,
+            offset,
+            rows: self.shape[r - 2],
+            cols: self.shape[r - 1],
+            row_stride: self.strides[r - 2],
+            col_stride: self.strides[r - 1],
+        }
+    }
+}
+
+/// `scale · (lhs · rhs)` for each matrix of two stacks with the same batch dimensions,
+/// plus `bias` (a stack of the output's shape, typically a broadcast view) when given; the
+/// result contiguous, row-major, of shape `[batch…, lhs rows, rhs cols]`. The matrices are
+/// shared out across threads. `None` when the shapes disagree or a view reaches outside
+/// its buffer.
+pub fn matmul_batched(
+    lhs: StackView,
+    rhs: StackView,
+    scale: f32,
+    bias: Option<StackView>,
+) -> Option<Vec<f32>> {
+    if !lhs.fits() || !rhs.fits() || lhs.shape.len() != rhs.shape.len() {
+        return None;
+    }
+    if lhs.batch_shape() != rhs.batch_shape() {
+        return None;
+    }
+    let r = lhs.shape.len();
+    let (m, k, n) = (lhs.shape[r - 2], lhs.shape[r - 1], rhs.shape[r - 1]);
+    if rhs.shape[r - 2] != k {
+        return None;
+    }
+    if let Some(bias) = &bias {
+        let matrix = [m, n];
+        let expected = lhs.batch_shape().iter().chain(&matrix);
+        if !bias.fits() || !bias.shape.iter().eq(expected) {
+            return None;
+        }
+    }
+    let batch: usize = lhs.batch_shape().iter().product();
+    let size = m.checked_mul(n)?;
+    let mut out = uninit(batch.checked_mul(size)?);
+    if size == 0 {
+        return Some(finish(out));
+    }
+    let run = |index: usize, chunk: &mut [MaybeUninit<f32>]| {
+        if let Some(bias) = &bias {
+            let b = bias.matrix(index);
+            for (r, row) in chunk.chunks_mut(n).enumerate() {
+                for (c, o) in row.iter_mut().enumerate() {
+                    o.write(b.data[b.offset + r * b.row_stride + c * b.col_stride]);
+                }
+            }
+        }
+        let (a, w) = (lhs.matrix(index), rhs.matrix(index));
+        product_into(chunk, a, w, bias.is_some(), scale, gemm::Parallelism::None);
     };
-    // SAFETY: both views were checked to lie inside their buffers (`fits`), strides are
-    // non-negative, and `out` has room for `m × n` elements written row-major (column
-    // stride 1, row stride n). With `read_dst` false gemm only writes `out`, every element
-    // of it, so the length can then be set; with `read_dst` it reads the bias already there.
+    if batch.saturating_mul(size).saturating_mul(k) < PARALLEL_WORK {
+        out.chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, c)| run(i, c));
+    } else {
+        out.par_chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, c)| run(i, c));
+    }
+    Some(finish(out))
+}
+
+/// A vector of `len` uninitialised values.
+fn uninit(len: usize) -> Vec<MaybeUninit<f32>> {
+    let mut out = Vec::with_capacity(len);
+    // SAFETY: `MaybeUninit` needs no initialisation.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// The values of a vector every element of which has been written.
+fn finish(out: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+    let mut out = std::mem::ManuallyDrop::new(out);
+    // SAFETY: callers wrote every element (`product_into` writes all of `out` unless
+    // it read a bias written before); `MaybeUninit<f32>` has `f32`'s layout.
+    unsafe { Vec::from_raw_parts(out.as_mut_ptr().cast::<f32>(), out.len(), out.capacity()) }
+}
+
+/// `out ← scale·(lhs·rhs)`, or `out ← out + scale·(lhs·rhs)` with `accumulate` (`out`
+/// already written), for views checked by their `fits` and `out` of `lhs.rows × rhs.cols`.
+fn product_into(
+    out: &mut [MaybeUninit<f32>],
+    lhs: MatrixView,
+    rhs: MatrixView,
+    accumulate: bool,
+    scale: f32,
+    parallelism: gemm::Parallelism,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    debug_assert_eq!(out.len(), m * n);
+    if k == 0 {
+        // The sum over an empty k is zero.
+        if !accumulate {
+            out.iter_mut().for_each(|o| {
+                o.write(0.0);
+            });
+        }
+        return;
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: both views lie inside their buffers (checked by the callers through
+    // `fits`; a sub-range of rows of a fitting view fits), strides are non-negative, and
+    // `out` holds `m × n` elements written row-major (column stride 1, row stride n). gemm
+    // reads `out` only with `accumulate`, when it has been written; otherwise it writes
+    // every element.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            out.as_mut_ptr().cast::<f32>(),
             1,
             n as isize,
-            read_dst,
+            accumulate,
             lhs.data.as_ptr().add(lhs.offset),
             lhs.col_stride as isize,
             lhs.row_stride as isize,
@@ -89,17 +293,13 @@ pub fn matmul(lhs: MatrixView, rhs: MatrixView, bias: Option<&[f32]>) -> Option<
             rhs.col_stride as isize,
             rhs.row_stride as isize,
             1.0,
-            1.0,
+            scale,
             false,
             false,
             false,
             parallelism,
         );
-        if !read_dst {
-            out.set_len(len);
-        }
     }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -220,5 +420,81 @@ mod tests {
             "bias length"
         );
         assert!(matmul(fine, square, None).is_some());
+    }
+
+    #[test]
+    fn skinny_products_split_by_rows_match_the_triple_loop() {
+        // LoRA's shapes: a rank-8 factor on either side, large enough to go parallel.
+        for &(m, k, n) in &[(4096, 384, 8), (4096, 8, 384), (384, 4096, 8)] {
+            let a = values(m * k, 4);
+            let b = values(k * n, 5);
+            let lhs = MatrixView {
+                data: &a,
+                offset: 0,
+                rows: m,
+                cols: k,
+                row_stride: k,
+                col_stride: 1,
+            };
+            let rhs = MatrixView {
+                data: &b,
+                offset: 0,
+                rows: k,
+                cols: n,
+                row_stride: n,
+                col_stride: 1,
+            };
+            close(&matmul(lhs, rhs, None).unwrap(), &naive(lhs, rhs, None));
+        }
+    }
+
+    #[test]
+    fn batched_products_with_scale_transposes_and_a_broadcast_bias() {
+        // Attention's shapes: [b, h, s, d]·[b, h, d, s] with k read through a transposed
+        // view, a bias [b, 1, 1, s] broadcast with zero strides, then probabilities·v.
+        let (b, h, s, d) = (2, 3, 17, 8);
+        let q = values(b * h * s * d, 6);
+        let k = values(b * h * s * d, 7);
+        let mask = values(b * s, 8);
+        let shape_q = [b, h, s, d];
+        let strides_q = [h * s * d, s * d, d, 1];
+        let shape_kt = [b, h, d, s];
+        let strides_kt = [h * s * d, s * d, 1, d];
+        let shape_out = [b, h, s, s];
+        let strides_bias = [s, 0, 0, 1];
+        let view = |data, shape, strides| StackView {
+            data,
+            offset: 0,
+            shape,
+            strides,
+        };
+        let scale = 0.25f32;
+        let lhs = view(&q, &shape_q, &strides_q);
+        let rhs = view(&k, &shape_kt, &strides_kt);
+        let bias = view(&mask, &shape_out, &strides_bias);
+        let got = matmul_batched(lhs, rhs, scale, Some(bias)).unwrap();
+        let mut expected = Vec::new();
+        for i in 0..b * h {
+            let (a, w, bm) = (lhs.matrix(i), rhs.matrix(i), bias.matrix(i));
+            let bias_row: Vec<f32> = (0..s).map(|c| bm.data[bm.offset + c]).collect();
+            let plain = naive(a, w, None);
+            expected.extend(
+                plain
+                    .chunks(s)
+                    .flat_map(|row| row.iter().zip(&bias_row).map(|(v, b)| scale * v + b)),
+            );
+        }
+        close(&got, &expected);
+        // Without bias and scale, against the same loop.
+        let got = matmul_batched(lhs, rhs, 1.0, None).unwrap();
+        let expected: Vec<f32> = (0..b * h)
+            .flat_map(|i| naive(lhs.matrix(i), rhs.matrix(i), None))
+            .collect();
+        close(&got, &expected);
+        // Mismatched batch dimensions and a view outside its buffer are refused.
+        let other = [b, h + 1, d, s];
+        assert!(matmul_batched(lhs, view(&k, &other, &strides_kt), 1.0, None).is_none());
+        let too_far = StackView { offset: 1, ..lhs };
+        assert!(matmul_batched(too_far, rhs, 1.0, None).is_none());
     }
 }
