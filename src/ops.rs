@@ -66,6 +66,10 @@ pub trait FastOps: Backend {
     ) -> FloatTensor<Self> {
         add_bias::<Self>(Self::matmul_2d(x, weight), bias)
     }
+    /// `x ⊙ mask` for a constant `mask` of `x`'s shape (a dropout keep-mask).
+    fn mul_mask(x: FloatTensor<Self>, mask: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_mul(x, mask)
+    }
     /// `scale·(a·b)` over the last two dimensions of `a [.., m, k]` and `b [.., k, n]`
     /// (same leading dimensions).
     fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
@@ -328,6 +332,13 @@ fn linear_flex(
 }
 
 impl FastOps for Flex {
+    fn mul_mask(x: FlexTensor, mask: FlexTensor) -> FlexTensor {
+        if x.layout().shape() != mask.layout().shape() {
+            return Flex::float_mul(x, mask);
+        }
+        binary_f32(x, mask, kernels::mul, Flex::float_mul)
+    }
+
     fn batched_matmul(a: FlexTensor, b: FlexTensor, scale: f32) -> FlexTensor {
         batched_flex(&a, &b, scale, None)
             .unwrap_or_else(|| scaled::<Flex>(Flex::float_matmul(a, b), scale))
@@ -521,6 +532,34 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
                 weight.into_primitive(),
                 bias.into_primitive(),
             )),
+        }
+    }
+
+    fn mul_mask(x: FloatTensor<Self>, mask: FloatTensor<Self>) -> FloatTensor<Self> {
+        /// `x ⊙ mask`: the gradient is `grad ⊙ mask`, the mask a constant.
+        #[derive(Debug)]
+        struct MulMask;
+
+        impl<B: Backend + FastOps> Backward<B, 1> for MulMask {
+            type State = FloatTensor<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let mask = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::mul_mask(grad, mask));
+            }
+        }
+
+        let mask = mask.into_primitive();
+        match MulMask.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                prep.finish(mask.clone(), B::mul_mask(x.into_primitive(), mask))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::mul_mask(x.into_primitive(), mask)),
         }
     }
 
@@ -796,7 +835,11 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     let keep = 1.0 - layer.prob;
     let shape = x.shape();
     let mask = kernels::keep_mask(shape.num_elements(), keep, draw_seed(&device));
-    x * Tensor::from_data(TensorData::new(mask, shape), &device)
+    let mask = Tensor::<D>::from_data(TensorData::new(mask, shape), &device);
+    Tensor::from_dispatch(<Dispatch as FastOps>::mul_mask(
+        x.into_dispatch(),
+        mask.into_dispatch(),
+    ))
 }
 
 /// A mask seed from two draws of the device's seeded generator (≈ 48 random bits: two f32

@@ -88,10 +88,11 @@ pub const MASK_VALUE: f32 = -1.0e30;
 /// Scaled dot-product attention `softmax(QKᵀ/√d + bias)·V` with an additive bias
 /// broadcastable to `[b, h, s_q, s_k]`, and dropout on the probabilities while training.
 ///
-/// Without a backward pass (inference) this is burn's fused attention op, which a backend
-/// can run as one kernel (burn-flex does, without materialising the score tensor twice).
-/// Under autodiff burn decomposes that op into these same steps anyway, so the explicit
-/// form stays there, where the probabilities' dropout also lives.
+/// Without a backward pass (inference) on a backend other than burn-flex this is burn's
+/// fused attention op, which a GPU backend can run as one kernel. Under autodiff burn
+/// decomposes that op into these same steps anyway, so the explicit form stays there, where
+/// the probabilities' dropout also lives; on burn-flex the explicit form with the fast
+/// products of [`crate::ops::matmul_scaled`] is also the faster one for inference.
 pub fn attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -99,7 +100,8 @@ pub fn attention(
     bias: Tensor<4>,
     probs_dropout: Option<&Dropout>,
 ) -> Tensor<4> {
-    if !q.device().is_autodiff() {
+    let device = q.device();
+    if !device.is_autodiff() && device.clone().inner() != burn::tensor::Device::flex() {
         let [b, h, s_q, _] = q.dims();
         let s_k = k.dims()[2];
         // Full shape: not every backend broadcasts the bias of the fused op.

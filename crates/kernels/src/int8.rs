@@ -44,17 +44,13 @@ pub fn quantize(values: &[f32], cols: usize) -> Int8Rows {
 impl Int8Rows {
     /// The values back, row-major: `q · absmax / 127`.
     pub fn dequantize(&self) -> Vec<f32> {
-        let mut out = vec![0f32; self.values.len()];
-        out.par_chunks_mut(self.cols)
-            .zip(self.values.par_chunks(self.cols))
-            .zip(&self.absmax)
-            .for_each(|((o, q), &max)| {
-                let scale = max / 127.0;
-                o.iter_mut()
-                    .zip(q)
-                    .for_each(|(o, &q)| *o = q as f32 * scale);
+        crate::fill_parallel(self.values.len(), self.cols, |row, o| {
+            let scale = self.absmax.get(row).copied().unwrap_or(0.0) / 127.0;
+            let q = &self.values[row * self.cols..][..o.len()];
+            o.iter_mut().zip(q).for_each(|(o, &q)| {
+                o.write(f32::from(q) * scale);
             });
-        out
+        })
     }
 
     /// Bytes held: one per value plus an f32 per row.

@@ -12,6 +12,8 @@ pub mod int8;
 pub mod matmul;
 pub mod nf4;
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// Elements per parallel task: large enough to amortise the task, small enough to split.
@@ -21,13 +23,30 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1/√(2π).
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
+/// A vector of `len` values written by `fill(chunk index, chunk)` over chunks of `chunk`
+/// elements on all cores, which must write every element of its chunk. (No zero-filling
+/// first: on 2 cores that serial pass cost as much as a parallel kernel's own work.)
+pub(crate) fn fill_parallel(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let mut out = matmul::uninit(len);
+    out.par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| fill(i, c));
+    // SAFETY: `fill` writes every element of every chunk (its contract).
+    unsafe { matmul::assume_init(out) }
+}
+
 /// `f` of every element, on all cores.
 fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
-    out
+    fill_parallel(x.len(), CHUNK, |c, o| {
+        let x = &x[c * CHUNK..][..o.len()];
+        o.iter_mut().zip(x).for_each(|(o, &x)| {
+            o.write(f(x));
+        });
+    })
 }
 
 /// `f` of every pair of elements, on all cores.
@@ -36,15 +55,12 @@ fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
 /// When `x` and `y` differ in length.
 fn zip_map(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     assert_eq!(x.len(), y.len(), "element-wise inputs differ in length");
-    let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-        .for_each(|(o, (x, y))| {
-            for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                *o = f(x, y);
-            }
-        });
-    out
+    fill_parallel(x.len(), CHUNK, |c, o| {
+        let (x, y) = (&x[c * CHUNK..][..o.len()], &y[c * CHUNK..][..o.len()]);
+        for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
+            o.write(f(x, y));
+        }
+    })
 }
 
 /// `eˣ` in f32 (Cephes' `expf`: range reduction by ln 2, degree-5 polynomial, 2ⁿ put
@@ -122,6 +138,14 @@ pub fn silu_backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
     })
 }
 
+/// `x ⊙ y` (a dropout mask applied, or its gradient).
+///
+/// # Panics
+/// When `x` and `y` differ in length.
+pub fn mul(x: &[f32], y: &[f32]) -> Vec<f32> {
+    zip_map(x, y, |x, y| x * y)
+}
+
 /// SplitMix64's output function: a well-mixed 64-bit hash of a counter.
 fn splitmix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -136,22 +160,17 @@ fn splitmix64(mut z: u64) -> u64 {
 pub fn keep_mask(n: usize, keep: f64, seed: u64) -> Vec<f32> {
     let threshold = (keep * 4_294_967_296.0) as u64; // keep · 2³²
     let scale = (1.0 / keep) as f32;
-    let mut mask = vec![0f32; n];
-    mask.par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            let base = (c * CHUNK / 2) as u64;
-            for (j, pair) in chunk.chunks_mut(2).enumerate() {
-                let counter = base + j as u64 + 1;
-                let bits =
-                    splitmix64(seed.wrapping_add(counter.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-                for (k, m) in pair.iter_mut().enumerate() {
-                    let draw = (bits >> (32 * k)) & 0xFFFF_FFFF;
-                    *m = if draw < threshold { scale } else { 0.0 };
-                }
+    fill_parallel(n, CHUNK, |c, chunk| {
+        let base = (c * CHUNK / 2) as u64;
+        for (j, pair) in chunk.chunks_mut(2).enumerate() {
+            let counter = base + j as u64 + 1;
+            let bits = splitmix64(seed.wrapping_add(counter.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+            for (k, m) in pair.iter_mut().enumerate() {
+                let draw = (bits >> (32 * k)) & 0xFFFF_FFFF;
+                m.write(if draw < threshold { scale } else { 0.0 });
             }
-        });
-    mask
+        }
+    })
 }
 
 #[cfg(test)]

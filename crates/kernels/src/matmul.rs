@@ -81,7 +81,7 @@ pub fn matmul(lhs: MatrixView, rhs: MatrixView, bias: Option<&[f32]>) -> Option<
             gemm::Parallelism::None,
         );
     } else if n.min(k) >= SKINNY {
-        fill(&mut out);
+        out.par_chunks_mut(n * 64).for_each(fill);
         product_into(
             &mut out,
             lhs,
@@ -233,7 +233,7 @@ pub fn matmul_batched(
 }
 
 /// A vector of `len` uninitialised values.
-fn uninit(len: usize) -> Vec<MaybeUninit<f32>> {
+pub(crate) fn uninit(len: usize) -> Vec<MaybeUninit<f32>> {
     let mut out = Vec::with_capacity(len);
     // SAFETY: `MaybeUninit` needs no initialisation.
     unsafe { out.set_len(len) };
@@ -241,11 +241,20 @@ fn uninit(len: usize) -> Vec<MaybeUninit<f32>> {
 }
 
 /// The values of a vector every element of which has been written.
-fn finish(out: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+///
+/// # Safety
+/// Every element of `out` must have been written.
+pub(crate) unsafe fn assume_init(out: Vec<MaybeUninit<f32>>) -> Vec<f32> {
     let mut out = std::mem::ManuallyDrop::new(out);
-    // SAFETY: callers wrote every element (`product_into` writes all of `out` unless
-    // it read a bias written before); `MaybeUninit<f32>` has `f32`'s layout.
+    // SAFETY: the caller wrote every element; `MaybeUninit<f32>` has `f32`'s layout.
     unsafe { Vec::from_raw_parts(out.as_mut_ptr().cast::<f32>(), out.len(), out.capacity()) }
+}
+
+/// [`assume_init`] for the products here: `product_into` writes all of its output unless
+/// it accumulates onto a bias written before.
+fn finish(out: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+    // SAFETY: see above; every caller passes a fully written output.
+    unsafe { assume_init(out) }
 }
 
 /// `out ← scale·(lhs·rhs)`, or `out ← out + scale·(lhs·rhs)` with `accumulate` (`out`

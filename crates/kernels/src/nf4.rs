@@ -98,24 +98,21 @@ pub fn quantize(values: &[f32], blocksize: usize) -> Nf4 {
 impl Nf4 {
     /// The values back: `level × absmax` of their block, in f32.
     pub fn dequantize(&self) -> Vec<f32> {
-        let mut out = vec![0f32; self.len];
-        out.par_chunks_mut(self.blocksize)
-            .zip(&self.absmax)
-            .enumerate()
-            .for_each(|(b, (block, &scale))| {
-                let start = b * self.blocksize;
-                for (i, v) in block.iter_mut().enumerate() {
-                    let at = start + i;
-                    let byte = self.packed[at / 2];
-                    let index = if at.is_multiple_of(2) {
-                        byte >> 4
-                    } else {
-                        byte & 0x0f
-                    };
-                    *v = NF4_LEVELS[index as usize] * scale;
-                }
-            });
-        out
+        crate::fill_parallel(self.len, self.blocksize, |b, block| {
+            // (A block without its absmax reads as zeros; constructors don't allow one.)
+            let scale = self.absmax.get(b).copied().unwrap_or(0.0);
+            let start = b * self.blocksize;
+            for (i, v) in block.iter_mut().enumerate() {
+                let at = start + i;
+                let byte = self.packed[at / 2];
+                let index = if at.is_multiple_of(2) {
+                    byte >> 4
+                } else {
+                    byte & 0x0f
+                };
+                v.write(NF4_LEVELS[index as usize] * scale);
+            }
+        })
     }
 
     /// Bytes held: packed indices plus f32 scales (4.5 bits per value at blocksize 64).
