@@ -45,6 +45,7 @@ fn sync(t: Tensor<3>) {
 }
 
 fn bench(c: &mut Criterion) {
+    allocator::keep_freed_memory();
     let plain = device();
     let train = plain.clone().autodiff();
     let mut configs: Vec<(String, Option<(usize, f64)>)> = vec![("frozen".into(), None)];

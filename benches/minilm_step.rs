@@ -52,6 +52,7 @@ fn batch(rows: usize, device: &Device) -> Batch {
 }
 
 fn bench(c: &mut Criterion) {
+    allocator::keep_freed_memory();
     if !Path::new(MODEL).join("model.safetensors").exists() {
         eprintln!(
             "minilm_step: {MODEL} missing (scripts/fetch-models.sh all-minilm); nothing measured"

@@ -107,6 +107,7 @@ impl Args {
 }
 
 fn main() {
+    allocator::keep_freed_memory();
     // Errors print with their message (Display), not as a debug dump.
     if let Err(e) = run() {
         eprintln!("error: {e}");

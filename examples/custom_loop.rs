@@ -100,6 +100,7 @@ impl TrainingLoop for MacroF1Loop<'_> {
 }
 
 fn main() -> Result<()> {
+    allocator::keep_freed_memory();
     let arg = |i: usize, default: &str| std::env::args().nth(i).unwrap_or_else(|| default.into());
     let (model_path, data_path) = (
         arg(1, "models/all-MiniLM-L6-v2"),

@@ -48,6 +48,7 @@ const FLAGS: &[args::Flag] = &[
 ];
 
 fn main() {
+    allocator::keep_freed_memory();
     if let Err(e) = run() {
         eprintln!("error: {e}");
         std::process::exit(1);

@@ -291,6 +291,7 @@ fn metrics_json(m: &MultiLabelMetrics, t: &Thresholds) -> serde_json::Value {
 }
 
 fn main() {
+    allocator::keep_freed_memory();
     // Errors print with their message (Display), not as a debug dump.
     if let Err(e) = run() {
         eprintln!("error: {e}");

@@ -47,6 +47,7 @@ const SMOLLM2_CONFIG: &str = r#"{"model_type": "llama", "hidden_size": 576, "num
   "tie_word_embeddings": true, "pad_token_id": 2, "eos_token_id": 2}"#;
 
 fn main() {
+    allocator::keep_freed_memory();
     if let Err(e) = run() {
         eprintln!("error: {e}");
         std::process::exit(1);

@@ -47,6 +47,7 @@ impl Point {
 }
 
 fn main() {
+    allocator::keep_freed_memory();
     if let Err(e) = run() {
         eprintln!("error: {e}");
         std::process::exit(1);

@@ -84,7 +84,9 @@ fn dropout_drops_at_its_rate_scales_and_only_trains() {
     let tracked = x.clone().require_grad();
     let w = Tensor::<2>::random([512, 512], Distribution::Normal(0.0, 1.0), &device);
     let y = ops::dropout(&layer, tracked.clone());
-    let grad = tracked.grad(&(y.clone() * w.clone()).sum().backward()).unwrap();
+    let grad = tracked
+        .grad(&(y.clone() * w.clone()).sum().backward())
+        .unwrap();
     // x is all ones, so y is the mask itself.
     assert!(max_abs_diff(&values(grad), &values(y * w)) < 1e-6);
     // Identity without autodiff and when the layer is frozen (evaluation).
