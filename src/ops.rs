@@ -1,21 +1,27 @@
-//! Fast paths for the element-wise work of a training step on burn-flex.
+//! Fast paths for the work of a training step on burn-flex.
 //!
-//! Profiled on MiniLM training (BENCHMARKS.md, "Speed vs PyTorch + PEFT"), two thirds of a
-//! step's wall time was single-threaded element-wise work beside multi-threaded matmuls:
-//! the dropout masks (one Bernoulli draw from a ChaCha generator per element), GELU's `erf`
-//! forward and backward, and softmax, which burn 0.22's autodiff decomposes into max, subtract, exp,
-//! sum and divide, each a pass over the `[b, h, s, s]` scores with a backward of twice as
-//! many. Here:
-//! - [`softmax_last`], [`gelu`] and [`silu`] are single differentiable nodes (burn's
-//!   backend-extension API, with a backward written here): softmax forward is burn-flex's
-//!   fused kernel and its backward `dx = y⊙g − y⊙Σ(y⊙g)` four passes; GELU, SiLU and
-//!   their derivatives run on all cores.
+//! Profiled on MiniLM and SmolLM2 training (BENCHMARKS.md, "Speed vs PyTorch + PEFT"), a
+//! step's wall time beside the multi-threaded matmul kernel was mostly single-threaded work:
+//! dropout masks (one Bernoulli draw from a ChaCha generator per element), GELU's `erf`,
+//! softmax decomposed into five passes by burn 0.22's autodiff, and around every matmul
+//! burn-flex's output handling (a zero-filled buffer, then copied into an aligned one),
+//! which cost a third of a feed-forward product on 2 cores. Here, each a single node of
+//! burn's backend-extension API with its backward written here:
+//! - [`linear_2d`]: `x·W + b` with the product written straight into a fresh buffer (the
+//!   bias pre-filled), forward and backward; rank-r (LoRA) products split by rows.
+//! - [`matmul_scaled`]: attention's `QKᵀ/√d + mask` and `P·V`, all matrices in parallel into
+//!   one buffer, the scale inside the product, the broadcast mask pre-filled.
+//! - [`matmul_packed`]: `x·Wᵀ` for a packed (NF4, int8) frozen weight; the graph keeps the
+//!   packed handle and the backward dequantises again, so no f32 copy waits for it.
+//! - [`softmax_last`], [`gelu`], [`silu`]: softmax forward is burn-flex's fused kernel and
+//!   its backward `dx = y⊙g − y⊙Σ(y⊙g)`; GELU, SiLU and their derivatives run on all cores.
 //! - [`dropout`] draws its keep-mask from a counter-based generator on all cores, seeded by
-//!   one draw from the device's seeded generator, so runs stay reproducible.
+//!   one draw from the device's seeded generator, so runs stay reproducible, and applies it
+//!   (and its gradient) on all cores.
 //!
 //! Only burn-flex takes these paths; other backends (GPUs, where burn fuses element-wise
 //! work itself) run burn's own ops unchanged. The results are the same functions: exact
-//! `erf` GELU, softmax, inverted dropout with rate `p`.
+//! `erf` GELU, softmax, inverted dropout with rate `p`, f32 products.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
