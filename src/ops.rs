@@ -72,6 +72,16 @@ pub trait FastOps: Backend {
     ) -> FloatTensor<Self> {
         add_bias::<Self>(Self::matmul_2d(x, weight), bias)
     }
+    /// `base + scale·(h·b)` for `base [m, n]`, `h [m, r]` and `b [r, n]` (LoRA's update
+    /// added onto the frozen layer's output).
+    fn add_product(
+        base: FloatTensor<Self>,
+        h: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        Self::float_add(base, scaled::<Self>(Self::float_matmul(h, b), scale))
+    }
     /// `x ⊙ mask` for a constant `mask` of `x`'s shape (a dropout keep-mask).
     fn mul_mask(x: FloatTensor<Self>, mask: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_mul(x, mask)
@@ -337,7 +347,51 @@ fn linear_flex(
     ))
 }
 
+/// [`FastOps::add_product`] on burn-flex: gemm accumulates `scale·(h·b)` onto `base`'s own
+/// buffer (copied first only when shared or strided); `Err` gives the inputs back where
+/// the kernel does not apply.
+#[allow(clippy::result_large_err)]
+fn add_product_flex(
+    base: FlexTensor,
+    h: FlexTensor,
+    b: FlexTensor,
+    scale: f32,
+) -> Result<FlexTensor, (FlexTensor, FlexTensor, FlexTensor)> {
+    let fits = [&base, &h, &b].iter().all(|t| t.dtype() == DType::F32)
+        && base.layout().num_dims() == 2
+        && matrix_view(&h).zip(matrix_view(&b)).is_some_and(|(h, b)| {
+            [h.rows, b.cols] == base.layout().shape()[..] && h.cols == b.rows
+        });
+    if !fits {
+        return Err((base, h, b));
+    }
+    let mut out = if base.is_contiguous() && base.layout().start_offset() == 0 {
+        base
+    } else {
+        base.to_contiguous()
+    };
+    let len = out.layout().num_elements();
+    let (lhs, rhs) = (matrix_view(&h), matrix_view(&b));
+    let done = match (lhs, rhs) {
+        // `storage_mut` copies the buffer first if another tensor shares it.
+        (Some(lhs), Some(rhs)) => {
+            kernels::matmul::add_product(&mut out.storage_mut::<f32>()[..len], lhs, rhs, scale)
+        }
+        _ => None,
+    };
+    match done {
+        Some(()) => Ok(out),
+        None => Err((out, h, b)),
+    }
+}
+
 impl FastOps for Flex {
+    fn add_product(base: FlexTensor, h: FlexTensor, b: FlexTensor, scale: f32) -> FlexTensor {
+        add_product_flex(base, h, b, scale).unwrap_or_else(|(base, h, b)| {
+            Flex::float_add(base, scaled::<Flex>(Flex::float_matmul(h, b), scale))
+        })
+    }
+
     fn mul_mask(x: FlexTensor, mask: FlexTensor) -> FlexTensor {
         if x.layout().shape() != mask.layout().shape() {
             return Flex::float_mul(x, mask);
@@ -390,6 +444,18 @@ impl FastOps for Flex {
             silu_backward_composed::<Flex>,
         )
     }
+}
+
+/// Register each `(node, gradient)` pair whose parent is tracked and whose gradient was
+/// computed (autodiff's node type is private to burn, so this is a macro, not a function).
+macro_rules! register_grads {
+    ($grads:expr, $(($node:expr, $grad:expr)),+ $(,)?) => {
+        $(
+            if let (Some(node), Some(grad)) = ($node, $grad) {
+                $grads.register::<B>(node.id, grad);
+            }
+        )+
+    };
 }
 
 impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
@@ -456,12 +522,7 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
                 let [node_x, node_w] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
                 let (dx, dw) = product_grads::<B>(ops.state, grad);
-                if let (Some(node), Some(dx)) = (node_x, dx) {
-                    grads.register::<B>(node.id, dx);
-                }
-                if let (Some(node), Some(dw)) = (node_w, dw) {
-                    grads.register::<B>(node.id, dw);
-                }
+                register_grads!(grads, (node_x, dx), (node_w, dw));
             }
         }
 
@@ -510,12 +571,7 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
                     grads.register::<B>(node.id, B::float_reshape(sum, Shape::new([n])));
                 }
                 let (dx, dw) = product_grads::<B>(ops.state, grad);
-                if let (Some(node), Some(dx)) = (node_x, dx) {
-                    grads.register::<B>(node.id, dx);
-                }
-                if let (Some(node), Some(dw)) = (node_w, dw) {
-                    grads.register::<B>(node.id, dw);
-                }
+                register_grads!(grads, (node_x, dx), (node_w, dw));
             }
         }
 
@@ -537,6 +593,63 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
                 x.into_primitive(),
                 weight.into_primitive(),
                 bias.into_primitive(),
+            )),
+        }
+    }
+
+    fn add_product(
+        base: FloatTensor<Self>,
+        h: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        /// `base + scale·(h·b)`: `base`'s gradient is the incoming one; `h`'s and `b`'s those
+        /// of a scaled product.
+        #[derive(Debug)]
+        struct AddProduct;
+
+        impl<B: Backend + FastOps> Backward<B, 3> for AddProduct {
+            type State = (Operands<B>, f32);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let [node_base, node_h, node_b] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (operands, scale) = ops.state;
+                let (dh, db) = product_grads::<B>(operands, grad.clone());
+                register_grads!(
+                    grads,
+                    (node_h, dh.map(|d| scaled::<B>(d, scale))),
+                    (node_b, db.map(|d| scaled::<B>(d, scale))),
+                    (node_base, Some(grad)),
+                );
+            }
+        }
+
+        match AddProduct
+            .prepare::<C>([base.node(), h.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let state = (operands::<B, C>(&h, &b), scale);
+                let y = B::add_product(
+                    base.into_primitive(),
+                    h.into_primitive(),
+                    b.into_primitive(),
+                    scale,
+                );
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::add_product(
+                base.into_primitive(),
+                h.into_primitive(),
+                b.into_primitive(),
+                scale,
             )),
         }
     }
@@ -644,13 +757,9 @@ fn scaled_product<B: Backend + FastOps, C: CheckpointStrategy>(
                 let r = t.shape().num_dims();
                 B::float_swap_dims(t, r - 2, r - 1)
             };
-            if let (Some(node), Some(b)) = (node_a, b) {
-                let da = B::batched_matmul(grad.clone(), last_two(b), scale);
-                grads.register::<B>(node.id, da);
-            }
-            if let (Some(node), Some(a)) = (node_b, a) {
-                grads.register::<B>(node.id, B::batched_matmul(last_two(a), grad, scale));
-            }
+            let da = b.map(|b| B::batched_matmul(grad.clone(), last_two(b), scale));
+            let db = a.map(|a| B::batched_matmul(last_two(a), grad, scale));
+            register_grads!(grads, (node_a, da), (node_b, db));
         }
     }
 
@@ -762,6 +871,22 @@ pub fn linear_2d(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Te
         Some(bias) => <Dispatch as FastOps>::linear_2d(x, weight, bias.into_dispatch()),
         None => <Dispatch as FastOps>::matmul_2d(x, weight),
     })
+}
+
+/// `base + scale·(h·b)` for `base [m, n]`, `h [m, r]`, `b [r, n]`: LoRA's update added onto
+/// the frozen layer's output. On burn-flex one differentiable node in which gemm accumulates
+/// onto `base`'s buffer (no separate product, scaling and addition passes); burn's ops
+/// elsewhere.
+pub fn add_product(base: Tensor<2>, h: Tensor<2>, b: Tensor<2>, scale: f32) -> Tensor<2> {
+    if !is_flex(&base.device()) {
+        return base + h.matmul(b).mul_scalar(scale);
+    }
+    Tensor::from_dispatch(<Dispatch as FastOps>::add_product(
+        base.into_dispatch(),
+        h.into_dispatch(),
+        b.into_dispatch(),
+        scale,
+    ))
 }
 
 /// `scale·(a·b) + bias` over the last two dimensions (attention's `QKᵀ/√d + mask` and

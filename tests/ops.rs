@@ -254,3 +254,49 @@ fn matmul_scaled_matches_burn_with_gradients() {
         assert!(max_abs_diff(&values(df), &values(dr)) < 1e-4);
     }
 }
+
+#[test]
+fn add_product_matches_burn_with_gradients() {
+    let _seeded = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = flex_autodiff();
+    device.seed(8);
+    let normal = Distribution::Normal(0.0, 1.0);
+    // LoRA's shapes: rank-8 update onto a base output, small and large enough to split.
+    for (m, r, n) in [(5, 2, 3), (2048, 8, 384)] {
+        let base = Tensor::<2>::random([m, n], normal, &device);
+        let h = Tensor::<2>::random([m, r], normal, &device);
+        let b = Tensor::<2>::random([r, n], normal, &device);
+        let g = Tensor::<2>::random([m, n], normal, &device);
+        let run = |fast: bool| {
+            let (base, h, b) = (
+                base.clone().require_grad(),
+                h.clone().require_grad(),
+                b.clone().require_grad(),
+            );
+            let y = if fast {
+                ops::add_product(base.clone(), h.clone(), b.clone(), 0.75)
+            } else {
+                base.clone() + h.clone().matmul(b.clone()).mul_scalar(0.75)
+            };
+            let grads = (y.clone() * g.clone()).sum().backward();
+            [
+                values(y),
+                values(base.grad(&grads).unwrap()),
+                values(h.grad(&grads).unwrap()),
+                values(b.grad(&grads).unwrap()),
+            ]
+        };
+        for (fast, reference) in run(true).iter().zip(&run(false)) {
+            let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
+            assert!(
+                max_abs_diff(fast, reference) <= 1e-5 * scale,
+                "[{m}, {r}, {n}]"
+            );
+        }
+        // The base tensor itself is not changed by the in-place accumulation.
+        let plain = base.clone().inner();
+        let before = values(plain.clone());
+        let _ = ops::add_product(plain.clone(), h.clone().inner(), b.clone().inner(), 0.75);
+        assert_eq!(values(plain), before);
+    }
+}

@@ -199,8 +199,17 @@ impl<W: FrozenBase> LoraLinear<W> {
                 let base = self.base.forward(x.clone());
                 let h = crate::ops::dropout(&adapter.dropout, x);
                 let h = linear_rows(h, adapter.a.val(), None);
-                let h = linear_rows(h, adapter.b.val(), None);
-                base + h.mul_scalar(adapter.scaling)
+                // `base + s·(h·B)` as one product accumulating onto the base output.
+                let [rank, out] = adapter.b.dims();
+                let dims = base.dims();
+                let rows = dims[..D - 1].iter().product::<usize>();
+                let y = crate::ops::add_product(
+                    base.reshape([rows, out]),
+                    h.reshape([rows, rank]),
+                    adapter.b.val(),
+                    adapter.scaling as f32,
+                );
+                y.reshape(dims)
             }
             _ => self.base.forward(x),
         }

@@ -60,34 +60,54 @@ pub fn matmul(lhs: MatrixView, rhs: MatrixView, bias: Option<&[f32]>) -> Option<
         return None;
     }
     let mut out = uninit(m.checked_mul(n)?);
-    let work = m.saturating_mul(n).saturating_mul(k);
-    let fill = |rows: &mut [MaybeUninit<f32>]| {
-        if let Some(bias) = bias {
+    if let (Some(bias), true) = (bias, n > 0) {
+        out.par_chunks_mut(n * 64).for_each(|rows| {
             for row in rows.chunks_mut(n) {
                 for (o, b) in row.iter_mut().zip(bias) {
                     o.write(*b);
                 }
             }
-        }
-    };
+        });
+    }
+    product_rows(&mut out, lhs, rhs, bias.is_some(), 1.0);
+    Some(finish(out))
+}
+
+/// `out ← out + scale·(lhs · rhs)` for a row-major `lhs.rows × rhs.cols` `out` (LoRA's
+/// update `s·(xA)B` added onto the base layer's output in place). `None`, leaving `out`
+/// untouched, when the shapes disagree or a view reaches outside its buffer.
+pub fn add_product(out: &mut [f32], lhs: MatrixView, rhs: MatrixView, scale: f32) -> Option<()> {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    if rhs.rows != k || !lhs.fits() || !rhs.fits() || m.checked_mul(n)? != out.len() {
+        return None;
+    }
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and only initialised values are
+    // written through the view (`product_rows` accumulates onto the values there).
+    let out = unsafe { &mut *(std::ptr::from_mut(out) as *mut [MaybeUninit<f32>]) };
+    product_rows(out, lhs, rhs, true, scale);
+    Some(())
+}
+
+/// [`product_into`] with the work shared out: large products through gemm's own threads,
+/// skinny ones (a side under [`SKINNY`]) split by rows here, small ones on this thread.
+fn product_rows(
+    out: &mut [MaybeUninit<f32>],
+    lhs: MatrixView,
+    rhs: MatrixView,
+    accumulate: bool,
+    scale: f32,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    let work = m.saturating_mul(n).saturating_mul(k);
     if work < PARALLEL_WORK || n == 0 {
-        fill(&mut out);
-        product_into(
-            &mut out,
-            lhs,
-            rhs,
-            bias.is_some(),
-            1.0,
-            gemm::Parallelism::None,
-        );
+        product_into(out, lhs, rhs, accumulate, scale, gemm::Parallelism::None);
     } else if n.min(k) >= SKINNY {
-        out.par_chunks_mut(n * 64).for_each(fill);
         product_into(
-            &mut out,
+            out,
             lhs,
             rhs,
-            bias.is_some(),
-            1.0,
+            accumulate,
+            scale,
             gemm::Parallelism::Rayon(0),
         );
     } else {
@@ -95,24 +115,14 @@ pub fn matmul(lhs: MatrixView, rhs: MatrixView, bias: Option<&[f32]>) -> Option<
         out.par_chunks_mut(rows_per_task * n)
             .enumerate()
             .for_each(|(task, chunk)| {
-                let first = task * rows_per_task;
                 let lhs = MatrixView {
-                    offset: lhs.offset + first * lhs.row_stride,
+                    offset: lhs.offset + task * rows_per_task * lhs.row_stride,
                     rows: chunk.len() / n,
                     ..lhs
                 };
-                fill(chunk);
-                product_into(
-                    chunk,
-                    lhs,
-                    rhs,
-                    bias.is_some(),
-                    1.0,
-                    gemm::Parallelism::None,
-                );
+                product_into(chunk, lhs, rhs, accumulate, scale, gemm::Parallelism::None);
             });
     }
-    Some(finish(out))
 }
 
 /// An N-dimensional strided view (N ≥ 2) of an f32 buffer, read as a stack of matrices
@@ -330,6 +340,18 @@ mod tests {
         out
     }
 
+    /// A contiguous row-major `rows × cols` view of `data`.
+    fn row_major(data: &[f32], rows: usize, cols: usize) -> MatrixView<'_> {
+        MatrixView {
+            data,
+            offset: 0,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
     fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000)
@@ -386,14 +408,7 @@ mod tests {
     #[test]
     fn empty_inner_dimension_gives_the_bias_and_bad_views_are_refused() {
         let data = [1.0f32; 6];
-        let empty = MatrixView {
-            data: &data,
-            offset: 0,
-            rows: 2,
-            cols: 0,
-            row_stride: 0,
-            col_stride: 1,
-        };
+        let empty = row_major(&data, 2, 0);
         let rhs = MatrixView {
             rows: 0,
             cols: 3,
@@ -437,22 +452,8 @@ mod tests {
         for &(m, k, n) in &[(4096, 384, 8), (4096, 8, 384), (384, 4096, 8)] {
             let a = values(m * k, 4);
             let b = values(k * n, 5);
-            let lhs = MatrixView {
-                data: &a,
-                offset: 0,
-                rows: m,
-                cols: k,
-                row_stride: k,
-                col_stride: 1,
-            };
-            let rhs = MatrixView {
-                data: &b,
-                offset: 0,
-                rows: k,
-                cols: n,
-                row_stride: n,
-                col_stride: 1,
-            };
+            let lhs = row_major(&a, m, k);
+            let rhs = row_major(&b, k, n);
             close(&matmul(lhs, rhs, None).unwrap(), &naive(lhs, rhs, None));
         }
     }
@@ -505,5 +506,28 @@ mod tests {
         assert!(matmul_batched(lhs, view(&k, &other, &strides_kt), 1.0, None).is_none());
         let too_far = StackView { offset: 1, ..lhs };
         assert!(matmul_batched(too_far, rhs, 1.0, None).is_none());
+    }
+
+    #[test]
+    fn add_product_accumulates_a_scaled_product_in_place() {
+        for &(m, k, n) in &[(5, 3, 4), (4096, 8, 384)] {
+            let a = values(m * k, 9);
+            let b = values(k * n, 10);
+            let base = values(m * n, 11);
+            let lhs = row_major(&a, m, k);
+            let rhs = row_major(&b, k, n);
+            let mut out = base.clone();
+            add_product(&mut out, lhs, rhs, 0.5).unwrap();
+            let expected: Vec<f32> = naive(lhs, rhs, None)
+                .iter()
+                .zip(&base)
+                .map(|(p, b)| b + 0.5 * p)
+                .collect();
+            close(&out, &expected);
+            assert!(
+                add_product(&mut out[1..], lhs, rhs, 0.5).is_none(),
+                "output size"
+            );
+        }
     }
 }
