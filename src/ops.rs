@@ -139,10 +139,14 @@ impl PackedMatrix {
         }
     }
 
+    /// The dequantised `[rows, cols]` values.
+    fn data(&self) -> TensorData {
+        TensorData::new((self.dequantize)(), [self.rows, self.cols])
+    }
+
     /// The dequantised `[rows, cols]` matrix on `device`.
     fn dequantized<B: Backend>(&self, device: &B::Device) -> FloatTensor<B> {
-        let values = (self.dequantize)();
-        B::float_from_data(TensorData::new(values, [self.rows, self.cols]), device)
+        B::float_from_data(self.data(), device)
     }
 }
 
@@ -217,6 +221,14 @@ fn scaled<B: Backend>(y: FloatTensor<B>, scale: f32) -> FloatTensor<B> {
     }
 }
 
+/// Whether every given tensor holds f32 values (the kernels' element type).
+fn all_f32<const N: usize>(tensors: [Option<&FlexTensor>; N]) -> bool {
+    tensors
+        .into_iter()
+        .flatten()
+        .all(|t| t.dtype() == DType::F32)
+}
+
 /// A tensor's shape and (non-negative) strides, for [`kernels::matmul::StackView`].
 fn shape_strides(t: &FlexTensor) -> Option<(Vec<usize>, Vec<usize>)> {
     let layout = t.layout();
@@ -262,11 +274,7 @@ fn batched_flex(
     scale: f32,
     bias: Option<&FlexTensor>,
 ) -> Option<FlexTensor> {
-    let all_f32 = [Some(a), Some(b), bias]
-        .into_iter()
-        .flatten()
-        .all(|t| t.dtype() == DType::F32);
-    if !all_f32 {
+    if !all_f32([Some(a), Some(b), bias]) {
         return None;
     }
     let (a_shape, a_strides) = shape_strides(a)?;
@@ -326,11 +334,7 @@ fn linear_flex(
     weight: &FlexTensor,
     bias: Option<&FlexTensor>,
 ) -> Option<FlexTensor> {
-    let all_f32 = [Some(x), Some(weight), bias]
-        .into_iter()
-        .flatten()
-        .all(|t| t.dtype() == DType::F32);
-    if !all_f32 {
+    if !all_f32([Some(x), Some(weight), bias]) {
         return None;
     }
     let bias = bias.map(FlexTensor::to_contiguous);
@@ -357,29 +361,23 @@ fn add_product_flex(
     b: FlexTensor,
     scale: f32,
 ) -> Result<FlexTensor, (FlexTensor, FlexTensor, FlexTensor)> {
-    let fits = [&base, &h, &b].iter().all(|t| t.dtype() == DType::F32)
-        && base.layout().num_dims() == 2
-        && matrix_view(&h).zip(matrix_view(&b)).is_some_and(|(h, b)| {
-            [h.rows, b.cols] == base.layout().shape()[..] && h.cols == b.rows
-        });
-    if !fits {
+    let views = match all_f32([Some(&base), Some(&h), Some(&b)]) {
+        true => matrix_view(&h).zip(matrix_view(&b)),
+        false => None,
+    };
+    let Some((lhs, rhs)) = views.filter(|(lhs, rhs)| {
+        [lhs.rows, rhs.cols] == base.layout().shape()[..] && lhs.cols == rhs.rows
+    }) else {
         return Err((base, h, b));
-    }
+    };
     let mut out = if base.is_contiguous() && base.layout().start_offset() == 0 {
         base
     } else {
         base.to_contiguous()
     };
     let len = out.layout().num_elements();
-    let (lhs, rhs) = (matrix_view(&h), matrix_view(&b));
-    let done = match (lhs, rhs) {
-        // `storage_mut` copies the buffer first if another tensor shares it.
-        (Some(lhs), Some(rhs)) => {
-            kernels::matmul::add_product(&mut out.storage_mut::<f32>()[..len], lhs, rhs, scale)
-        }
-        _ => None,
-    };
-    match done {
+    // `storage_mut` copies the buffer first if another tensor shares it.
+    match kernels::matmul::add_product(&mut out.storage_mut::<f32>()[..len], lhs, rhs, scale) {
         Some(()) => Ok(out),
         None => Err((out, h, b)),
     }
@@ -458,6 +456,26 @@ macro_rules! register_grads {
     };
 }
 
+/// Record `$forward` (an expression over the inner backend's tensors) as one compute-bound
+/// node `$op` over the given autodiff parents, keeping `$state` (evaluated before the
+/// forward, and only when a parent is tracked) for its backward. Compute-bound: the output
+/// is kept, not recomputed, under gradient checkpointing.
+macro_rules! record {
+    ($op:expr, [$($parent:expr),+ $(,)?], state: $state:expr, forward: $forward:expr $(,)?) => {
+        match $op
+            .prepare::<C>([$($parent.node()),+])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let state = $state;
+                prep.finish(state, $forward)
+            }
+            OpsKind::UnTracked(prep) => prep.finish($forward),
+        }
+    };
+}
+
 impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
@@ -526,23 +544,12 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
             }
         }
 
-        // Compute-bound: the product is kept, not recomputed, under gradient checkpointing.
-        match Product
-            .prepare::<C>([x.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let state = operands::<B, C>(&x, &weight);
-                prep.finish(
-                    state,
-                    B::matmul_2d(x.into_primitive(), weight.into_primitive()),
-                )
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::matmul_2d(x.into_primitive(), weight.into_primitive()))
-            }
-        }
+        record!(
+            Product,
+            [x, weight],
+            state: operands::<B, C>(&x, &weight),
+            forward: B::matmul_2d(x.into_primitive(), weight.into_primitive()),
+        )
     }
 
     fn linear_2d(
@@ -575,26 +582,16 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
             }
         }
 
-        match ProductBias
-            .prepare::<C>([x.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let state = operands::<B, C>(&x, &weight);
-                let y = B::linear_2d(
-                    x.into_primitive(),
-                    weight.into_primitive(),
-                    bias.into_primitive(),
-                );
-                prep.finish(state, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::linear_2d(
+        record!(
+            ProductBias,
+            [x, weight, bias],
+            state: operands::<B, C>(&x, &weight),
+            forward: B::linear_2d(
                 x.into_primitive(),
                 weight.into_primitive(),
                 bias.into_primitive(),
-            )),
-        }
+            ),
+        )
     }
 
     fn add_product(
@@ -630,28 +627,17 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
             }
         }
 
-        match AddProduct
-            .prepare::<C>([base.node(), h.node(), b.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let state = (operands::<B, C>(&h, &b), scale);
-                let y = B::add_product(
-                    base.into_primitive(),
-                    h.into_primitive(),
-                    b.into_primitive(),
-                    scale,
-                );
-                prep.finish(state, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::add_product(
+        record!(
+            AddProduct,
+            [base, h, b],
+            state: (operands::<B, C>(&h, &b), scale),
+            forward: B::add_product(
                 base.into_primitive(),
                 h.into_primitive(),
                 b.into_primitive(),
                 scale,
-            )),
-        }
+            ),
+        )
     }
 
     fn mul_mask(x: FloatTensor<Self>, mask: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -674,12 +660,12 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         }
 
         let mask = mask.into_primitive();
-        match MulMask.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                prep.finish(mask.clone(), B::mul_mask(x.into_primitive(), mask))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::mul_mask(x.into_primitive(), mask)),
-        }
+        record!(
+            MulMask,
+            [x],
+            state: mask.clone(),
+            forward: B::mul_mask(x.into_primitive(), mask),
+        )
     }
 
     fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
@@ -718,16 +704,12 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
             }
         }
 
-        match PackedProduct
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                prep.finish(weight.clone(), B::matmul_packed(x.into_primitive(), weight))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::matmul_packed(x.into_primitive(), weight)),
-        }
+        record!(
+            PackedProduct,
+            [x],
+            state: weight.clone(),
+            forward: B::matmul_packed(x.into_primitive(), weight),
+        )
     }
 
     // `gelu_erf_backward` and `silu_backward` keep the default bodies: only backward passes
@@ -768,19 +750,12 @@ fn scaled_product<B: Backend + FastOps, C: CheckpointStrategy>(
         None => B::batched_matmul(a, b, scale),
     };
     let bias = bias.map(|t| t.into_primitive());
-    match ScaledProduct
-        .prepare::<C>([a.node(), b.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let state = (operands::<B, C>(&a, &b), scale);
-            prep.finish(state, forward(a.into_primitive(), b.into_primitive(), bias))
-        }
-        OpsKind::UnTracked(prep) => {
-            prep.finish(forward(a.into_primitive(), b.into_primitive(), bias))
-        }
-    }
+    record!(
+        ScaledProduct,
+        [a, b],
+        state: (operands::<B, C>(&a, &b), scale),
+        forward: forward(a.into_primitive(), b.into_primitive(), bias),
+    )
 }
 
 /// The operands the backward of `x·w` needs: `x` when `w` is tracked, `w` when `x` is.
@@ -832,20 +807,17 @@ fn elementwise<B: Backend, C: CheckpointStrategy>(
     forward: fn(FloatTensor<B>) -> FloatTensor<B>,
     derivative: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
 ) -> FloatTensor<Autodiff<B, C>> {
-    // Compute-bound: the input is kept, not recomputed, under gradient checkpointing.
-    let node = ElementwiseBackward { derivative };
-    match node.prepare::<C>([x.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => {
-            let x = x.into_primitive();
-            prep.finish(x.clone(), forward(x))
-        }
-        OpsKind::UnTracked(prep) => prep.finish(forward(x.into_primitive())),
-    }
+    record!(
+        ElementwiseBackward { derivative },
+        [x],
+        state: x.primitive().clone(),
+        forward: forward(x.into_primitive()),
+    )
 }
 
 /// Whether `device` runs on burn-flex (with or without autodiff): the devices these fast
 /// paths serve.
-fn is_flex(device: &Device) -> bool {
+pub(crate) fn is_flex(device: &Device) -> bool {
     device.clone().inner() == Device::flex()
 }
 
@@ -923,11 +895,7 @@ pub fn matmul_scaled<const D: usize>(
 pub fn matmul_packed(x: Tensor<2>, weight: &PackedMatrix) -> Tensor<2> {
     let device = x.device();
     if !is_flex(&device) {
-        let w = Tensor::<2>::from_data(
-            TensorData::new((weight.dequantize)(), [weight.rows, weight.cols]),
-            &device,
-        );
-        return x.matmul(w.transpose());
+        return x.matmul(Tensor::<2>::from_data(weight.data(), &device).transpose());
     }
     Tensor::from_dispatch(<Dispatch as FastOps>::matmul_packed(
         x.into_dispatch(),

@@ -5,7 +5,8 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Tensor};
 
 use super::base::{
-    DenseBase, FrozenBase, FrozenWeight, linear_rows, replace_value, transpose_contiguous,
+    DenseBase, FrozenBase, FrozenWeight, linear_rows, over_rows, replace_value,
+    transpose_contiguous,
 };
 use super::config::{InitLoraWeights, ModuleLoraParams};
 use super::init::init_factors;
@@ -201,15 +202,11 @@ impl<W: FrozenBase> LoraLinear<W> {
                 let h = linear_rows(h, adapter.a.val(), None);
                 // `base + s·(h·B)` as one product accumulating onto the base output.
                 let [rank, out] = adapter.b.dims();
-                let dims = base.dims();
-                let rows = dims[..D - 1].iter().product::<usize>();
-                let y = crate::ops::add_product(
-                    base.reshape([rows, out]),
-                    h.reshape([rows, rank]),
-                    adapter.b.val(),
-                    adapter.scaling as f32,
-                );
-                y.reshape(dims)
+                over_rows(base, out, |base| {
+                    let rows = base.dims()[0];
+                    let h = h.reshape([rows, rank]);
+                    crate::ops::add_product(base, h, adapter.b.val(), adapter.scaling as f32)
+                })
             }
             _ => self.base.forward(x),
         }

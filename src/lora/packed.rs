@@ -3,9 +3,10 @@
 //!
 //! The packed bytes stay in host memory beside the module (they are not parameters: the
 //! base never trains and is never saved with an adapter); each forward dequantises the
-//! layer's weight on all cores and lays it out `[in, out]` for its matmul (two passes), and
-//! the dense copy lives only as long as the graph needs it (to the end of the forward in
-//! inference; to the backward, which reads it for the input gradient, in training).
+//! layer's weight on all cores for its product ([`crate::ops::matmul_packed`], which reads
+//! it transposed in place). The dense copy lives only while that product runs: on burn-flex
+//! the training graph keeps the packed handle and the backward dequantises again; on other
+//! backends autodiff keeps the dense copy until the backward.
 
 use std::sync::Arc;
 

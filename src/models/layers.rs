@@ -101,7 +101,7 @@ pub fn attention(
     probs_dropout: Option<&Dropout>,
 ) -> Tensor<4> {
     let device = q.device();
-    if !device.is_autodiff() && device.clone().inner() != burn::tensor::Device::flex() {
+    if !device.is_autodiff() && !crate::ops::is_flex(&device) {
         let [b, h, s_q, _] = q.dims();
         let s_k = k.dims()[2];
         // Full shape: not every backend broadcasts the bias of the fused op.
