@@ -99,7 +99,7 @@ const FLAGS: &[args::Flag] = &[
     ),
     value(
         "quantize",
-        "none | nf4 | int8: store the frozen base packed (QLoRA: nf4) and dequantise per layer in each forward (default none)",
+        "none | nf4 | nf4-dq | int8 | keep: store the frozen base packed (QLoRA: nf4; nf4-dq: with double-quantised scales; keep: a GGUF file's own blocks) and dequantise per layer in each forward (default none)",
     ),
     value(
         "pooling",
@@ -235,7 +235,11 @@ fn check_flags(a: &Args) -> Result<(), String> {
     choice("head-bias-init", &a.head_bias_init, &["prior", "zero"])?;
     choice("threshold", &a.threshold, &["global", "per-label"])?;
     choice("unknown-labels", &a.unknown_labels, &["error", "drop"])?;
-    choice("quantize", &a.quantize, &["none", "nf4", "int8"])?;
+    choice(
+        "quantize",
+        &a.quantize,
+        &["none", "nf4", "nf4-dq", "int8", "keep"],
+    )?;
     LossKind::parse(&a.loss).map_err(|e| format!("--loss: {e}"))?;
     if let Some(p) = &a.pooling {
         Pooling::parse(p).map_err(|e| format!("--pooling: {e}"))?;

@@ -51,7 +51,7 @@ const FLAGS: &[args::Flag] = &[
     value("format", "table | jsonl (default table)"),
     value(
         "quantize",
-        "none | nf4 | int8: the frozen base's packing (default: the one the adapters were trained with)",
+        "none | nf4 | nf4-dq | int8 | keep: the frozen base's packing (default: the one the adapters were trained with)",
     ),
     value(
         "template",
@@ -111,9 +111,11 @@ fn check_flags(a: &Args) -> Result<(), String> {
         ));
     }
     if let Some(q) = &a.quantize
-        && !["none", "nf4", "int8"].contains(&q.as_str())
+        && !["none", "nf4", "int8", "keep"].contains(&q.as_str())
     {
-        return Err(format!("--quantize: `{q}` is not one of none, nf4, int8"));
+        return Err(format!(
+            "--quantize: `{q}` is not one of none, nf4, nf4-dq, int8, keep"
+        ));
     }
     match a.threshold {
         Some(t) if !(t > 0.0 && t < 1.0) => Err(format!("--threshold: {t} must be in (0, 1)")),

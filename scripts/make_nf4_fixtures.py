@@ -7,6 +7,10 @@ For fixed inputs: `bitsandbytes.functional.quantize_4bit(x, blocksize=64, quant_
 a partial last block, an all-zero block, values on the codebook's decision midpoints, and
 outliers. Floats are stored as their IEEE-754 bit patterns so the comparison is exact.
 
+Also double quantisation (`compress_statistics=True`): the dynamic 8-bit map, the mean
+offset, the absmax codes and their per-256 scales, the dequantised absmax (and for the first
+case the dequantised values).
+
 Writes crates/kernels/tests/fixtures/nf4.json.
 Run: python scripts/make_nf4_fixtures.py   (needs torch and bitsandbytes >= 0.46, CPU is fine)
 """
@@ -52,6 +56,28 @@ def main():
             "absmax_bits": bits(state.absmax),
             "dequantized_bits": bits(deq),
         })
+    # Double quantisation (QLoRA's, `compress_statistics=True`): the absmax of every block
+    # minus their mean, quantised with the 8-bit dynamic map in blocks of 256. Cases with
+    # one partial block of scales (96) and with several (520: two full, one partial).
+    out["dynamic_map_bits"] = bits(F.create_dynamic_map())
+    out["double_quant"] = []
+    for name, x in {"linear_64x96": cases["linear_64x96"],
+                    "outliers_520x64": torch.randn(520, 64) * torch.where(torch.rand(520, 64) < 0.01, 20.0, 1.0)}.items():
+        x = x.float().contiguous()
+        packed, state = F.quantize_4bit(x, blocksize=64, quant_type="nf4", compress_statistics=True)
+        plain_absmax = F.quantize_4bit(x, blocksize=64, quant_type="nf4")[1].absmax
+        out["double_quant"].append({
+            "name": name,
+            "input_bits": bits(x),
+            "packed": packed.reshape(-1).tolist(),
+            "plain_absmax_bits": bits(plain_absmax),
+            "offset_bits": bits(state.offset.reshape(1)),
+            "codes": state.absmax.reshape(-1).tolist(),
+            "scales_bits": bits(state.state2.absmax),
+            "absmax_dequantized_bits": bits(F.dequantize_blockwise(state.absmax, state.state2) + state.offset),
+        })
+        if name == "linear_64x96":
+            out["double_quant"][-1]["dequantized_bits"] = bits(F.dequantize_4bit(packed, state))
     with open(OUT, "w") as f:
         json.dump(out, f)
     print("written", OUT, os.path.getsize(OUT), "bytes")

@@ -13,8 +13,9 @@
 //!   one buffer, the scale inside the product, the broadcast mask pre-filled.
 //! - [`matmul_packed`]: `x·Wᵀ` for a packed (NF4, int8) frozen weight; the graph keeps the
 //!   packed handle and the backward dequantises again, so no f32 copy waits for it.
-//! - [`softmax_last`], [`gelu`], [`silu`]: softmax forward is burn-flex's fused kernel and
-//!   its backward `dx = y⊙g − y⊙Σ(y⊙g)`; GELU, SiLU and their derivatives run on all cores.
+//! - [`softmax_last`], [`gelu`], [`silu`]: softmax (in place over the scores, a vectorised
+//!   `exp`) and its backward `dx = y⊙g − y⊙Σ(y⊙g)` in one pass per row; GELU, SiLU and
+//!   their derivatives; all on all cores.
 //! - [`dropout`] draws its keep-mask from a counter-based generator on all cores, seeded by
 //!   one draw from the device's seeded generator, so runs stay reproducible, and applies it
 //!   (and its gradient) on all cores.
@@ -43,6 +44,11 @@ pub trait FastOps: Backend {
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let last = x.shape().num_dims() - 1;
         Self::softmax(x, last)
+    }
+    /// Softmax's backward over the last dimension from its output `y`:
+    /// `y⊙grad − y⊙Σ(y⊙grad)`.
+    fn softmax_last_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        softmax_backward_composed::<Self>(y, grad)
     }
     /// Exact (`erf`) GELU.
     fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -154,6 +160,17 @@ impl PackedMatrix {
 fn add_bias<B: Backend>(y: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
     let n = bias.shape().num_elements();
     B::float_add(y, B::float_reshape(bias, Shape::new([1, n])))
+}
+
+/// Softmax's backward over the last dimension, `y⊙g − y⊙Σ(y⊙g)`, from the backend's own ops.
+fn softmax_backward_composed<B: Backend>(
+    y: FloatTensor<B>,
+    grad: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let last = y.shape().num_dims() - 1;
+    let yg = B::float_mul(y.clone(), grad);
+    let sum = B::float_sum_dim(yg.clone(), last);
+    B::float_sub(yg, B::float_mul(y, sum))
 }
 
 /// `x·σ(x)` from the backend's own ops.
@@ -384,6 +401,39 @@ fn add_product_flex(
 }
 
 impl FastOps for Flex {
+    fn softmax_last(x: FlexTensor) -> FlexTensor {
+        let last = x.layout().shape().num_dims() - 1;
+        let row_len = x.layout().shape()[last];
+        if x.dtype() != DType::F32 || row_len == 0 {
+            return Flex::softmax(x, last);
+        }
+        // In place: the scores are a fresh product nobody else holds (`storage_mut` copies
+        // first otherwise).
+        let mut out = if x.is_contiguous() && x.layout().start_offset() == 0 {
+            x
+        } else {
+            x.to_contiguous()
+        };
+        let len = out.layout().num_elements();
+        kernels::softmax_rows(&mut out.storage_mut::<f32>()[..len], row_len);
+        out
+    }
+
+    fn softmax_last_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        let shape = y.layout().shape().clone();
+        let row_len = shape[shape.num_dims() - 1];
+        if !all_f32([Some(&y), Some(&grad)]) || grad.layout().shape() != &shape || row_len == 0 {
+            return softmax_backward_composed::<Flex>(y, grad);
+        }
+        let (yc, gc) = (y.to_contiguous(), grad.to_contiguous());
+        let out = kernels::softmax_rows_backward(
+            yc.as_slice::<f32>().expect("contiguous f32"),
+            gc.as_slice::<f32>().expect("contiguous f32"),
+            row_len,
+        );
+        shaped_like(&y, out)
+    }
+
     fn add_product(base: FlexTensor, h: FlexTensor, b: FlexTensor, scale: f32) -> FlexTensor {
         add_product_flex(base, h, b, scale).unwrap_or_else(|(base, h, b)| {
             Flex::float_add(base, scaled::<Flex>(Flex::float_matmul(h, b), scale))
@@ -481,7 +531,7 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         #[derive(Debug)]
         struct SoftmaxLast;
 
-        impl<B: Backend> Backward<B, 1> for SoftmaxLast {
+        impl<B: Backend + FastOps> Backward<B, 1> for SoftmaxLast {
             // The forward's output: the backward needs nothing else.
             type State = FloatTensor<B>;
 
@@ -493,10 +543,7 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
             ) {
                 let y = ops.state;
                 unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                    let last = y.shape().num_dims() - 1;
-                    let yg = B::float_mul(y.clone(), grad);
-                    let sum = B::float_sum_dim(yg.clone(), last);
-                    B::float_sub(yg, B::float_mul(y, sum))
+                    B::softmax_last_backward(y, grad)
                 });
             }
         }

@@ -8,13 +8,19 @@
 //!   of a right-padded batch of 4 prompts within 1e-3 max abs at every non-padding
 //!   position, greedy next-token ids for 20 steps equal, and token ids of the GGUF-built
 //!   tokenizer equal on 24 strings.
+//! - The same SmolLM2 with its Q4_1 blocks kept packed (`Quantization::Keep`): the same
+//!   hidden states as the dequantised load (max abs 1e-4; only the product's summation
+//!   order differs) at 5 bits per weight; a corrupt block is an error on both paths.
 
 mod common;
 
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_lora::Error;
 use burn_lora::io::SafetensorsFile;
+use burn_lora::io::gguf::GgufFile;
+use burn_lora::lora::{Quantization, packing_report};
 use burn_lora::models::{Backbone, EncoderInput, LlamaModel};
 use burn_lora::tokenize::TextTokenizer;
 use common::{fixture, max_abs_diff, values};
@@ -114,6 +120,68 @@ fn smollm2_gguf_matches_transformers() {
             "greedy continuation of prompt {i}"
         );
     }
+}
+
+#[test]
+fn smollm2_with_its_blocks_kept_matches_the_dequantised_load() {
+    let device = device();
+    let reference = SafetensorsFile::open(fixture("smollm2_reference.safetensors")).unwrap();
+    let (ids, shape) = ints(&reference, "input_ids");
+    let (mask, _) = ints(&reference, "attention_mask");
+    let input = EncoderInput::from_rows(&ids, &mask, None, shape[0], shape[1], &device).unwrap();
+    let dense = values(
+        LlamaModel::load_gguf(smollm2(), &device)
+            .unwrap()
+            .forward(&input),
+    );
+    let mut kept =
+        LlamaModel::load_gguf_packed(smollm2(), Some(Quantization::Keep), &device).unwrap();
+    let report = packing_report(&mut kept).unwrap();
+    // 30 layers × 7 linears, each in Q4_1 blocks (32 values in 20 bytes: 5 bits per weight).
+    assert_eq!(report.layers, 210);
+    assert!(
+        (report.bits_per_param() - 5.0).abs() < 1e-9,
+        "{}",
+        report.bits_per_param()
+    );
+    let diff = max_abs_diff(&values(kept.forward(&input)), &dense);
+    eprintln!("SmolLM2 keep vs dequantised: max abs diff {diff:.2e}");
+    assert!(diff <= 1e-4, "kept blocks off by {diff}");
+    assert!(masked_diff(&kept, &reference, &device) <= 1e-3);
+}
+
+#[test]
+fn a_corrupt_gguf_block_is_an_error() {
+    // SmolLM2 with one Q4_1 block's scale (its first f16) set to NaN.
+    let file = GgufFile::open(smollm2()).unwrap();
+    let info = &file.tensors["blk.1.ffn_down.weight"];
+    let offset = info.offset as usize + 20 * 5; // the sixth block
+    drop(file);
+    let mut bytes = std::fs::read(smollm2()).unwrap();
+    bytes[offset..offset + 2].copy_from_slice(&0x7E00u16.to_le_bytes());
+    let dir = tempfile_dir("corrupt-gguf");
+    let path = dir.join("corrupt.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    let device = device();
+    for packing in [None, Some(Quantization::Keep), Some(Quantization::Nf4)] {
+        let err = LlamaModel::load_gguf_packed(&path, packing, &device).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidState(m) | Error::Format { message: m, .. } if m.contains("corrupt")),
+            "{packing:?}: {err}"
+        );
+    }
+    // `keep` is for GGUF files: a safetensors checkpoint has no blocks to keep.
+    let err = LlamaModel::load_packed(fixture("tiny-llama"), Some(Quantization::Keep), &device)
+        .unwrap_err();
+    assert!(err.to_string().contains("keep"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A fresh directory under the system's temp dir.
+fn tempfile_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("burn-lora-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 #[derive(serde::Deserialize)]

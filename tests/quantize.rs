@@ -30,15 +30,24 @@ fn packed_forward_is_the_dense_forward_of_the_dequantised_weight() {
     let b = Tensor::<1>::random([out], Distribution::Default, &device);
     let dense = LoraLinear::from_out_in(w.clone(), Some(b.clone())).unwrap();
     let x = Tensor::<3>::random([2, 5, inp], Distribution::Default, &device);
-    for how in [Quantization::Nf4, Quantization::Int8] {
+    for how in [
+        Quantization::Nf4,
+        Quantization::Nf4Double,
+        Quantization::Int8,
+    ] {
         let FrozenWeight::Dense(d) = &dense.base else {
             unreachable!()
         };
         let packed = PackedBase::from_dense(d, how).unwrap();
         let restored = packed.packed().dequantize();
-        if how == Quantization::Nf4 {
-            // The same codec bitsandbytes' fixtures check, on this weight.
-            assert_eq!(restored, nf4::quantize(&values(w.clone()), 64).dequantize());
+        // The same codecs bitsandbytes' fixtures check, on this weight.
+        let codec = nf4::quantize(&values(w.clone()), 64);
+        match how {
+            Quantization::Nf4 => assert_eq!(restored, codec.dequantize()),
+            Quantization::Nf4Double => {
+                assert_eq!(restored, codec.compress_statistics().dequantize())
+            }
+            _ => {}
         }
         let reference = LoraLinear::from_out_in(
             Tensor::from_data(TensorData::new(restored, [out, inp]), &device),
@@ -53,10 +62,10 @@ fn packed_forward_is_the_dense_forward_of_the_dequantised_weight() {
         assert!(diff <= 1e-6, "{how}: off by {diff}");
         // Quantisation error itself: small next to the weights' scale.
         let err = max_abs_diff(&values(layer.base.weight_out_in()), &values(w.clone()));
-        let bound = if how == Quantization::Nf4 {
-            0.05
-        } else {
+        let bound = if how == Quantization::Int8 {
             0.002
+        } else {
+            0.05
         };
         assert!(err <= bound, "{how}: weight error {err}");
     }
@@ -73,13 +82,25 @@ fn a_packed_decoder_stays_close_to_the_float_one() {
     let reference = values(float.forward(&input));
     let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
     let mut errors = Vec::new();
-    for how in [Quantization::Nf4, Quantization::Int8] {
+    for how in [
+        Quantization::Nf4,
+        Quantization::Nf4Double,
+        Quantization::Int8,
+    ] {
         let mut model = float.clone();
         let report = quantize_frozen(&mut model, how).unwrap();
         assert_eq!(report.layers, 14); // 7 linears × 2 layers
         if how == Quantization::Nf4 {
             assert!(
                 report.bits_per_param() <= 4.6,
+                "{}",
+                report.bits_per_param()
+            );
+        } else if how == Quantization::Nf4Double {
+            // 4 + 8/64 bits, plus one f32 per 256 scales and an f32 offset per weight
+            // (1,024-value tensors here).
+            assert!(
+                report.bits_per_param() <= 4.25,
                 "{}",
                 report.bits_per_param()
             );
@@ -112,9 +133,9 @@ fn a_packed_decoder_stays_close_to_the_float_one() {
         ));
     }
     assert!(
-        errors[1] < errors[0],
+        errors[2] < errors[0],
         "int8 {} not nearer than nf4 {}",
-        errors[1],
+        errors[2],
         errors[0]
     );
     assert_eq!(values(float.forward(&input)), reference);
@@ -206,5 +227,26 @@ fn corrupt_or_unpackable_weights_are_errors() {
     bad[7] = f32::INFINITY;
     assert!(PackedWeight::pack(&bad, 2, 64, Quantization::Int8).is_err());
     assert!("nf8".parse::<Quantization>().is_err());
+    assert_eq!(
+        "nf4-dq".parse::<Quantization>().unwrap(),
+        Quantization::Nf4Double
+    );
+    // A double-quantised weight with a corrupt scale offset or a missing block of codes.
+    let PackedWeight::Nf4Double(mut dq) =
+        PackedWeight::pack(&values_ok, 2, 64, Quantization::Nf4Double).unwrap()
+    else {
+        unreachable!()
+    };
+    let mut missing = dq.clone();
+    missing.absmax.codes.pop();
+    assert!(matches!(
+        PackedBase::new(PackedWeight::Nf4Double(missing), [2, 64], None, &device),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    dq.absmax.offset = f32::NAN;
+    assert!(matches!(
+        PackedBase::new(PackedWeight::Nf4Double(dq), [2, 64], None, &device),
+        Err(Error::InvalidState(m)) if m.contains("corrupt")
+    ));
     assert_eq!("int8".parse::<Quantization>().unwrap(), Quantization::Int8);
 }

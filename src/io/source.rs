@@ -5,7 +5,8 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::lora::PackedWeight;
 
 /// Named float tensors, addressed by Hugging Face parameter names.
 pub trait TensorSource {
@@ -22,4 +23,20 @@ pub trait TensorSource {
         shape: [usize; D],
         device: &Device,
     ) -> Result<Tensor<D>>;
+
+    /// Linear weight `name` (`[out, in]`) in the quantised blocks the source stores it in,
+    /// for [`Quantization::Keep`](crate::lora::Quantization::Keep): `None` where it is
+    /// stored as plain floats (load it with [`tensor`](Self::tensor)). Sources without
+    /// quantised blocks (all but GGUF files) answer with an error.
+    fn stored_blocks(&self, name: &str, shape: [usize; 2]) -> Result<Option<PackedWeight>> {
+        let _ = (name, shape);
+        Err(Error::Unsupported {
+            what: "quantization",
+            detail: format!(
+                "`keep` keeps the quantised blocks of a GGUF file; {} stores none (use nf4 \
+                 or int8)",
+                self.origin().display()
+            ),
+        })
+    }
 }

@@ -15,8 +15,8 @@ pub use config::{
 };
 pub use linear::{LoraAdapter, LoraLinear};
 pub use packed::{
-    PackedBase, PackedWeight, Quantization, QuantizeReport, base_quantization, packing_report,
-    quantize_frozen,
+    GgufBlocks, PackedBase, PackedWeight, Quantization, QuantizeReport, base_quantization,
+    packing_report, quantize_frozen,
 };
 pub use wrap::{
     InjectionReport, LinearVisitor, LoraTargets, for_each_adapted, inject_adapters, join_path,

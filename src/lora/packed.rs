@@ -1,5 +1,6 @@
 //! Frozen weights kept packed — NF4 as QLoRA (bitsandbytes' `quantize_4bit`, blocks of
-//! 64) or int8 with one absmax per row — and dequantised per forward.
+//! 64), int8 with one absmax per row, or a GGUF file's own llama.cpp blocks — and
+//! dequantised per forward.
 //!
 //! The packed bytes stay in host memory beside the module (they are not parameters: the
 //! base never trains and is never saved with an adapter); each forward dequantises the
@@ -14,6 +15,8 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_lora_kernels as kernels;
 
+use crate::io::gguf::{GgmlType, dequantize as dequantize_ggml};
+
 use super::base::{DenseBase, FrozenBase, over_rows};
 use crate::error::{Error, Result};
 use crate::ops::PackedMatrix;
@@ -24,8 +27,16 @@ use crate::ops::PackedMatrix;
 pub enum Quantization {
     /// 4-bit NormalFloat in blocks of 64 with an f32 absmax each (4.5 bits per weight).
     Nf4,
+    /// NF4 with QLoRA's double quantisation (bitsandbytes' `compress_statistics`,
+    /// transformers' `bnb_4bit_use_double_quant`): the absmax in 8 bits (≈ 4.13 bits per
+    /// weight).
+    #[serde(rename = "nf4-dq")]
+    Nf4Double,
     /// 8-bit, one f32 absmax per output row (≈ 8 bits per weight).
     Int8,
+    /// A GGUF checkpoint's own quantised blocks (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K, ...) kept as
+    /// stored, instead of dequantised at load; its float tensors stay float.
+    Keep,
 }
 
 impl std::str::FromStr for Quantization {
@@ -34,10 +45,12 @@ impl std::str::FromStr for Quantization {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "nf4" => Ok(Quantization::Nf4),
+            "nf4-dq" => Ok(Quantization::Nf4Double),
             "int8" => Ok(Quantization::Int8),
+            "keep" => Ok(Quantization::Keep),
             other => Err(Error::Unsupported {
                 what: "quantization",
-                detail: format!("`{other}` (nf4, int8)"),
+                detail: format!("`{other}` (nf4, nf4-dq, int8, keep)"),
             }),
         }
     }
@@ -47,7 +60,9 @@ impl std::fmt::Display for Quantization {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Quantization::Nf4 => "nf4",
+            Quantization::Nf4Double => "nf4-dq",
             Quantization::Int8 => "int8",
+            Quantization::Keep => "keep",
         })
     }
 }
@@ -60,14 +75,27 @@ pub const NF4_BLOCKSIZE: usize = 64;
 pub enum PackedWeight {
     /// NF4 blocks of the row-major `[out, in]` values.
     Nf4(kernels::nf4::Nf4),
+    /// NF4 blocks with double-quantised scales.
+    Nf4Double(kernels::nf4::Nf4Double),
     /// Int8 rows of `[out, in]`.
     Int8(kernels::int8::Int8Rows),
+    /// The llama.cpp blocks a GGUF file stores `[out, in]` in.
+    Gguf(GgufBlocks),
 }
 
 impl PackedWeight {
     /// Pack the row-major `[out, in]` values of a weight. Non-finite values are refused:
     /// their block's scale would turn every value of the block into NaN.
+    /// [`Quantization::Keep`] packs nothing (it keeps blocks a file already has): an error.
     pub fn pack(values: &[f32], out: usize, r#in: usize, how: Quantization) -> Result<Self> {
+        if how == Quantization::Keep {
+            return Err(Error::Unsupported {
+                what: "quantization",
+                detail: "`keep` keeps the quantised blocks a GGUF checkpoint stores; this \
+                         weight is float (use nf4 or int8 to quantise it)"
+                    .into(),
+            });
+        }
         if values.len() != out * r#in || out == 0 || r#in == 0 {
             return Err(Error::ShapeMismatch {
                 name: "weight to quantise".into(),
@@ -83,7 +111,11 @@ impl PackedWeight {
         }
         Ok(match how {
             Quantization::Nf4 => PackedWeight::Nf4(kernels::nf4::quantize(values, NF4_BLOCKSIZE)),
+            Quantization::Nf4Double => PackedWeight::Nf4Double(
+                kernels::nf4::quantize(values, NF4_BLOCKSIZE).compress_statistics(),
+            ),
             Quantization::Int8 => PackedWeight::Int8(kernels::int8::quantize(values, r#in)),
+            Quantization::Keep => unreachable!("refused above"),
         })
     }
 
@@ -91,7 +123,9 @@ impl PackedWeight {
     pub fn quantization(&self) -> Quantization {
         match self {
             PackedWeight::Nf4(_) => Quantization::Nf4,
+            PackedWeight::Nf4Double(_) => Quantization::Nf4Double,
             PackedWeight::Int8(_) => Quantization::Int8,
+            PackedWeight::Gguf(_) => Quantization::Keep,
         }
     }
 
@@ -99,7 +133,9 @@ impl PackedWeight {
     pub fn dequantize(&self) -> Vec<f32> {
         match self {
             PackedWeight::Nf4(q) => q.dequantize(),
+            PackedWeight::Nf4Double(q) => q.dequantize(),
             PackedWeight::Int8(q) => q.dequantize(),
+            PackedWeight::Gguf(q) => q.dequantize(),
         }
     }
 
@@ -107,14 +143,35 @@ impl PackedWeight {
     pub fn stored_bytes(&self) -> usize {
         match self {
             PackedWeight::Nf4(q) => q.stored_bytes(),
+            PackedWeight::Nf4Double(q) => q.stored_bytes(),
             PackedWeight::Int8(q) => q.stored_bytes(),
+            PackedWeight::Gguf(q) => q.bytes.len(),
         }
     }
 
     /// Check that the parts fit together and every scale is a finite, non-negative
-    /// number (a corrupt block otherwise dequantises to NaN or garbage silently).
+    /// number (a corrupt block otherwise dequantises to NaN or garbage silently); GGUF
+    /// blocks, whose scales sit inside each block, must dequantise to finite values.
     pub fn validate(&self, out: usize, r#in: usize) -> Result<()> {
         let n = out * r#in;
+        if let PackedWeight::Gguf(q) = self {
+            if [q.rows, q.cols] != [out, r#in] {
+                return Err(Error::ShapeMismatch {
+                    name: format!("{:?} weight", q.ty),
+                    expected: vec![out, r#in],
+                    actual: vec![q.rows, q.cols],
+                });
+            }
+            return match q.dequantize().iter().position(|v| !v.is_finite()) {
+                Some(i) => Err(Error::InvalidState(format!(
+                    "{:?} weight value {i} (row {}) dequantises to a non-finite number: a \
+                     block is corrupt",
+                    q.ty,
+                    i / r#in
+                ))),
+                None => Ok(()),
+            };
+        }
         let (ok, scales) = match self {
             PackedWeight::Nf4(q) => (
                 q.len == n
@@ -123,10 +180,28 @@ impl PackedWeight {
                     && q.absmax.len() == n.div_ceil(q.blocksize),
                 &q.absmax,
             ),
+            PackedWeight::Nf4Double(q) => {
+                if !q.absmax.offset.is_finite() {
+                    return Err(Error::InvalidState(format!(
+                        "nf4-dq scale offset is {}: the weight is corrupt",
+                        q.absmax.offset
+                    )));
+                }
+                let blocks = n.div_ceil(q.blocksize.max(1));
+                (
+                    q.len == n
+                        && q.blocksize > 0
+                        && q.packed.len() == n.div_ceil(2)
+                        && q.absmax.codes.len() == blocks
+                        && q.absmax.scales.len() == blocks.div_ceil(kernels::nf4::ABSMAX_BLOCKSIZE),
+                    &q.absmax.scales,
+                )
+            }
             PackedWeight::Int8(q) => (
                 q.cols == r#in && q.values.len() == n && q.absmax.len() == out,
                 &q.absmax,
             ),
+            PackedWeight::Gguf(_) => unreachable!("checked above"),
         };
         if !ok {
             return Err(Error::ShapeMismatch {
@@ -148,8 +223,63 @@ impl PackedWeight {
     fn dequantize_len(&self) -> usize {
         match self {
             PackedWeight::Nf4(q) => q.len,
+            PackedWeight::Nf4Double(q) => q.len,
             PackedWeight::Int8(q) => q.values.len(),
+            PackedWeight::Gguf(q) => q.rows * q.cols,
         }
+    }
+}
+
+/// A `[rows, cols]` weight in the llama.cpp blocks a GGUF file stores it in (each row a
+/// whole number of blocks), dequantised by the GGUF reader's dequantiser, rows in parallel.
+#[derive(Debug, Clone)]
+pub struct GgufBlocks {
+    ty: GgmlType,
+    bytes: Vec<u8>,
+    rows: usize,
+    cols: usize,
+}
+
+impl GgufBlocks {
+    /// `rows` rows of `cols` values stored as `ty` in `bytes`, which must hold exactly
+    /// that many whole blocks per row.
+    pub fn new(ty: GgmlType, bytes: Vec<u8>, rows: usize, cols: usize) -> Result<Self> {
+        let (per_block, block_bytes) = ty.block_layout();
+        let fits = rows > 0
+            && cols > 0
+            && cols.is_multiple_of(per_block)
+            && Some(bytes.len()) == (cols / per_block * block_bytes).checked_mul(rows);
+        if !fits {
+            return Err(Error::ShapeMismatch {
+                name: format!("{ty:?} blocks ({} bytes)", bytes.len()),
+                expected: vec![rows, cols],
+                actual: vec![bytes.len() / block_bytes * per_block],
+            });
+        }
+        Ok(GgufBlocks {
+            ty,
+            bytes,
+            rows,
+            cols,
+        })
+    }
+
+    /// The block type.
+    pub fn ggml_type(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// The row-major `[rows, cols]` values.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let (per_block, block_bytes) = self.ty.block_layout();
+        let row_bytes = self.cols / per_block * block_bytes;
+        let rows_per_task = kernels::CHUNK / self.cols + 1;
+        kernels::rows_parallel(self.rows, self.cols, rows_per_task, |first, n| {
+            dequantize_ggml(
+                self.ty,
+                &self.bytes[first * row_bytes..(first + n) * row_bytes],
+            )
+        })
     }
 }
 

@@ -116,8 +116,9 @@ pub fn load(path_or_id: impl AsRef<Path>, max_len: usize, device: &Device) -> Re
     load_packed(path_or_id, max_len, None, device)
 }
 
-/// [`load`] with every linear's frozen weight packed as it is read (QLoRA's base: NF4):
-/// the float model is never whole in memory.
+/// [`load`] with every linear's frozen weight packed as it is read (QLoRA's base: NF4;
+/// [`Quantization::Keep`]: a GGUF file's own blocks): the float model is never whole in
+/// memory.
 pub fn load_packed(
     path_or_id: impl AsRef<Path>,
     max_len: usize,

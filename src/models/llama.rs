@@ -16,8 +16,8 @@ use super::{Backbone, EncoderInput};
 use crate::error::{Error, Result};
 use crate::io::{Checkpoint, TensorSource};
 use crate::lora::{
-    InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets, ModuleSelector,
-    Quantization, join_path, with_adapters,
+    FrozenWeight, InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets,
+    ModuleSelector, PackedBase, Quantization, join_path, with_adapters,
 };
 
 /// `model_type` values this module loads.
@@ -535,12 +535,28 @@ impl LlamaModel {
         let inter = config.intermediate_size;
         let t1 = |n: &str, len: usize| ckpt.tensor::<1>(&format!("{prefix}{n}"), [len], device);
         let linear = |n: &str, out_f: usize, in_f: usize, bias: bool| -> Result<LoraLinear> {
-            let w = ckpt.tensor::<2>(&format!("{prefix}{n}.weight"), [out_f, in_f], device)?;
+            let name = format!("{prefix}{n}.weight");
             let b = if bias {
                 Some(t1(&format!("{n}.bias"), out_f)?)
             } else {
                 None
             };
+            if packing == Some(Quantization::Keep) {
+                // The file's own blocks, never dequantised as a whole; a float tensor
+                // (some GGUF files keep a few) stays float.
+                return match ckpt.stored_blocks(&name, [out_f, in_f])? {
+                    Some(blocks) => PackedBase::new(blocks, [out_f, in_f], b, device)
+                        .map(|base| LoraLinear::new(FrozenWeight::Packed(base)))
+                        .map_err(|e| match e {
+                            Error::InvalidState(m) => Error::InvalidState(format!("{name}: {m}")),
+                            e => e,
+                        }),
+                    None => {
+                        LoraLinear::from_out_in(ckpt.tensor::<2>(&name, [out_f, in_f], device)?, b)
+                    }
+                };
+            }
+            let w = ckpt.tensor::<2>(&name, [out_f, in_f], device)?;
             LoraLinear::from_out_in_packed(w, b, packing)
         };
         let norm = |n: &str, len: usize| -> Result<RmsNorm> {

@@ -10,7 +10,9 @@ use super::llama::{LINEARS, LlamaConfig, LlamaModel, RopeParameters};
 use crate::error::{Error, Result};
 use crate::io::TensorSource;
 use crate::io::gguf::{GgufFile, GgufValue};
-use crate::lora::{InjectionReport, LoraConfig, Quantization, with_adapters};
+use crate::lora::{
+    GgufBlocks, InjectionReport, LoraConfig, PackedWeight, Quantization, with_adapters,
+};
 
 /// The GGUF architectures this reader maps (llama.cpp's `glm4` is not one yet: its fused
 /// `ffn_up`, extra norms, NORM-type RoPE and ChatGLM pre-tokenizer are unmapped).
@@ -139,10 +141,16 @@ fn gguf_name(hf: &str) -> Option<String> {
 }
 
 /// Undo llama.cpp's rotary row permutation of a q/k weight (or bias) with `rows` rows of
-/// `cols` values: GGUF row `h·2d + i·2 + t` holds Hugging Face row `h·2d + t·d + i`.
-fn unpermute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+/// `cols` values (or bytes of blocks): GGUF row `h·2d + i·2 + t` holds Hugging Face row
+/// `h·2d + t·d + i`.
+fn unpermute_rows<T: Copy + Default>(
+    values: &[T],
+    rows: usize,
+    cols: usize,
+    heads: usize,
+) -> Vec<T> {
     let half = rows / heads / 2;
-    let mut out = vec![0f32; values.len()];
+    let mut out = vec![T::default(); values.len()];
     for h in 0..heads {
         for i in 0..half {
             for t in 0..2 {
@@ -181,6 +189,28 @@ impl<'a> GgufWeights<'a> {
             path: self.file.path().to_path_buf(),
         })
     }
+
+    /// The head count whose rotary row permutation llama.cpp applied to `gguf` (a q or k
+    /// tensor of a permuted architecture), checked against its `rows`.
+    fn permuted_heads(&self, gguf: &str, rows: usize, cols: usize) -> Result<Option<usize>> {
+        let heads = if !self.permuted {
+            None
+        } else if gguf.contains(".attn_q.") {
+            Some(self.heads)
+        } else if gguf.contains(".attn_k.") {
+            Some(self.kv_heads)
+        } else {
+            None
+        };
+        match heads {
+            Some(h) if !rows.is_multiple_of(2 * h) => Err(Error::ShapeMismatch {
+                name: gguf.to_string(),
+                expected: vec![2 * h, cols],
+                actual: vec![rows, cols],
+            }),
+            _ => Ok(heads),
+        }
+    }
 }
 
 impl TensorSource for GgufWeights<'_> {
@@ -207,25 +237,43 @@ impl TensorSource for GgufWeights<'_> {
                 actual,
             });
         }
-        let heads = if gguf.contains(".attn_q.") {
-            Some(self.heads)
-        } else if gguf.contains(".attn_k.") {
-            Some(self.kv_heads)
-        } else {
-            None
-        };
-        if let (true, Some(heads)) = (self.permuted, heads) {
-            let rows = shape[0];
-            if !rows.is_multiple_of(2 * heads) {
-                return Err(Error::ShapeMismatch {
-                    name: gguf,
-                    expected: vec![2 * heads, values.len() / rows.max(1)],
-                    actual: shape.to_vec(),
-                });
-            }
-            values = unpermute_rows(&values, rows, values.len() / rows, heads);
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidState(format!(
+                "{gguf} in {}: value {i} dequantises to {}: a block is corrupt",
+                self.file.path().display(),
+                values[i]
+            )));
+        }
+        let rows = shape[0];
+        let cols = values.len() / rows.max(1);
+        if let Some(heads) = self.permuted_heads(&gguf, rows, cols)? {
+            values = unpermute_rows(&values, rows, cols, heads);
         }
         Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    }
+
+    fn stored_blocks(&self, name: &str, shape: [usize; 2]) -> Result<Option<PackedWeight>> {
+        let gguf = self.mapped(name)?;
+        let (ty, bytes, actual) = self.file.raw(&gguf)?;
+        if actual != shape {
+            return Err(Error::ShapeMismatch {
+                name: gguf,
+                expected: shape.to_vec(),
+                actual,
+            });
+        }
+        if !ty.is_quantized() {
+            return Ok(None);
+        }
+        let [rows, cols] = shape;
+        let row_bytes = bytes.len() / rows;
+        let bytes = match self.permuted_heads(&gguf, rows, cols)? {
+            Some(heads) => unpermute_rows(bytes, rows, row_bytes, heads),
+            None => bytes.to_vec(),
+        };
+        Ok(Some(PackedWeight::Gguf(GgufBlocks::new(
+            ty, bytes, rows, cols,
+        )?)))
     }
 }
 
@@ -236,7 +284,8 @@ impl LlamaModel {
     }
 
     /// [`load_gguf`](Self::load_gguf) with every linear's weight dequantised and packed
-    /// again (NF4, int8) as it is read.
+    /// again (NF4, int8) as it is read, or kept in the file's own quantised blocks
+    /// ([`Quantization::Keep`]).
     pub fn load_gguf_packed(
         path: impl AsRef<Path>,
         packing: Option<Quantization>,

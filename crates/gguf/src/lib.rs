@@ -162,6 +162,17 @@ impl GgmlType {
         })
     }
 
+    /// Elements per block and bytes per block (1 and the element size for float types).
+    pub fn block_layout(self) -> (usize, usize) {
+        let (elements, bytes) = self.block();
+        (elements as usize, bytes as usize)
+    }
+
+    /// Whether values are stored in quantised blocks (not as plain floats).
+    pub fn is_quantized(self) -> bool {
+        !matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+    }
+
     /// (elements per block, bytes per block).
     fn block(self) -> (u64, u64) {
         match self {
@@ -444,8 +455,9 @@ impl GgufFile {
             })
     }
 
-    /// Dequantise tensor `name` to f32, returning values and the PyTorch-order shape.
-    pub fn dequantize(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+    /// Tensor `name` as stored: its type, its raw bytes (a whole number of blocks) and its
+    /// PyTorch-order shape.
+    pub fn raw(&self, name: &str) -> Result<(GgmlType, &[u8], Vec<usize>)> {
         let info = self
             .tensors
             .get(name)
@@ -455,7 +467,13 @@ impl GgufFile {
             })?;
         // Bounds were checked at parse time.
         let bytes = &self.data[info.offset as usize..(info.offset + info.size) as usize];
-        Ok((dequantize(info.ggml_type, bytes), info.torch_shape()))
+        Ok((info.ggml_type, bytes, info.torch_shape()))
+    }
+
+    /// Dequantise tensor `name` to f32, returning values and the PyTorch-order shape.
+    pub fn dequantize(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let (ty, bytes, shape) = self.raw(name)?;
+        Ok((dequantize(ty, bytes), shape))
     }
 }
 

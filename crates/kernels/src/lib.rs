@@ -39,13 +39,69 @@ pub(crate) fn fill_parallel(
     unsafe { matmul::assume_init(out) }
 }
 
+/// Evaluates `$kernel` (an expression over `#[inline(always)]` code) in a copy compiled for
+/// AVX2 + FMA when the CPU has them (detected once, then cached by std), else as written, so
+/// that its loops vectorise as wide as the CPU allows. The wide copy is a closure with that
+/// one caller, so it is inlined there; the plain path is the expression itself. Both compute
+/// the same values: Rust never contracts `a * b + c` into an FMA by itself.
+macro_rules! on_widest_simd {
+    ($kernel:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            fn wide<R>(kernel: impl FnOnce() -> R) -> R {
+                kernel()
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the CPU has the features `wide` is compiled for.
+                unsafe { wide(|| $kernel) }
+            } else {
+                $kernel
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $kernel
+        }
+    }};
+}
+
+/// A row-major `[rows, cols]` matrix made on all cores, `rows_per_task` rows at a time:
+/// `part(first, n)` returns the `n · cols` values of rows `first..first + n`.
+///
+/// # Panics
+/// When `part` returns another number of values.
+pub fn rows_parallel(
+    rows: usize,
+    cols: usize,
+    rows_per_task: usize,
+    part: impl Fn(usize, usize) -> Vec<f32> + Sync,
+) -> Vec<f32> {
+    let rows_per_task = rows_per_task.max(1);
+    fill_parallel(rows * cols, rows_per_task * cols, |task, out| {
+        let n = out.len() / cols.max(1);
+        let values = part(task * rows_per_task, n);
+        assert_eq!(
+            values.len(),
+            out.len(),
+            "rows {} + {n}",
+            task * rows_per_task
+        );
+        for (o, v) in out.iter_mut().zip(values) {
+            o.write(v);
+        }
+    })
+}
+
 /// `f` of every element, on all cores.
 fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     fill_parallel(x.len(), CHUNK, |c, o| {
         let x = &x[c * CHUNK..][..o.len()];
-        o.iter_mut().zip(x).for_each(|(o, &x)| {
+        on_widest_simd!(for (o, &x) in o.iter_mut().zip(x) {
             o.write(f(x));
-        });
+        })
     })
 }
 
@@ -57,9 +113,9 @@ fn zip_map(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
     assert_eq!(x.len(), y.len(), "element-wise inputs differ in length");
     fill_parallel(x.len(), CHUNK, |c, o| {
         let (x, y) = (&x[c * CHUNK..][..o.len()], &y[c * CHUNK..][..o.len()]);
-        for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
+        on_widest_simd!(for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
             o.write(f(x, y));
-        }
+        })
     })
 }
 
@@ -146,6 +202,120 @@ pub fn mul(x: &[f32], y: &[f32]) -> Vec<f32> {
     zip_map(x, y, |x, y| x * y)
 }
 
+/// Softmax of every row of `values` (row-major rows of `row_len` values), in place, on all
+/// cores: `exp(x - max)` through [`exp`] (vectorised; with AVX2 + FMA where the CPU has them,
+/// same results either way), normalised by the row's sum.
+///
+/// # Panics
+/// When `row_len` is 0 or does not divide `values.len()`.
+pub fn softmax_rows(values: &mut [f32], row_len: usize) {
+    assert!(
+        row_len > 0 && values.len().is_multiple_of(row_len),
+        "softmax rows of {row_len} do not tile {} values",
+        values.len()
+    );
+    let rows_per_task = (CHUNK / row_len).max(1);
+    values
+        .par_chunks_mut(rows_per_task * row_len)
+        .for_each(|rows| {
+            for row in rows.chunks_exact_mut(row_len) {
+                on_widest_simd!(softmax_row(row));
+            }
+        });
+}
+
+/// Softmax's backward over every row: `dx = y⊙g − y·Σ(y⊙g)` from the forward's output `y`
+/// and the incoming gradient `g` (row-major rows of `row_len` values), on all cores.
+///
+/// # Panics
+/// When `y` and `grad` differ in length, or `row_len` does not tile them.
+pub fn softmax_rows_backward(y: &[f32], grad: &[f32], row_len: usize) -> Vec<f32> {
+    assert_eq!(
+        y.len(),
+        grad.len(),
+        "softmax backward inputs differ in length"
+    );
+    assert!(
+        row_len > 0 && y.len().is_multiple_of(row_len),
+        "softmax rows of {row_len} do not tile {} values",
+        y.len()
+    );
+    let rows_per_task = (CHUNK / row_len).max(1);
+    let chunk = rows_per_task * row_len;
+    fill_parallel(y.len(), chunk, |c, out| {
+        let (y, g) = (
+            &y[c * chunk..][..out.len()],
+            &grad[c * chunk..][..out.len()],
+        );
+        for ((out, y), g) in out
+            .chunks_exact_mut(row_len)
+            .zip(y.chunks_exact(row_len))
+            .zip(g.chunks_exact(row_len))
+        {
+            on_widest_simd!(softmax_row_backward(y, g, out));
+        }
+    })
+}
+
+/// Lanes of the row kernels' partial maxima and sums: eight independent accumulators let
+/// the loops vectorise (one float add chain would not) and fix the summation order.
+const LANES: usize = 8;
+
+/// One row's softmax, in place.
+#[inline(always)]
+fn softmax_row(row: &mut [f32]) {
+    let mut maxima = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &v) in maxima.iter_mut().zip(c) {
+            *m = m.max(v);
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&maxima)
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sums = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (s, v) in sums.iter_mut().zip(c) {
+            *v = exp(*v - max);
+            *s += *v;
+        }
+    }
+    let mut sum = 0f32;
+    for v in chunks.into_remainder() {
+        *v = exp(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / (sum + sums.iter().sum::<f32>());
+    for v in row {
+        *v *= inv;
+    }
+}
+
+/// One row of softmax's backward into `out`.
+#[inline(always)]
+fn softmax_row_backward(y: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>]) {
+    let mut sums = [0f32; LANES];
+    let (y_chunks, g_chunks) = (y.chunks_exact(LANES), g.chunks_exact(LANES));
+    let tail = y_chunks
+        .remainder()
+        .iter()
+        .zip(g_chunks.remainder())
+        .fold(0f32, |s, (y, g)| s + y * g);
+    for (yc, gc) in y_chunks.zip(g_chunks) {
+        for ((s, y), g) in sums.iter_mut().zip(yc).zip(gc) {
+            *s += y * g;
+        }
+    }
+    let dot = tail + sums.iter().sum::<f32>();
+    for ((o, &y), &g) in out.iter_mut().zip(y).zip(g) {
+        o.write(y * (g - dot));
+    }
+}
+
 /// SplitMix64's output function: a well-mixed 64-bit hash of a counter.
 fn splitmix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -205,6 +375,81 @@ mod tests {
             .count() as f64
             / (mask.len() - 1) as f64;
         assert!((same - 0.5).abs() < 3e-3, "agreement {same}");
+    }
+
+    /// Rows of awkward lengths (shorter than, equal to, and not a multiple of the lanes) with
+    /// masked positions, compared with softmax in f64.
+    fn softmax_cases() -> Vec<(usize, Vec<f32>)> {
+        [1usize, 3, 8, 13, 128, 301]
+            .into_iter()
+            .map(|len| {
+                let rows = 5;
+                let values = (0..rows * len)
+                    .map(|i| {
+                        let v = ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 24.0;
+                        // Every row keeps its first value; some others are masked.
+                        if i % len != 0 && i % 5 == 2 {
+                            -1.0e30
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                (len, values)
+            })
+            .collect()
+    }
+
+    fn softmax_f64(row: &[f32]) -> Vec<f64> {
+        let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+        let e: Vec<f64> = row.iter().map(|&v| libm::exp(v as f64 - max)).collect();
+        let sum: f64 = e.iter().sum();
+        e.iter().map(|v| v / sum).collect()
+    }
+
+    #[test]
+    fn softmax_rows_match_f64_softmax() {
+        for (len, values) in softmax_cases() {
+            let mut got = values.clone();
+            softmax_rows(&mut got, len);
+            for (row, got) in values.chunks(len).zip(got.chunks(len)) {
+                let want = softmax_f64(row);
+                for (g, w) in got.iter().zip(&want) {
+                    // exp's 3e-7 relative error, plus rounding of the sum.
+                    assert!(
+                        (*g as f64 - w).abs() <= 1e-6 * w.max(1e-3),
+                        "len {len}: {g} vs {w}"
+                    );
+                }
+                let total: f64 = got.iter().map(|&v| v as f64).sum();
+                assert!((total - 1.0).abs() < 1e-5, "len {len}: sums to {total}");
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_rows_backward_matches_its_formula_in_f64() {
+        for (len, values) in softmax_cases() {
+            let mut y = values.clone();
+            softmax_rows(&mut y, len);
+            let grad: Vec<f32> = (0..y.len())
+                .map(|i| ((i * 31 % 17) as f32 - 8.0) / 4.0)
+                .collect();
+            let got = softmax_rows_backward(&y, &grad, len);
+            for ((y, g), d) in y.chunks(len).zip(grad.chunks(len)).zip(got.chunks(len)) {
+                let dot: f64 = y.iter().zip(g).map(|(&y, &g)| y as f64 * g as f64).sum();
+                for ((&y, &g), &d) in y.iter().zip(g).zip(d) {
+                    let want = y as f64 * (g as f64 - dot);
+                    assert!((d as f64 - want).abs() < 1e-6, "len {len}: {d} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "do not tile")]
+    fn softmax_rows_refuse_a_ragged_buffer() {
+        softmax_rows(&mut [0.0; 10], 3);
     }
 
     #[test]

@@ -98,25 +98,183 @@ pub fn quantize(values: &[f32], blocksize: usize) -> Nf4 {
 impl Nf4 {
     /// The values back: `level × absmax` of their block, in f32.
     pub fn dequantize(&self) -> Vec<f32> {
-        crate::fill_parallel(self.len, self.blocksize, |b, block| {
-            // (A block without its absmax reads as zeros; constructors don't allow one.)
-            let scale = self.absmax.get(b).copied().unwrap_or(0.0);
-            let start = b * self.blocksize;
-            for (i, v) in block.iter_mut().enumerate() {
-                let at = start + i;
-                let byte = self.packed[at / 2];
-                let index = if at.is_multiple_of(2) {
-                    byte >> 4
-                } else {
-                    byte & 0x0f
-                };
-                v.write(NF4_LEVELS[index as usize] * scale);
-            }
-        })
+        dequantize_levels(&self.packed, &self.absmax, self.blocksize, self.len)
     }
 
     /// Bytes held: packed indices plus f32 scales (4.5 bits per value at blocksize 64).
     pub fn stored_bytes(&self) -> usize {
         self.packed.len() + 4 * self.absmax.len()
     }
+
+    /// Double quantisation (QLoRA's, bitsandbytes' `compress_statistics=True`): the absmax
+    /// stored as 8-bit codes ([`CompressedAbsmax`]).
+    pub fn compress_statistics(self) -> Nf4Double {
+        Nf4Double {
+            absmax: CompressedAbsmax::compress(&self.absmax),
+            packed: self.packed,
+            blocksize: self.blocksize,
+            len: self.len,
+        }
+    }
+}
+
+/// `len` values from packed level indices and one scale per block of `blocksize`.
+fn dequantize_levels(packed: &[u8], absmax: &[f32], blocksize: usize, len: usize) -> Vec<f32> {
+    crate::fill_parallel(len, blocksize, |b, block| {
+        // (A block without its absmax reads as zeros; constructors don't allow one.)
+        let scale = absmax.get(b).copied().unwrap_or(0.0);
+        let start = b * blocksize;
+        for (i, v) in block.iter_mut().enumerate() {
+            let at = start + i;
+            let byte = packed[at / 2];
+            let index = if at.is_multiple_of(2) {
+                byte >> 4
+            } else {
+                byte & 0x0f
+            };
+            v.write(NF4_LEVELS[index as usize] * scale);
+        }
+    })
+}
+
+/// NF4 whose block scales are themselves quantised ([`Nf4::compress_statistics`]):
+/// ≈ 4.127 bits per value at blocksize 64 instead of 4.5.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nf4Double {
+    /// Two 4-bit level indices per byte, as [`Nf4::packed`].
+    pub packed: Vec<u8>,
+    /// The block scales, compressed.
+    pub absmax: CompressedAbsmax,
+    /// Values per block.
+    pub blocksize: usize,
+    /// Number of values.
+    pub len: usize,
+}
+
+impl Nf4Double {
+    /// The values back, from the decompressed block scales.
+    pub fn dequantize(&self) -> Vec<f32> {
+        dequantize_levels(
+            &self.packed,
+            &self.absmax.decompress(),
+            self.blocksize,
+            self.len,
+        )
+    }
+
+    /// Bytes held: packed indices plus the compressed scales.
+    pub fn stored_bytes(&self) -> usize {
+        self.packed.len() + self.absmax.stored_bytes()
+    }
+}
+
+/// NF4's block scales quantised as bitsandbytes' `quantize_4bit(compress_statistics=True)`
+/// does: their mean subtracted, then `quantize_blockwise` in blocks of 256 — each block
+/// divided by its largest magnitude and every value replaced by the index of the nearest
+/// entry of the signed 8-bit dynamic map ([`dynamic_map`]; ties to the lower entry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompressedAbsmax {
+    /// The mean of the scales, subtracted before quantising.
+    pub offset: f32,
+    /// One dynamic-map index per scale.
+    pub codes: Vec<u8>,
+    /// The largest magnitude of each block of [`ABSMAX_BLOCKSIZE`] codes.
+    pub scales: Vec<f32>,
+}
+
+/// Scales per block of the second quantisation (bitsandbytes' fixed 256).
+pub const ABSMAX_BLOCKSIZE: usize = 256;
+
+impl CompressedAbsmax {
+    /// Compress the scales `absmax`.
+    pub fn compress(absmax: &[f32]) -> Self {
+        let map = dynamic_map();
+        // The mean as PyTorch's f32 `mean` rounds it, near enough: summed in f64.
+        let offset =
+            (absmax.iter().map(|&v| v as f64).sum::<f64>() / absmax.len().max(1) as f64) as f32;
+        let centred: Vec<f32> = absmax.iter().map(|&v| v - offset).collect();
+        let scales: Vec<f32> = centred
+            .chunks(ABSMAX_BLOCKSIZE)
+            .map(|block| block.iter().fold(0f32, |m, v| m.max(v.abs())))
+            .collect();
+        let codes = centred
+            .chunks(ABSMAX_BLOCKSIZE)
+            .zip(&scales)
+            .flat_map(|(block, &scale)| block.iter().map(move |&v| nearest(&map, v / scale)))
+            .collect();
+        CompressedAbsmax {
+            offset,
+            codes,
+            scales,
+        }
+    }
+
+    /// The scales back: `map[code] × scale of its block + offset`.
+    pub fn decompress(&self) -> Vec<f32> {
+        let map = dynamic_map();
+        self.codes
+            .chunks(ABSMAX_BLOCKSIZE)
+            .zip(&self.scales)
+            .flat_map(|(codes, &scale)| codes.iter().map(move |&c| map[c as usize] * scale))
+            .map(|v| v + self.offset)
+            .collect()
+    }
+
+    /// Bytes held: one per code, an f32 per block of codes, and the offset.
+    pub fn stored_bytes(&self) -> usize {
+        self.codes.len() + 4 * self.scales.len() + 4
+    }
+}
+
+/// The index of the entry of the ascending `map` nearest to `x`: the last entry ≤ `x`,
+/// or the next one if strictly nearer (bitsandbytes' CPU `quantize_blockwise`).
+fn nearest(map: &[f32; 256], x: f32) -> u8 {
+    let below = map.partition_point(|&m| m <= x).saturating_sub(1);
+    let right = (below + 1).min(255);
+    let pick = if (x - map[right]).abs() < (x - map[below]).abs() {
+        right
+    } else {
+        below
+    };
+    pick as u8
+}
+
+/// bitsandbytes' signed 8-bit dynamic quantisation map (`create_dynamic_map()`: for
+/// exponents 10⁻⁶ … 10⁰, the midpoints of `2ⁱ + 1` evenly spaced fractions in [0.1, 1],
+/// both signs; plus 0 and 1), ascending, computed in f32 as PyTorch does.
+pub fn dynamic_map() -> [f32; 256] {
+    let mut data = Vec::with_capacity(256);
+    for i in 0..7 {
+        let steps = (1usize << i) + 1;
+        let boundaries = linspace_f32(0.1, 1.0, steps);
+        let power = 10f64.powi(i - 6) as f32;
+        for pair in boundaries.windows(2) {
+            let mean = (pair[0] + pair[1]) / 2.0;
+            data.push(power * mean);
+            data.push(-(power * mean));
+        }
+    }
+    data.push(0.0);
+    data.push(1.0);
+    data.sort_by(f32::total_cmp);
+    let mut map = [0f32; 256];
+    map.copy_from_slice(&data);
+    map
+}
+
+/// `torch.linspace(start, end, steps)` in f32 as PyTorch's CPU kernel computes it: the
+/// first half counted up from `start`, the second down from `end`, each a fused
+/// multiply-add (its AVX2 build contracts `start + step·i`; plain products differ by an ulp).
+fn linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
+    let step = (end - start) / (steps - 1) as f32;
+    let half = steps / 2;
+    (0..steps)
+        .map(|i| {
+            if i < half {
+                step.mul_add(i as f32, start)
+            } else {
+                (-step).mul_add((steps - 1 - i) as f32, end)
+            }
+        })
+        .collect()
 }
