@@ -205,7 +205,7 @@ fn unary_f32(
 fn binary_f32(
     x: FlexTensor,
     grad: FlexTensor,
-    kernel: fn(&[f32], &[f32]) -> Vec<f32>,
+    kernel: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
     fallback: fn(FlexTensor, FlexTensor) -> FlexTensor,
 ) -> FlexTensor {
     if x.dtype() != DType::F32 || grad.dtype() != DType::F32 {
@@ -217,6 +217,17 @@ fn binary_f32(
         gc.as_slice::<f32>().expect("contiguous f32"),
     );
     shaped_like(&x, out)
+}
+
+/// `t` itself when it is contiguous from the start of its buffer (ready to be written in
+/// place: `storage_mut` copies first if another tensor shares the buffer), else a contiguous
+/// copy.
+fn owned_contiguous(t: FlexTensor) -> FlexTensor {
+    if t.is_contiguous() && t.layout().start_offset() == 0 {
+        t
+    } else {
+        t.to_contiguous()
+    }
 }
 
 /// A contiguous f32 tensor of `x`'s shape.
@@ -387,11 +398,7 @@ fn add_product_flex(
     }) else {
         return Err((base, h, b));
     };
-    let mut out = if base.is_contiguous() && base.layout().start_offset() == 0 {
-        base
-    } else {
-        base.to_contiguous()
-    };
+    let mut out = owned_contiguous(base);
     let len = out.layout().num_elements();
     // `storage_mut` copies the buffer first if another tensor shares it.
     match kernels::matmul::add_product(&mut out.storage_mut::<f32>()[..len], lhs, rhs, scale) {
@@ -407,31 +414,25 @@ impl FastOps for Flex {
         if x.dtype() != DType::F32 || row_len == 0 {
             return Flex::softmax(x, last);
         }
-        // In place: the scores are a fresh product nobody else holds (`storage_mut` copies
-        // first otherwise).
-        let mut out = if x.is_contiguous() && x.layout().start_offset() == 0 {
-            x
-        } else {
-            x.to_contiguous()
-        };
+        // In place: the scores are a fresh product nobody else holds.
+        let mut out = owned_contiguous(x);
         let len = out.layout().num_elements();
         kernels::softmax_rows(&mut out.storage_mut::<f32>()[..len], row_len);
         out
     }
 
     fn softmax_last_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
-        let shape = y.layout().shape().clone();
+        let shape = y.layout().shape();
         let row_len = shape[shape.num_dims() - 1];
-        if !all_f32([Some(&y), Some(&grad)]) || grad.layout().shape() != &shape || row_len == 0 {
+        if grad.layout().shape() != shape || row_len == 0 {
             return softmax_backward_composed::<Flex>(y, grad);
         }
-        let (yc, gc) = (y.to_contiguous(), grad.to_contiguous());
-        let out = kernels::softmax_rows_backward(
-            yc.as_slice::<f32>().expect("contiguous f32"),
-            gc.as_slice::<f32>().expect("contiguous f32"),
-            row_len,
-        );
-        shaped_like(&y, out)
+        binary_f32(
+            y,
+            grad,
+            |y, g| kernels::softmax_rows_backward(y, g, row_len),
+            softmax_backward_composed::<Flex>,
+        )
     }
 
     fn add_product(base: FlexTensor, h: FlexTensor, b: FlexTensor, scale: f32) -> FlexTensor {

@@ -541,23 +541,19 @@ impl LlamaModel {
             } else {
                 None
             };
-            if packing == Some(Quantization::Keep) {
-                // The file's own blocks, never dequantised as a whole; a float tensor
-                // (some GGUF files keep a few) stays float.
-                return match ckpt.stored_blocks(&name, [out_f, in_f])? {
-                    Some(blocks) => PackedBase::new(blocks, [out_f, in_f], b, device)
-                        .map(|base| LoraLinear::new(FrozenWeight::Packed(base)))
-                        .map_err(|e| match e {
-                            Error::InvalidState(m) => Error::InvalidState(format!("{name}: {m}")),
-                            e => e,
-                        }),
-                    None => {
-                        LoraLinear::from_out_in(ckpt.tensor::<2>(&name, [out_f, in_f], device)?, b)
-                    }
-                };
+            // `keep`: the file's own blocks, never dequantised as a whole; a float tensor
+            // (some GGUF files keep a few) stays float.
+            let keep = packing == Some(Quantization::Keep);
+            if keep && let Some(blocks) = ckpt.stored_blocks(&name, [out_f, in_f])? {
+                return PackedBase::new(blocks, [out_f, in_f], b, device)
+                    .map(|base| LoraLinear::new(FrozenWeight::Packed(base)))
+                    .map_err(|e| match e {
+                        Error::InvalidState(m) => Error::InvalidState(format!("{name}: {m}")),
+                        e => e,
+                    });
             }
             let w = ckpt.tensor::<2>(&name, [out_f, in_f], device)?;
-            LoraLinear::from_out_in_packed(w, b, packing)
+            LoraLinear::from_out_in_packed(w, b, packing.filter(|_| !keep))
         };
         let norm = |n: &str, len: usize| -> Result<RmsNorm> {
             Ok(RmsNorm::new(

@@ -21,10 +21,7 @@ pub fn quantize(values: &[f32], cols: usize) -> Int8Rows {
         cols > 0 && values.len().is_multiple_of(cols),
         "values must be whole rows"
     );
-    let absmax: Vec<f32> = values
-        .par_chunks(cols)
-        .map(|row| row.iter().fold(0f32, |m, v| m.max(v.abs())))
-        .collect();
+    let absmax = crate::block_absmax(values, cols);
     let values = values
         .par_chunks(cols)
         .zip(&absmax)

@@ -68,6 +68,15 @@ macro_rules! on_widest_simd {
     }};
 }
 
+/// The largest magnitude of each block of `block` values (the last may be partial), on all
+/// cores: the scale of every block quantiser here.
+pub(crate) fn block_absmax(values: &[f32], block: usize) -> Vec<f32> {
+    values
+        .par_chunks(block)
+        .map(|b| b.iter().fold(0f32, |m, v| m.max(v.abs())))
+        .collect()
+}
+
 /// A row-major `[rows, cols]` matrix made on all cores, `rows_per_task` rows at a time:
 /// `part(first, n)` returns the `n · cols` values of rows `first..first + n`.
 ///
@@ -209,14 +218,8 @@ pub fn mul(x: &[f32], y: &[f32]) -> Vec<f32> {
 /// # Panics
 /// When `row_len` is 0 or does not divide `values.len()`.
 pub fn softmax_rows(values: &mut [f32], row_len: usize) {
-    assert!(
-        row_len > 0 && values.len().is_multiple_of(row_len),
-        "softmax rows of {row_len} do not tile {} values",
-        values.len()
-    );
-    let rows_per_task = (CHUNK / row_len).max(1);
     values
-        .par_chunks_mut(rows_per_task * row_len)
+        .par_chunks_mut(row_chunk(values.len(), row_len))
         .for_each(|rows| {
             for row in rows.chunks_exact_mut(row_len) {
                 on_widest_simd!(softmax_row(row));
@@ -235,13 +238,7 @@ pub fn softmax_rows_backward(y: &[f32], grad: &[f32], row_len: usize) -> Vec<f32
         grad.len(),
         "softmax backward inputs differ in length"
     );
-    assert!(
-        row_len > 0 && y.len().is_multiple_of(row_len),
-        "softmax rows of {row_len} do not tile {} values",
-        y.len()
-    );
-    let rows_per_task = (CHUNK / row_len).max(1);
-    let chunk = rows_per_task * row_len;
+    let chunk = row_chunk(y.len(), row_len);
     fill_parallel(y.len(), chunk, |c, out| {
         let (y, g) = (
             &y[c * chunk..][..out.len()],
@@ -255,6 +252,19 @@ pub fn softmax_rows_backward(y: &[f32], grad: &[f32], row_len: usize) -> Vec<f32
             on_widest_simd!(softmax_row_backward(y, g, out));
         }
     })
+}
+
+/// Values per parallel task for rows of `row_len` over `len` values: whole rows, about
+/// [`CHUNK`] values.
+///
+/// # Panics
+/// When `row_len` is 0 or does not divide `len`.
+fn row_chunk(len: usize, row_len: usize) -> usize {
+    assert!(
+        row_len > 0 && len.is_multiple_of(row_len),
+        "softmax rows of {row_len} do not tile {len} values"
+    );
+    (CHUNK / row_len).max(1) * row_len
 }
 
 /// Lanes of the row kernels' partial maxima and sums: eight independent accumulators let

@@ -58,10 +58,7 @@ pub fn quantize(values: &[f32], blocksize: usize) -> Nf4 {
         blocksize > 0 && blocksize.is_multiple_of(2),
         "blocksize must be even and > 0"
     );
-    let mut absmax: Vec<f32> = values
-        .par_chunks(blocksize)
-        .map(|block| block.iter().fold(0f32, |m, v| m.max(v.abs())))
-        .collect();
+    let mut absmax = crate::block_absmax(values, blocksize);
     if !values.len().is_multiple_of(blocksize)
         && let Some(last) = absmax.last_mut()
     {
@@ -193,10 +190,7 @@ impl CompressedAbsmax {
         let offset =
             (absmax.iter().map(|&v| v as f64).sum::<f64>() / absmax.len().max(1) as f64) as f32;
         let centred: Vec<f32> = absmax.iter().map(|&v| v - offset).collect();
-        let scales: Vec<f32> = centred
-            .chunks(ABSMAX_BLOCKSIZE)
-            .map(|block| block.iter().fold(0f32, |m, v| m.max(v.abs())))
-            .collect();
+        let scales = crate::block_absmax(&centred, ABSMAX_BLOCKSIZE);
         let codes = centred
             .chunks(ABSMAX_BLOCKSIZE)
             .zip(&scales)
