@@ -235,6 +235,7 @@ fn bench<B: Backbone>(
             "steps": batches, "tokens": tokens, "seconds": seconds,
             "tokens_per_second": tokens as f64 / seconds, "peak_rss_mib": memory::peak_rss_mib(),
             "gflops": gflop.map(|g| g / seconds), "trainable_params": trainable,
+            "blas": burn_lora::ops::blas_library(),
         })
     );
     Ok(())
@@ -275,9 +276,18 @@ fn gemm(device: &Device) -> Result<()> {
         Ok(0)
     })?;
     let gflops = 2.0 * (m * k * n) as f64 * 50.0 / seconds / 1e9;
+    // The same product through the path the model's linears take (`ops::linear_2d`: the
+    // system BLAS when one is loaded).
+    let (seconds, _) = timed(&vec![Vec::new(); 53], 3, |_| {
+        let y = burn_lora::ops::linear_2d(x.clone(), w.clone(), None);
+        let _ = y.slice([0..1, 0..1]).into_data();
+        Ok(0)
+    })?;
+    let linear_gflops = 2.0 * (m * k * n) as f64 * 50.0 / seconds / 1e9;
     println!(
         "{}",
-        serde_json::json!({"impl": "burn-lora", "mode": "gemm", "shape": [m, k, n], "gflops": gflops})
+        serde_json::json!({"impl": "burn-lora", "mode": "gemm", "shape": [m, k, n], "gflops": gflops,
+            "linear_gflops": linear_gflops, "blas": burn_lora::ops::blas_library()})
     );
     Ok(())
 }

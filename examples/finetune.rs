@@ -466,6 +466,12 @@ fn run() -> burn_lora::Result<()> {
         t0.elapsed().as_secs_f64(),
         template.as_ref().map(|t| t.as_str())
     );
+    if args.device.starts_with("flex") {
+        match burn_lora::ops::blas_library() {
+            Some(library) => println!("large products on flex: system BLAS {library}"),
+            None => println!("large products on flex: built-in gemm kernel"),
+        }
+    }
 
     let (mut trainer, state) = if args.resume {
         let (t, s) = Trainer::resume(model, loss, config.clone(), checkpoint, &device)?;

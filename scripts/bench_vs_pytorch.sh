@@ -66,8 +66,10 @@ esac
 
 python3 - "$gemm_torch" "$gemm_burn" "${lines[@]}" <<'PY'
 import json, statistics, sys
-gemm_t, gemm_b = (json.loads(a)["gflops"] for a in sys.argv[1:3])
-print(f"\nf32 gemm 2048x384x1536: PyTorch {gemm_t:.0f} GFLOP/s, burn-lora {gemm_b:.0f} GFLOP/s")
+gemm_t, gemm_b = (json.loads(a) for a in sys.argv[1:3])
+kernel = f"system BLAS {gemm_b['blas']}" if gemm_b.get("blas") else "built-in gemm"
+print(f"\nf32 gemm 2048x384x1536: PyTorch {gemm_t['gflops']:.0f} GFLOP/s, burn-flex's matmul "
+      f"{gemm_b['gflops']:.0f}, burn-lora's linear {gemm_b['linear_gflops']:.0f} ({kernel})")
 print("GFLOP/s: estimated work of the timed batches (bench_pytorch.py timed_gflop) / time")
 print("Several runs: medians, and each run's ratio (the two sides alternate)\n")
 print("| model | mode | PyTorch tok/s | burn-lora tok/s | ratio | ratio per run | PyTorch GFLOP/s "

@@ -16,5 +16,7 @@ export CUBECL_AUTOTUNE_LEVEL="${CUBECL_AUTOTUNE_LEVEL:-minimal}"
 # wgpu's Vulkan loader complains on stderr when this is unset (harmless, but noisy).
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 cargo test --features wgpu,learner,hub "$@"
-# The burn-free crates of the workspace: the GGUF reader and the element-wise kernels.
-cargo test -p burn-lora-gguf -p burn-lora-kernels
+# The burn-free crates of the workspace: the GGUF reader and the kernels (with the system
+# BLAS path the default build has; its tests compare against a triple loop when a library
+# loads, and CI sets BURN_LORA_TEST_BLAS=required so that they cannot skip).
+cargo test -p burn-lora-gguf -p burn-lora-kernels --features burn-lora-kernels/blas

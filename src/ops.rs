@@ -865,6 +865,16 @@ fn elementwise<B: Backend, C: CheckpointStrategy>(
 
 /// Whether `device` runs on burn-flex (with or without autodiff): the devices these fast
 /// paths serve.
+/// The system BLAS library that burn-flex's large products (the linears) go through in
+/// this process, or `None` when they use the built-in `gemm` kernel. With the `blas`
+/// feature (on by default) one is loaded at run time when found — OpenBLAS, BLIS, Apple's
+/// Accelerate; `BURN_LORA_BLAS` names another or turns it off (`none`) — because on CPUs
+/// without AVX-512 they run the products faster than `gemm` (BENCHMARKS.md). No system
+/// library is needed to build or run.
+pub fn blas_library() -> Option<&'static str> {
+    kernels::matmul::blas_library()
+}
+
 pub(crate) fn is_flex(device: &Device) -> bool {
     device.clone().inner() == Device::flex()
 }

@@ -1,13 +1,16 @@
 //! Multi-threaded f32 element-wise kernels behind burn-lora's fast paths on burn-flex
 //! (`burn_lora::ops`): exact GELU, SiLU and their derivatives, and dropout keep-masks; and
 //! NF4 block quantisation ([`nf4`]) for QLoRA-style frozen weights; f32 matrix products
-//! into fresh output buffers ([`matmul`]).
+//! into fresh output buffers ([`matmul`]), the large ones through a system CBLAS loaded at
+//! run time when the `blas` feature is on and finds one (module `blas`).
 //!
 //! A crate of their own, free of burn, so that they are compiled optimised in every build
 //! profile (the workspace's dev profile optimises this package): their loops are the hot
 //! part of a training step, and unoptimised they cost more than they save.
 #![deny(missing_docs)]
 
+#[cfg(feature = "blas")]
+pub mod blas;
 pub mod int8;
 pub mod matmul;
 pub mod nf4;
@@ -212,7 +215,7 @@ pub fn mul(x: &[f32], y: &[f32]) -> Vec<f32> {
 }
 
 /// Softmax of every row of `values` (row-major rows of `row_len` values), in place, on all
-/// cores: `exp(x - max)` through [`exp`] (vectorised; with AVX2 + FMA where the CPU has them,
+/// cores: `exp(x - max)` through `exp` (vectorised; with AVX2 + FMA where the CPU has them,
 /// same results either way), normalised by the row's sum.
 ///
 /// # Panics

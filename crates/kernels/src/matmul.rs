@@ -88,8 +88,18 @@ pub fn add_product(out: &mut [f32], lhs: MatrixView, rhs: MatrixView, scale: f32
     Some(())
 }
 
-/// [`product_into`] with the work shared out: large products through gemm's own threads,
-/// skinny ones (a side under [`SKINNY`]) split by rows here, small ones on this thread.
+/// The system BLAS the large products go through (the `blas` feature, loaded at run time:
+/// see the module `blas`), or `None` when they go through the built-in `gemm` kernel.
+pub fn blas_library() -> Option<&'static str> {
+    #[cfg(feature = "blas")]
+    return crate::blas::library();
+    #[cfg(not(feature = "blas"))]
+    None
+}
+
+/// [`product_into`] with the work shared out: large products through the system BLAS when
+/// one is loaded, else gemm's own threads; skinny ones (a side under [`SKINNY`]) split by
+/// rows here, small ones on this thread.
 fn product_rows(
     out: &mut [MaybeUninit<f32>],
     lhs: MatrixView,
@@ -102,6 +112,10 @@ fn product_rows(
     if work < PARALLEL_WORK || n == 0 {
         product_into(out, lhs, rhs, accumulate, scale, gemm::Parallelism::None);
     } else if n.min(k) >= SKINNY {
+        #[cfg(feature = "blas")]
+        if crate::blas::product_into(out, lhs, rhs, accumulate, scale) {
+            return;
+        }
         product_into(
             out,
             lhs,
@@ -322,11 +336,42 @@ fn product_into(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// An `m × k` view of `a` from element 7 on, and `b` read both as a row-major `k × n`
+    /// matrix and as the transpose of a row-major `[n, k]` one.
+    pub(crate) fn offset_and_transposed_views<'a>(
+        a: &'a [f32],
+        b: &'a [f32],
+        (m, k, n): (usize, usize, usize),
+    ) -> (MatrixView<'a>, [MatrixView<'a>; 2]) {
+        let lhs = MatrixView {
+            data: a,
+            offset: 7,
+            rows: m,
+            cols: k,
+            row_stride: k,
+            col_stride: 1,
+        };
+        let rhs_t = MatrixView {
+            data: b,
+            offset: 0,
+            rows: k,
+            cols: n,
+            row_stride: 1,
+            col_stride: k,
+        };
+        let rhs = MatrixView {
+            row_stride: n,
+            col_stride: 1,
+            ..rhs_t
+        };
+        (lhs, [rhs, rhs_t])
+    }
+
     /// The textbook triple loop over two views.
-    fn naive(lhs: MatrixView, rhs: MatrixView, bias: Option<&[f32]>) -> Vec<f32> {
+    pub(crate) fn naive(lhs: MatrixView, rhs: MatrixView, bias: Option<&[f32]>) -> Vec<f32> {
         let at = |v: &MatrixView, r: usize, c: usize| {
             f64::from(v.data[v.offset + r * v.row_stride + c * v.col_stride])
         };
@@ -352,14 +397,14 @@ mod tests {
         }
     }
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000)
             .map(|v| v as f32 / 500.0 - 1.0)
             .collect()
     }
 
-    fn close(a: &[f32], b: &[f32]) {
+    pub(crate) fn close(a: &[f32], b: &[f32]) {
         assert_eq!(a.len(), b.len());
         for (x, y) in a.iter().zip(b) {
             assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
@@ -373,29 +418,8 @@ mod tests {
             let a = values(m * k + 7, 1);
             let b = values(k * n, 2);
             let bias = values(n, 3);
-            let lhs = MatrixView {
-                data: &a,
-                offset: 7,
-                rows: m,
-                cols: k,
-                row_stride: k,
-                col_stride: 1,
-            };
-            // `b` read as the transpose of an `[n, k]` matrix.
-            let rhs_t = MatrixView {
-                data: &b,
-                offset: 0,
-                rows: k,
-                cols: n,
-                row_stride: 1,
-                col_stride: k,
-            };
-            let rhs = MatrixView {
-                row_stride: n,
-                col_stride: 1,
-                ..rhs_t
-            };
-            for r in [rhs, rhs_t] {
+            let (lhs, rhs_both) = offset_and_transposed_views(&a, &b, (m, k, n));
+            for r in rhs_both {
                 close(&matmul(lhs, r, None).unwrap(), &naive(lhs, r, None));
                 close(
                     &matmul(lhs, r, Some(&bias)).unwrap(),
