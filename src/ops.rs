@@ -863,8 +863,6 @@ fn elementwise<B: Backend, C: CheckpointStrategy>(
     )
 }
 
-/// Whether `device` runs on burn-flex (with or without autodiff): the devices these fast
-/// paths serve.
 /// The system BLAS library that burn-flex's large products (the linears) go through in
 /// this process, or `None` when they use the built-in `gemm` kernel. With the `blas`
 /// feature (on by default) one is loaded at run time when found — OpenBLAS, BLIS, Apple's
@@ -875,6 +873,8 @@ pub fn blas_library() -> Option<&'static str> {
     kernels::matmul::blas_library()
 }
 
+/// Whether `device` runs on burn-flex (with or without autodiff): the devices these fast
+/// paths serve.
 pub(crate) fn is_flex(device: &Device) -> bool {
     device.clone().inner() == Device::flex()
 }
