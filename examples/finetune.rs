@@ -50,19 +50,19 @@ const FLAGS: &[args::Flag] = &[
         "device",
         "flex | ndarray | wgpu | vulkan | metal | cuda[:N] (default flex)",
     ),
-    value("rank", "LoRA rank (default 8)"),
-    value("alpha", "LoRA alpha (default 16)"),
+    value("rank", "LoRA rank (default 16)"),
+    value("alpha", "LoRA alpha (default 32)"),
     value("dropout", "LoRA dropout (default 0.1)"),
     value(
         "targets",
-        "comma-separated target modules, or all-linear (default: the family's PEFT default)",
+        "comma-separated target modules, all-linear, or peft (the family's PEFT default list, e.g. query,value) (default all-linear)",
     ),
     switch("rslora", "rank-stabilised scaling alpha/sqrt(r)"),
     value("epochs", "epochs (default 2)"),
     value("max-steps", "stop after N optimizer steps"),
     value("batch-size", "examples per batch (default 16)"),
     value("grad-accum", "micro-batches per optimizer step (default 1)"),
-    value("lr", "peak learning rate (default 5e-4)"),
+    value("lr", "peak learning rate (default 2e-3)"),
     value("weight-decay", "AdamW weight decay (default 0.01)"),
     value(
         "warmup-ratio",
@@ -135,7 +135,7 @@ struct Args {
     rank: usize,
     alpha: f64,
     dropout: f64,
-    targets: Option<String>,
+    targets: String,
     rslora: bool,
     epochs: usize,
     max_steps: Option<usize>,
@@ -177,16 +177,16 @@ impl Args {
             data: a.required("data"),
             out: a.required("out"),
             device: a.get_or("device", "flex".to_string()),
-            rank: a.get_or("rank", 8),
-            alpha: a.get_or("alpha", 16.0),
+            rank: a.get_or("rank", 16),
+            alpha: a.get_or("alpha", 32.0),
             dropout: a.get_or("dropout", 0.1),
-            targets: a.get("targets"),
+            targets: a.get_or("targets", "all-linear".to_string()),
             rslora: a.flag("rslora"),
             epochs: a.get_or("epochs", 2),
             max_steps: a.get("max-steps"),
             batch_size: a.get_or("batch-size", 16),
             grad_accum: a.get_or("grad-accum", 1),
-            lr: a.get_or("lr", 5e-4),
+            lr: a.get_or("lr", 2e-3),
             weight_decay: a.get_or("weight-decay", 0.01),
             warmup_ratio: a.get_or("warmup-ratio", 0.06),
             schedule: a.get_or("schedule", "linear".to_string()),
@@ -366,11 +366,15 @@ fn run() -> burn_lora::Result<()> {
     lora.lora_alpha = args.alpha;
     lora.lora_dropout = args.dropout;
     lora.use_rslora = args.rslora;
-    // PEFT's spelling: `all-linear` is every linear but the head, not a module name.
-    lora.target_modules = args.targets.as_ref().map(|t| match t.trim() {
-        "all-linear" => ModuleSelector::AllLinear,
-        t => ModuleSelector::names(&t.split(',').map(str::trim).collect::<Vec<_>>()),
-    });
+    // PEFT's spelling: `all-linear` is every linear but the head, not a module name; `peft`
+    // leaves the list unset, so the model family's PEFT default applies (as in PEFT itself).
+    lora.target_modules = match args.targets.trim() {
+        "peft" => None,
+        "all-linear" => Some(ModuleSelector::AllLinear),
+        t => Some(ModuleSelector::names(
+            &t.split(',').map(str::trim).collect::<Vec<_>>(),
+        )),
+    };
     lora.validate()?;
 
     let quantize = match args.quantize.as_str() {

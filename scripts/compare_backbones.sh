@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The seed's claim, measured at one budget: SmolLM2-135M-Instruct (Q4_1 GGUF, LoRA on
-# q_proj,v_proj, the finetune example's default ChatML instruction, last-token pooling)
-# against all-MiniLM-L6-v2 (LoRA on query,value, mean pooling), same data subset, same
-# recipe, one after the other on this machine; prints one row per model from metrics.json.
+# The seed's claim, measured at one budget: SmolLM2-135M-Instruct (Q4_1 GGUF, the finetune
+# example's default ChatML instruction, last-token pooling) against all-MiniLM-L6-v2 (mean
+# pooling), same data subset, same recipe (the finetune example's LoRA defaults: every linear;
+# `--targets peft` for each family's PEFT list, q_proj,v_proj and query,value), one after the
+# other on this machine; prints one row per model from metrics.json.
 #   scripts/compare_backbones.sh [extra finetune flags, applied to both]
 # Defaults fit a 2-core CPU in ~40 min: 400 train / 150 valid / 300 test examples, 1 epoch.
 set -euo pipefail
@@ -22,6 +23,7 @@ for model in all-MiniLM-L6-v2 SmolLM2-135M-Instruct.Q4_1.gguf; do
     [ -e "$OUT/$model/metrics.json" ] && continue
     [ -e "$OUT/$model/last" ] && start=(--resume)
   fi
+  [ "${start[0]}" = --overwrite ] && : > "$OUT-$model.log"  # a fresh run, a fresh log
   cargo run -q --features wgpu,learner,hub --example finetune -- --model "models/$model" \
     --data data/debtags-min200 --out "$OUT/$model" "${start[@]}" "${BUDGET[@]}" "$@" \
     >> "$OUT-$model.log" 2>&1 || { tail -20 "$OUT-$model.log"; exit 1; }

@@ -6,7 +6,8 @@
 # tokens/s, test micro/macro-F1). Except for `keep`, the GGUF's Q4_1 blocks are dequantised
 # at load, then packed again.
 #   QUANTIZE="none nf4" scripts/compare_quantize.sh   (a subset of the packings)
-#   scripts/compare_quantize.sh [extra finetune flags, applied to all three]
+#   scripts/compare_quantize.sh [extra finetune flags, applied to every packing]
+#   RESUME=1 OUT=DIR scripts/compare_quantize.sh ...   (continues an interrupted comparison)
 # Defaults: compare_backbones.sh's small budget (400 train / 150 valid / 300 test, 1 epoch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +19,18 @@ BUDGET=(--train-limit 400 --valid-limit 150 --test-limit 300 --epochs 1 --batch-
         --max-len 128 --lr 2e-3 --seed 42 --no-progress)
 mkdir -p "$OUT"
 PACKINGS="${QUANTIZE:-none nf4 nf4-dq int8 keep}"
+# RESUME=1, as in compare_backbones.sh: a packing whose run has finished (metrics.json) is not
+# run again, one with a checkpoint continues from it (same flags), any other starts afresh.
 for q in $PACKINGS; do
+  start=(--overwrite)
+  if [ -n "${RESUME:-}" ]; then
+    [ -e "$OUT/$q/metrics.json" ] && continue
+    [ -e "$OUT/$q/last" ] && start=(--resume)
+  fi
+  [ "${start[0]}" = --overwrite ] && : > "$OUT/$q.log"  # a fresh run, a fresh log
   cargo run -q --features wgpu,learner,hub --example finetune -- --model "$MODEL" \
-    --data data/debtags-min200 --out "$OUT/$q" --overwrite --quantize "$q" "${BUDGET[@]}" "$@" \
-    > "$OUT/$q.log" 2>&1 || { tail -20 "$OUT/$q.log"; exit 1; }
+    --data data/debtags-min200 --out "$OUT/$q" "${start[@]}" --quantize "$q" "${BUDGET[@]}" "$@" \
+    >> "$OUT/$q.log" 2>&1 || { tail -20 "$OUT/$q.log"; exit 1; }
 done
 python3 - "$OUT" $PACKINGS <<'PY'
 import json, re, sys

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job: fine-tune all-MiniLM-L6-v2 with LoRA on the bundled debtags (min200) data,
 # tune thresholds on valid, report test metrics, save the adapter, predict two texts.
-# A few minutes on 2 CPU cores: 2,000 training examples, one epoch (~0.7k tokens/s when
+# About 4½ minutes on 2 CPU cores: 2,000 training examples, one epoch (~1.2k tokens/s when
 # training on flex here). Extra arguments go to the finetune example and override these, e.g.
-# the parity recipe of BENCHMARKS.md: --train-limit 4000 --epochs 3.
+# more data: --train-limit 4000 --epochs 3 (BENCHMARKS.md's parity recipe with PyTorch + PEFT
+# adds the finetune defaults before 2026-12-03: --rank 8 --alpha 16 --targets peft).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/burn-lora-target}"
