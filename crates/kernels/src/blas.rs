@@ -14,6 +14,13 @@
 //! no BLAS, with a warning on stderr, when it does not load or lacks `cblas_sgemm`. OpenBLAS
 //! is told to use as many threads as rayon's pool (`RAYON_NUM_THREADS`), so one setting
 //! governs both.
+//!
+//! An OpenBLAS that does not recognise the CPU runs its generic SSE3 (`Prescott`) kernels,
+//! 2–3× slower than `gemm` (Debian 12's 0.3.21 on a 2023 Xeon: BENCHMARKS.md, "Subnormal
+//! attention probabilities and OpenBLAS's fallback kernels"). Found by default, such a
+//! library is passed over, with a note on stderr; `OPENBLAS_CORETYPE` (OpenBLAS's own
+//! setting, e.g. `Haswell` or `SkylakeX`) picks its tuned kernels instead, and a library
+//! named in `BURN_LORA_BLAS` is used whatever its kernels, with a warning.
 
 use std::ffi::c_int;
 use std::mem::MaybeUninit;
@@ -42,6 +49,9 @@ type Sgemm = unsafe extern "C" fn(
 /// OpenBLAS's `openblas_set_num_threads`.
 type SetThreads = unsafe extern "C" fn(c_int);
 
+/// OpenBLAS's `openblas_get_corename`: the name of the kernel set it chose.
+type CoreName = unsafe extern "C" fn() -> *const std::ffi::c_char;
+
 // CBLAS's enum values (cblas.h).
 const ROW_MAJOR: c_int = 101;
 const NO_TRANS: c_int = 111;
@@ -65,27 +75,104 @@ const DEFAULT_LIBRARIES: &[&str] = &[
 ];
 
 /// A loaded CBLAS library.
-struct Blas {
+pub(crate) struct Blas {
     sgemm: Sgemm,
     name: String,
+    /// OpenBLAS's kernel set (`Haswell`, `SkylakeX`, `Zen`, `Prescott`…); `None` for
+    /// other libraries.
+    core: Option<String>,
+    /// `name`, with the kernel set when known.
+    label: String,
     // Kept alive: `sgemm` points into it.
     _library: libloading::Library,
 }
 
-fn loaded() -> Option<&'static Blas> {
+/// The library chosen as the module docs say, loaded on the first call.
+pub(crate) fn loaded() -> Option<&'static Blas> {
     static BLAS: OnceLock<Option<Blas>> = OnceLock::new();
     BLAS.get_or_init(|| match std::env::var("BURN_LORA_BLAS") {
-        Err(_) => DEFAULT_LIBRARIES.iter().find_map(|name| load(name).ok()),
+        Err(_) => DEFAULT_LIBRARIES
+            .iter()
+            .filter_map(|name| load(name).ok())
+            .find(|blas| match blas.generic_kernels() {
+                Some(core) => {
+                    eprintln!(
+                        "burn-lora: {} runs its generic {core} kernels on this CPU (it does \
+                         not recognise it), slower than the built-in gemm kernel, which the \
+                         large products use instead; OPENBLAS_CORETYPE=Haswell (AVX2) or \
+                         SkylakeX (AVX-512) selects its tuned kernels",
+                        blas.name
+                    );
+                    false
+                }
+                None => true,
+            }),
         Ok(choice) if matches!(choice.trim(), "" | "none" | "off" | "0") => None,
-        Ok(choice) => load(choice.trim())
-            .map_err(|why| {
+        Ok(choice) => match load(choice.trim()) {
+            Ok(blas) => {
+                if let Some(core) = blas.generic_kernels() {
+                    eprintln!(
+                        "burn-lora: BURN_LORA_BLAS={choice} runs its generic {core} kernels on \
+                         this CPU; OPENBLAS_CORETYPE selects tuned ones"
+                    );
+                }
+                Some(blas)
+            }
+            Err(why) => {
                 eprintln!(
                     "burn-lora: BURN_LORA_BLAS={choice}: {why}; using the built-in gemm kernel"
-                )
-            })
-            .ok(),
+                );
+                None
+            }
+        },
     })
     .as_ref()
+}
+
+/// OpenBLAS's kernel sets from before AVX2 (its `driver/others/dynamic.c`): the ones it
+/// falls back to on a CPU model it does not know.
+const PRE_AVX2_CORES: &[&str] = &[
+    "katmai",
+    "coppermine",
+    "northwood",
+    "prescott",
+    "banias",
+    "core2",
+    "penryn",
+    "dunnington",
+    "nehalem",
+    "atom",
+    "sandybridge",
+    "opteron",
+    "opteron_sse3",
+    "barcelona",
+    "bobcat",
+    "bulldozer",
+    "piledriver",
+    "unknown",
+];
+
+/// Whether a library reporting kernel set `core` runs below what a CPU with AVX2 and FMA
+/// (`cpu_has_avx2_fma`) can do, the sign of a CPU model the library does not know.
+fn is_generic_core(core: &str, cpu_has_avx2_fma: bool) -> bool {
+    cpu_has_avx2_fma && PRE_AVX2_CORES.contains(&core.trim().to_ascii_lowercase().as_str())
+}
+
+fn cpu_has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+impl Blas {
+    /// The kernel set's name when it is a generic fallback on this CPU.
+    fn generic_kernels(&self) -> Option<&str> {
+        self.core
+            .as_deref()
+            .filter(|core| is_generic_core(core, cpu_has_avx2_fma()))
+    }
 }
 
 fn load(name: &str) -> Result<Blas, libloading::Error> {
@@ -101,17 +188,37 @@ fn load(name: &str) -> Result<Blas, libloading::Error> {
         // SAFETY: as above; any positive count is valid.
         unsafe { set_threads(threads) };
     }
+    // SAFETY: OpenBLAS's documented `char* openblas_get_corename(void)`.
+    let core = unsafe { library.get::<CoreName>(b"openblas_get_corename\0") }
+        .ok()
+        .and_then(|core_name| {
+            // SAFETY: as above; it returns a static NUL-terminated string (or null).
+            let name = unsafe { core_name() };
+            // SAFETY: checked non-null; OpenBLAS's names are static C strings.
+            (!name.is_null()).then(|| {
+                unsafe { std::ffi::CStr::from_ptr(name) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+        });
+    let label = match &core {
+        Some(core) => format!("{name} ({core} kernels)"),
+        None => name.to_owned(),
+    };
     Ok(Blas {
         sgemm,
         name: name.to_owned(),
+        core,
+        label,
         _library: library,
     })
 }
 
-/// The library the large products go through, if one is loaded (see the module docs);
-/// loads it on the first call.
+/// The library the large products go through, if one is loaded (see the module docs), with
+/// OpenBLAS's kernel set, e.g. `libopenblas.so.0 (Haswell kernels)`; loads it on the first
+/// call.
 pub fn library() -> Option<&'static str> {
-    loaded().map(|blas| blas.name.as_str())
+    loaded().map(|blas| blas.label.as_str())
 }
 
 /// A view as a CBLAS operand: whether it is transposed and its leading dimension. `None`
@@ -129,54 +236,55 @@ fn operand(view: &MatrixView) -> Option<(c_int, c_int)> {
     Some((trans, c_int::try_from(ld).ok()?))
 }
 
-/// `out ← scale·(lhs·rhs)`, or `out ← out + scale·(lhs·rhs)` with `accumulate`, through the
-/// loaded CBLAS, for views checked by their `fits` and a row-major `out` of `lhs.rows ×
-/// rhs.cols`. `false`, leaving `out` untouched, when no library is loaded or the views
-/// cannot be handed to CBLAS as they are.
-pub(crate) fn product_into(
-    out: &mut [MaybeUninit<f32>],
-    lhs: MatrixView,
-    rhs: MatrixView,
-    accumulate: bool,
-    scale: f32,
-) -> bool {
-    let Some(blas) = loaded() else {
-        return false;
-    };
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    let (Some((trans_a, lda)), Some((trans_b, ldb))) = (operand(&lhs), operand(&rhs)) else {
-        return false;
-    };
-    let (Ok(m), Ok(n), Ok(k)) = (c_int::try_from(m), c_int::try_from(n), c_int::try_from(k)) else {
-        return false;
-    };
-    if m == 0 || n == 0 || k == 0 || out.len() != lhs.rows * rhs.cols {
-        return false;
+impl Blas {
+    /// `out ← scale·(lhs·rhs)`, or `out ← out + scale·(lhs·rhs)` with `accumulate`, through
+    /// this library, for views checked by their `fits` and a row-major `out` of `lhs.rows ×
+    /// rhs.cols`. `false`, leaving `out` untouched, when the views cannot be handed to CBLAS
+    /// as they are.
+    pub(crate) fn product_into(
+        &self,
+        out: &mut [MaybeUninit<f32>],
+        lhs: MatrixView,
+        rhs: MatrixView,
+        accumulate: bool,
+        scale: f32,
+    ) -> bool {
+        let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+        let (Some((trans_a, lda)), Some((trans_b, ldb))) = (operand(&lhs), operand(&rhs)) else {
+            return false;
+        };
+        let (Ok(m), Ok(n), Ok(k)) = (c_int::try_from(m), c_int::try_from(n), c_int::try_from(k))
+        else {
+            return false;
+        };
+        if m == 0 || n == 0 || k == 0 || out.len() != lhs.rows * rhs.cols {
+            return false;
+        }
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        // SAFETY: both views lie inside their buffers (their `fits`) with the strides `operand`
+        // read off; `out` holds m·n elements, row-major with leading dimension n. With beta 0
+        // CBLAS does not read C (the BLAS specification), so an unwritten `out` is fine; with
+        // `accumulate` it has been written.
+        unsafe {
+            (self.sgemm)(
+                ROW_MAJOR,
+                trans_a,
+                trans_b,
+                m,
+                n,
+                k,
+                scale,
+                lhs.data.as_ptr().add(lhs.offset),
+                lda,
+                rhs.data.as_ptr().add(rhs.offset),
+                ldb,
+                beta,
+                out.as_mut_ptr().cast::<f32>(),
+                n,
+            );
+        }
+        true
     }
-    let beta = if accumulate { 1.0 } else { 0.0 };
-    // SAFETY: both views lie inside their buffers (their `fits`) with the strides `operand`
-    // read off; `out` holds m·n elements, row-major with leading dimension n. With beta 0
-    // CBLAS does not read C (the BLAS specification), so an unwritten `out` is fine; with
-    // `accumulate` it has been written.
-    unsafe {
-        (blas.sgemm)(
-            ROW_MAJOR,
-            trans_a,
-            trans_b,
-            m,
-            n,
-            k,
-            scale,
-            lhs.data.as_ptr().add(lhs.offset),
-            lda,
-            rhs.data.as_ptr().add(rhs.offset),
-            ldb,
-            beta,
-            out.as_mut_ptr().cast::<f32>(),
-            n,
-        );
-    }
-    true
 }
 
 #[cfg(test)]
@@ -207,9 +315,32 @@ mod tests {
     }
 
     #[test]
+    fn only_pre_avx2_kernel_sets_count_as_generic_and_only_on_avx2_cpus() {
+        for core in ["Prescott", "Core2", "NEHALEM", "Sandybridge", " prescott "] {
+            assert!(is_generic_core(core, true), "{core}");
+            assert!(
+                !is_generic_core(core, false),
+                "{core} on a CPU without AVX2"
+            );
+        }
+        for core in [
+            "Haswell",
+            "SkylakeX",
+            "Cooperlake",
+            "Zen",
+            "SapphireRapids",
+            "Neoverse",
+        ] {
+            assert!(!is_generic_core(core, true), "{core}");
+        }
+    }
+
+    #[test]
     fn products_through_the_library_match_the_triple_loop() {
         let required = std::env::var("BURN_LORA_TEST_BLAS").is_ok_and(|v| v == "required");
-        let Some(name) = library() else {
+        // Loaded directly: the arithmetic is checked whichever kernels the library runs
+        // (`loaded` may pass over a library with generic kernels).
+        let Some(blas) = DEFAULT_LIBRARIES.iter().find_map(|name| load(name).ok()) else {
             assert!(
                 !required,
                 "BURN_LORA_TEST_BLAS=required but no CBLAS library loaded"
@@ -217,7 +348,7 @@ mod tests {
             eprintln!("no CBLAS library loaded: nothing to compare");
             return;
         };
-        eprintln!("CBLAS: {name}");
+        eprintln!("CBLAS: {}", blas.label);
         let (m, k, n) = (70, 90, 50);
         let a = values(m * k + 7, 1);
         let b = values(k * n, 2);
@@ -226,7 +357,7 @@ mod tests {
         for rhs in rhs_both {
             let product = naive(lhs, rhs, None);
             let mut out = crate::matmul::uninit(m * n);
-            assert!(product_into(&mut out, lhs, rhs, false, 0.5));
+            assert!(blas.product_into(&mut out, lhs, rhs, false, 0.5));
             // SAFETY: a product that went through writes every element.
             let out = unsafe { crate::matmul::assume_init(out) };
             let half: Vec<f32> = product.iter().map(|p| 0.5 * p).collect();
@@ -234,7 +365,7 @@ mod tests {
             // Accumulating onto the values already there.
             let mut acc: Vec<MaybeUninit<f32>> =
                 base.iter().copied().map(MaybeUninit::new).collect();
-            assert!(product_into(&mut acc, lhs, rhs, true, 2.0));
+            assert!(blas.product_into(&mut acc, lhs, rhs, true, 2.0));
             // SAFETY: every element was written before the product.
             let acc = unsafe { crate::matmul::assume_init(acc) };
             let want: Vec<f32> = product
@@ -256,6 +387,6 @@ mod tests {
             ..rhs_both[0]
         };
         let mut out = crate::matmul::uninit(m * n);
-        assert!(!product_into(&mut out, strided, short, false, 1.0));
+        assert!(!blas.product_into(&mut out, strided, short, false, 1.0));
     }
 }

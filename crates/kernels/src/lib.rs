@@ -138,9 +138,9 @@ fn zip_map(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
 }
 
 /// `eˣ` in f32 (Cephes' `expf`: range reduction by ln 2, degree-5 polynomial, 2ⁿ put
-/// into the exponent bits), relative error ≤ 3e-7 on [-87, 87]; inputs are clamped to
-/// [-87.3, 88.3], where it under- or overflows. Written without branches
-/// or library calls so that loops over it vectorise.
+/// into the exponent bits), relative error ≤ 3e-7 on [-87, 87]; 0 below -87.3 (where eˣ
+/// leaves the normal floats), and inputs above 88.3 are clamped to it. Written without
+/// branches or library calls so that loops over it vectorise.
 #[inline(always)]
 fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -148,7 +148,12 @@ fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     // Round to nearest by the 1.5·2²³ trick (no `round` call, which SSE2 lacks).
     const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.3, 88.3);
+    const LOW: f32 = -87.3;
+    // Zero, not the smallest normal value the clamp would give: a masked attention score
+    // must get probability 0, and values near 2⁻¹²⁶ turn subnormal once scaled, which
+    // Intel cores multiply 10–100× slower (the attention products of a causal model).
+    let underflow = x < LOW;
+    let x = x.clamp(LOW, 88.3);
     let n = (x * LOG2E + ROUND) - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4f32;
@@ -158,7 +163,15 @@ fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let y = e * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if underflow { 0.0 } else { y }
+}
+
+/// `v`, or 0 where it is subnormal (|v| < 2⁻¹²⁶): an absolute change below 1.2e-38 that
+/// keeps later products off the slow subnormal path of Intel cores.
+#[inline(always)]
+fn flush_subnormal(v: f32) -> f32 {
+    if v.abs() < f32::MIN_POSITIVE { 0.0 } else { v }
 }
 
 /// `erf(x)` by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7, 6e-7 in f32), the formula of
@@ -310,7 +323,7 @@ fn softmax_row(row: &mut [f32]) {
     }
     let inv = 1.0 / (sum + sums.iter().sum::<f32>());
     for v in row {
-        *v *= inv;
+        *v = flush_subnormal(*v * inv);
     }
 }
 
@@ -331,7 +344,7 @@ fn softmax_row_backward(y: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>]) {
     }
     let dot = tail + sums.iter().sum::<f32>();
     for ((o, &y), &g) in out.iter_mut().zip(y).zip(g) {
-        o.write(y * (g - dot));
+        o.write(flush_subnormal(y * (g - dot)));
     }
 }
 
@@ -466,6 +479,27 @@ mod tests {
     }
 
     #[test]
+    fn softmax_gives_masked_scores_zero_and_writes_no_subnormals() {
+        // The awkward rows above (masked at -1e30), plus scores 88–104 below the row's
+        // maximum, whose true probabilities are subnormal or zero in f32.
+        let mut cases = softmax_cases();
+        cases.push((6, vec![0.0, -88.0, -90.5, -95.0, -100.0, -104.0]));
+        for (len, values) in cases {
+            let mut y = values.clone();
+            softmax_rows(&mut y, len);
+            for (&x, &p) in values.iter().zip(&y) {
+                assert!(!p.is_subnormal(), "len {len}: {x} gave subnormal {p:e}");
+                if x == -1.0e30 {
+                    assert_eq!(p, 0.0, "len {len}: a masked score got {p:e}");
+                }
+            }
+            let grad: Vec<f32> = (0..y.len()).map(|i| (i % 7) as f32 * 1e-3).collect();
+            let d = softmax_rows_backward(&y, &grad, len);
+            assert!(d.iter().all(|v| !v.is_subnormal()), "len {len}: {d:?}");
+        }
+    }
+
+    #[test]
     #[should_panic(expected = "do not tile")]
     fn softmax_rows_refuse_a_ragged_buffer() {
         softmax_rows(&mut [0.0; 10], 3);
@@ -482,6 +516,11 @@ mod tests {
             worst_erf = worst_erf.max((erf(y) as f64 - libm::erf(y as f64)).abs());
         }
         assert!(worst_exp < 3e-7, "exp: relative error {worst_exp}");
+        // Below the normal range: zero, never a subnormal or the clamp's 2⁻¹²⁶.
+        for x in [-87.4f32, -88.0, -103.0, -1.0e30, f32::NEG_INFINITY] {
+            assert_eq!(exp(x), 0.0, "exp({x})");
+        }
+        assert!(exp(-87.2).is_normal());
         // The formula's 1.5e-7 plus f32 rounding of `1 - poly·exp`.
         assert!(worst_erf < 1e-6, "erf: absolute error {worst_erf}");
     }

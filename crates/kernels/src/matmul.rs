@@ -113,7 +113,9 @@ fn product_rows(
         product_into(out, lhs, rhs, accumulate, scale, gemm::Parallelism::None);
     } else if n.min(k) >= SKINNY {
         #[cfg(feature = "blas")]
-        if crate::blas::product_into(out, lhs, rhs, accumulate, scale) {
+        if crate::blas::loaded()
+            .is_some_and(|blas| blas.product_into(out, lhs, rhs, accumulate, scale))
+        {
             return;
         }
         product_into(
