@@ -16,7 +16,7 @@
 //! governs both.
 //!
 //! An OpenBLAS that does not recognise the CPU runs its generic SSE3 (`Prescott`) kernels,
-//! 2–3× slower than `gemm` (Debian 12's 0.3.21 on a 2023 Xeon: BENCHMARKS.md, "Subnormal
+//! at about half `gemm`'s rate (Debian 12's 0.3.21 on a 2023 Xeon: BENCHMARKS.md, "Subnormal
 //! attention probabilities and OpenBLAS's fallback kernels"). Found by default, such a
 //! library is passed over, with a note on stderr; `OPENBLAS_CORETYPE` (OpenBLAS's own
 //! setting, e.g. `Haswell` or `SkylakeX`) picks its tuned kernels instead, and a library
