@@ -71,6 +71,45 @@ fn packed_forward_is_the_dense_forward_of_the_dequantised_weight() {
     }
 }
 
+/// In training the packed linear's backward dequantises the layer again: the gradient it
+/// passes to its input must be the dense linear's for the dequantised weight.
+#[test]
+fn packed_backward_is_the_dense_backward_of_the_dequantised_weight() {
+    let device = device().autodiff();
+    let (out, inp) = (24, 80);
+    let w = Tensor::<2>::random([out, inp], Distribution::Normal(0.0, 0.05), &device);
+    let b = Tensor::<1>::random([out], Distribution::Default, &device);
+    let dense = LoraLinear::from_out_in(w, Some(b.clone())).unwrap();
+    let x = Tensor::<3>::random([2, 5, inp], Distribution::Default, &device);
+    let upstream = Tensor::<3>::random([2, 5, out], Distribution::Default, &device);
+    let input_grad = |layer: &LoraLinear| {
+        let x = x.clone().require_grad();
+        let grads = (layer.forward(x.clone()) * upstream.clone())
+            .sum()
+            .backward();
+        values(x.grad(&grads).expect("x is tracked"))
+    };
+    for how in [
+        Quantization::Nf4,
+        Quantization::Nf4Double,
+        Quantization::Int8,
+    ] {
+        let FrozenWeight::Dense(d) = &dense.base else {
+            unreachable!()
+        };
+        let packed = PackedBase::from_dense(d, how).unwrap();
+        let restored = packed.packed().dequantize();
+        let reference = LoraLinear::from_out_in(
+            Tensor::from_data(TensorData::new(restored, [out, inp]), &device),
+            Some(b.clone()),
+        )
+        .unwrap();
+        let layer = LoraLinear::new(FrozenWeight::Packed(packed));
+        let diff = max_abs_diff(&input_grad(&layer), &input_grad(&reference));
+        assert!(diff <= 1e-5, "{how}: input gradients differ by {diff}");
+    }
+}
+
 /// The whole Llama-family base packed: 4.5 bits per weight for NF4 (QLoRA's ≤ 4.6 with
 /// f32 scales), hidden states near the float model's, int8 nearer than NF4.
 #[test]
