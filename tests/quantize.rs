@@ -20,6 +20,34 @@ fn device() -> burn::tensor::Device {
     burn_lora::device::parse_device("flex").unwrap()
 }
 
+/// `dense` packed as `how`, and a dense linear (same bias) holding the packed weight's
+/// dequantised values, which are returned too.
+fn packed_and_dequantised(
+    dense: &LoraLinear,
+    bias: &Tensor<1>,
+    how: Quantization,
+) -> (LoraLinear, LoraLinear, Vec<f32>) {
+    let FrozenWeight::Dense(d) = &dense.base else {
+        unreachable!("a dense layer")
+    };
+    let [out, inp] = d.weight_out_in().dims();
+    let packed = PackedBase::from_dense(d, how).unwrap();
+    let restored = packed.packed().dequantize();
+    let reference = LoraLinear::from_out_in(
+        Tensor::from_data(
+            TensorData::new(restored.clone(), [out, inp]),
+            &bias.device(),
+        ),
+        Some(bias.clone()),
+    )
+    .unwrap();
+    (
+        LoraLinear::new(FrozenWeight::Packed(packed)),
+        reference,
+        restored,
+    )
+}
+
 /// A packed linear computes exactly what a dense linear with the dequantised weight
 /// computes (the packing is the only approximation), for 2-D and 3-D inputs.
 #[test]
@@ -35,11 +63,7 @@ fn packed_forward_is_the_dense_forward_of_the_dequantised_weight() {
         Quantization::Nf4Double,
         Quantization::Int8,
     ] {
-        let FrozenWeight::Dense(d) = &dense.base else {
-            unreachable!()
-        };
-        let packed = PackedBase::from_dense(d, how).unwrap();
-        let restored = packed.packed().dequantize();
+        let (layer, reference, restored) = packed_and_dequantised(&dense, &b, how);
         // The same codecs bitsandbytes' fixtures check, on this weight.
         let codec = nf4::quantize(&values(w.clone()), 64);
         match how {
@@ -49,12 +73,6 @@ fn packed_forward_is_the_dense_forward_of_the_dequantised_weight() {
             }
             _ => {}
         }
-        let reference = LoraLinear::from_out_in(
-            Tensor::from_data(TensorData::new(restored, [out, inp]), &device),
-            Some(b.clone()),
-        )
-        .unwrap();
-        let layer = LoraLinear::new(FrozenWeight::Packed(packed));
         let diff = max_abs_diff(
             &values(layer.forward(x.clone())),
             &values(reference.forward(x.clone())),
@@ -94,17 +112,7 @@ fn packed_backward_is_the_dense_backward_of_the_dequantised_weight() {
         Quantization::Nf4Double,
         Quantization::Int8,
     ] {
-        let FrozenWeight::Dense(d) = &dense.base else {
-            unreachable!()
-        };
-        let packed = PackedBase::from_dense(d, how).unwrap();
-        let restored = packed.packed().dequantize();
-        let reference = LoraLinear::from_out_in(
-            Tensor::from_data(TensorData::new(restored, [out, inp]), &device),
-            Some(b.clone()),
-        )
-        .unwrap();
-        let layer = LoraLinear::new(FrozenWeight::Packed(packed));
+        let (layer, reference, _) = packed_and_dequantised(&dense, &b, how);
         let diff = max_abs_diff(&input_grad(&layer), &input_grad(&reference));
         assert!(diff <= 1e-5, "{how}: input gradients differ by {diff}");
     }
