@@ -241,6 +241,14 @@ fn check_flags(a: &Args) -> Result<(), String> {
         &["none", "nf4", "nf4-dq", "int8", "keep"],
     )?;
     LossKind::parse(&a.loss).map_err(|e| format!("--loss: {e}"))?;
+    // An empty name matches no layer: refused here rather than after tokenising and loading.
+    if a.targets.split(',').any(|name| name.trim().is_empty()) {
+        return Err(format!(
+            "--targets: `{}` has an empty module name; give comma-separated names, \
+             `all-linear` or `peft`",
+            a.targets
+        ));
+    }
     if let Some(p) = &a.pooling {
         Pooling::parse(p).map_err(|e| format!("--pooling: {e}"))?;
     }

@@ -267,6 +267,9 @@ fn bad_flags_stop_the_examples_before_any_work() {
         ("--patience", "0"),
         ("--unknown-labels", "ignore"),
         ("--quantize", "nf2"),
+        ("--targets", ""),
+        ("--targets", "q_proj,,v_proj"),
+        ("--targets", "q_proj,"),
     ] {
         refused_naming(finetune(flag, value), flag, value);
     }
