@@ -71,11 +71,10 @@ fn bench(c: &mut Criterion) {
         &train,
     )
     .expect("adapters");
-    let config = TrainConfig {
-        decay: Decay::Constant,
-        progress: false,
-        ..TrainConfig::default()
-    };
+    let config = TrainConfig::default()
+        .with_lr(5e-4)
+        .with_decay(Decay::Constant)
+        .with_progress(false);
     let mut trainer = Trainer::new(model, MultiLabelLoss::new(LossKind::Bce), config, None);
     let train_batch = batch(16, &train);
     let mut group = c.benchmark_group("minilm");

@@ -186,12 +186,10 @@ fn bench<B: Backbone>(
             )?;
             inject_adapters(&mut model, &lora, &train_device)?;
             let trainable = model.trainable_params();
-            let config = TrainConfig {
-                lr: 5e-4,
-                decay: Decay::Constant,
-                progress: false,
-                ..TrainConfig::default()
-            };
+            let config = TrainConfig::default()
+                .with_lr(5e-4)
+                .with_decay(Decay::Constant)
+                .with_progress(false);
             let mut trainer = Trainer::new(model, MultiLabelLoss::new(LossKind::Bce), config, None);
             let (seconds, tokens) = timed(&workload.train_batches, workload.warmup, |indices| {
                 let batch = set.batch(indices, &train_device);

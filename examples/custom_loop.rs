@@ -7,7 +7,7 @@
 //! check is this loop's own, as the trait asks).
 //!
 //! ```text
-//! scripts/fetch-models.sh minilm
+//! scripts/fetch-models.sh all-minilm
 //! cargo run --release --example custom_loop -- [MODEL] [DATA] [OUT] [TRAIN_EXAMPLES]
 //! ```
 //!
@@ -87,10 +87,7 @@ impl TrainingLoop for MacroF1Loop<'_> {
         println!("step {}: valid macro-F1 {macro_f1:.4}", state.step);
         if macro_f1 > self.best_macro_f1 {
             self.best_macro_f1 = macro_f1;
-            let info = AdapterInfo {
-                thresholds: Some(&eval.thresholds),
-                ..self.save
-            };
+            let info = self.save.with_thresholds(&eval.thresholds);
             let model = self.model.as_ref().expect("model between steps");
             model.save_adapter(&self.out, &info)?;
             println!("  new best: adapter saved to {}", self.out.display());
@@ -145,24 +142,15 @@ fn main() -> Result<()> {
         optim: SgdConfig::new().with_momentum(Some(momentum)).init(),
         loss: MultiLabelLoss::new(LossKind::asl()),
         best_macro_f1: f64::NEG_INFINITY,
-        save: AdapterInfo {
-            lora: &lora,
-            labels: &labels,
-            thresholds: None,
-            max_len: 128,
-            template: None,
-            base_model: Some(&model_path),
-        },
+        save: AdapterInfo::new(&lora, &labels, 128).with_base_model(&model_path),
         accum: GradientsAccumulator::new(),
         out,
     };
-    let config = TrainConfig {
-        epochs: 2,
-        lr: 5e-2,
-        eval_every: Some(16),
-        progress: false,
-        ..Default::default()
-    };
+    let config = TrainConfig::default()
+        .with_epochs(2)
+        .with_lr(5e-2)
+        .with_eval_every(Some(16))
+        .with_progress(false);
     let state = run_loop(&mut run, &train, &valid, &config, &device, None)?;
     println!(
         "{} steps; best valid macro-F1 {:.4}",

@@ -193,11 +193,10 @@ fn tiny_training(device: &Device) -> Result<usize> {
 }
 
 fn config() -> TrainConfig {
-    TrainConfig {
-        decay: Decay::Constant,
-        progress: false,
-        ..TrainConfig::default()
-    }
+    TrainConfig::default()
+        .with_lr(5e-4)
+        .with_decay(Decay::Constant)
+        .with_progress(false)
 }
 
 /// `n` rows of `len` random token ids below `vocab` (id 0 left for padding), with random

@@ -15,13 +15,10 @@
 use std::io::{BufRead, Read};
 use std::path::PathBuf;
 
-use burn::tensor::Device;
-use burn_lora::adapter::{LoadedAdapter, load_adapter_weights, read_adapter};
-use burn_lora::classify::{MultiLabelClassifier, Thresholds, predict_probs};
-use burn_lora::data::{EncodedSet, Example, PromptTemplate};
+use burn_lora::data::Example;
 use burn_lora::device::parse_device;
 use burn_lora::lora::Quantization;
-use burn_lora::models::Pretrained;
+use burn_lora::{Classifier, Prediction};
 use serde_json::json;
 
 #[path = "common/allocator.rs"]
@@ -110,12 +107,8 @@ fn check_flags(a: &Args) -> Result<(), String> {
             a.format
         ));
     }
-    if let Some(q) = &a.quantize
-        && !["none", "nf4", "int8", "keep"].contains(&q.as_str())
-    {
-        return Err(format!(
-            "--quantize: `{q}` is not one of none, nf4, nf4-dq, int8, keep"
-        ));
+    if let Some(q) = &a.quantize {
+        packing(q).map_err(|e| format!("--quantize: {e}"))?;
     }
     match a.threshold {
         Some(t) if !(t > 0.0 && t < 1.0) => Err(format!("--threshold: {t} must be in (0, 1)")),
@@ -123,55 +116,51 @@ fn check_flags(a: &Args) -> Result<(), String> {
     }
 }
 
+/// `--quantize`: `none` is the float base, anything else a packing.
+fn packing(q: &str) -> burn_lora::Result<Option<Quantization>> {
+    match q {
+        "none" => Ok(None),
+        q => q.parse().map(Some),
+    }
+}
+
 fn run() -> burn_lora::Result<()> {
-    let mut args = Args::parse();
+    let args = Args::parse();
     if let Err(message) = check_flags(&args) {
         eprintln!("error: {message}");
         std::process::exit(2);
     }
-    args.model = burn_lora::models::resolve_model(&args.model)?;
     let device = parse_device(&args.device)?;
-    // Every adapter and the input are read before the base model loads.
-    let adapters = args
-        .adapters
-        .iter()
-        .map(read_adapter)
-        .collect::<burn_lora::Result<Vec<_>>>()?;
+    // The input is read before the base model loads (the adapters too, by the builder).
     let examples = read_examples(args.input.as_ref())?;
-    // Load at the longest length any adapter uses (checked against the model's
-    // position table); each adapter then tokenises at its own.
-    let longest = adapters
-        .iter()
-        .map(LoadedAdapter::max_len)
-        .max()
-        .unwrap_or(512);
     // One base serves every adapter, so it takes one packing: the flag's, else the one
     // the adapters were trained with (QLoRA adapters expect their NF4 base).
-    let quantize = match args.quantize.as_deref() {
-        Some("none") => None,
-        Some(q) => Some(q.parse::<Quantization>()?),
-        None => {
-            let trained: Vec<Option<Quantization>> = adapters
-                .iter()
-                .map(|a| a.meta.as_ref().and_then(|m| m.quantize))
-                .collect();
-            if trained.windows(2).any(|w| w[0] != w[1]) {
-                return Err(burn_lora::Error::InvalidState(format!(
-                    "the adapters were trained on differently packed bases ({trained:?}): choose one with --quantize"
-                )));
-            }
-            trained.first().copied().flatten()
-        }
-    };
-    let pretrained = burn_lora::models::load_packed(&args.model, longest, quantize, &device)?;
-    let several = adapters.len() > 1;
-    for adapter in &adapters {
+    let mut builder = Classifier::builder(&args.model);
+    // Named by position: the same folder may be given twice.
+    for (i, dir) in args.adapters.iter().enumerate() {
+        builder = builder.adapter_named(i.to_string(), dir);
+    }
+    if let Some(q) = &args.quantize {
+        builder = builder.quantize(packing(q)?);
+    }
+    if let Some(t) = &args.template {
+        builder = builder.template(t);
+    }
+    if let Some(t) = args.threshold {
+        builder = builder.threshold(t);
+    }
+    let classifier = builder.load(&device)?;
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let several = args.adapters.len() > 1;
+    for (name, dir) in classifier.adapter_names().into_iter().zip(&args.adapters) {
+        let shown = dir.display().to_string();
         if several && args.format == "table" {
-            println!("== adapter {}", adapter.dir.display());
+            println!("== adapter {shown}");
         }
-        // Each adapter goes on a copy of the one loaded base: the copy shares the base's
-        // weights, and attaching adapters to it leaves the base as loaded.
-        predict(&pretrained, &args, adapter, several, &examples, &device)?;
+        let predictions = classifier.predict_with(name, &texts)?;
+        let labels = classifier.labels_of(name)?;
+        let tag = several.then_some(shown.as_str());
+        print_predictions(&args.format, tag, labels, &examples, &predictions);
     }
     Ok(())
 }
@@ -233,75 +222,42 @@ fn read_examples(input: Option<&PathBuf>) -> burn_lora::Result<Vec<Example>> {
     Ok(examples)
 }
 
-fn predict(
-    pretrained: &Pretrained,
-    args: &Args,
-    adapter: &LoadedAdapter,
-    tag: bool,
+fn print_predictions(
+    format: &str,
+    adapter: Option<&str>,
+    labels: &[String],
     examples: &[Example],
-    device: &Device,
-) -> burn_lora::Result<()> {
-    let backbone = pretrained.backbone.clone();
-    let labels = adapter.labels.clone();
-    // `--template` may name a file; the adapter's template is the template itself (a
-    // downloaded adapter must not make predict read a path of its choosing).
-    let template = match (
-        &args.template,
-        adapter.meta.as_ref().and_then(|m| m.template.as_ref()),
-    ) {
-        (Some(t), _) => Some(PromptTemplate::from_arg(t, labels.names())?),
-        (None, Some(t)) => Some(PromptTemplate::new(t, labels.names())?),
-        (None, None) => None,
-    }
-    .filter(|t| !t.is_identity());
-    let pooling = adapter.pooling(&backbone);
-    let mut model = MultiLabelClassifier::new(backbone, labels.len(), pooling, 0.0, device)?;
-    load_adapter_weights(adapter, &mut model, device)?;
-    let tokenizer = pretrained.tokenizer.with_max_len(adapter.max_len())?;
-    let set = EncodedSet::encode(examples, &tokenizer, template.as_ref(), labels.len())?;
-    let probs = predict_probs(&model, &set, 32, device)?;
-    let thresholds = match (args.threshold, &adapter.thresholds) {
-        (Some(t), _) => Thresholds::global(t, labels.len(), false),
-        (None, Some(t)) => t.clone(),
-        (None, None) => Thresholds::global(0.5, labels.len(), false),
-    };
-    let decisions = thresholds.apply(&probs);
-    let l = labels.len();
-    for (i, e) in examples.iter().enumerate() {
-        let row = &probs[i * l..(i + 1) * l];
-        let chosen: Vec<&str> = (0..l)
-            .filter(|&j| decisions[i * l + j] == 1)
-            .map(|j| labels.name(j))
-            .collect();
-        match args.format.as_str() {
+    predictions: &[Prediction],
+) {
+    for (e, p) in examples.iter().zip(predictions) {
+        match format {
             "jsonl" => {
-                let mut line = json!({"id": e.id, "labels": chosen, "probs": row});
-                if tag {
-                    line["adapter"] = json!(adapter.dir.display().to_string());
+                let mut line = json!({"id": e.id, "labels": p.labels, "probs": p.scores});
+                if let Some(adapter) = adapter {
+                    line["adapter"] = json!(adapter);
                 }
                 println!("{line}");
             }
             _ => {
                 let preview: String = e.text.chars().take(60).collect();
-                let mut top: Vec<usize> = (0..l).collect();
-                top.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+                let mut top: Vec<usize> = (0..labels.len()).collect();
+                top.sort_by(|&a, &b| p.scores[b].total_cmp(&p.scores[a]));
                 println!("[{}] {preview}", e.id.as_deref().unwrap_or(""));
                 println!(
                     "    labels: {}",
-                    if chosen.is_empty() {
+                    if p.labels.is_empty() {
                         "(none)".into()
                     } else {
-                        chosen.join(", ")
+                        p.labels.join(", ")
                     }
                 );
                 let best: Vec<String> = top
                     .iter()
                     .take(3)
-                    .map(|&j| format!("{} {:.3}", labels.name(j), row[j]))
+                    .map(|&j| format!("{} {:.3}", labels[j], p.scores[j]))
                     .collect();
                 println!("    top-3:  {}", best.join(", "));
             }
         }
     }
-    Ok(())
 }

@@ -2,7 +2,7 @@
 //! train, save a PEFT adapter, predict. The same program is the README's quickstart.
 //!
 //! ```text
-//! scripts/fetch-models.sh minilm
+//! scripts/fetch-models.sh all-minilm
 //! cargo run --release --example quickstart
 //! ```
 //!
@@ -31,25 +31,17 @@ fn main() -> burn_lora::Result<()> {
     let mut model =
         MultiLabelClassifier::new(backbone, labels.len(), Pooling::Mean, 0.1, &train_device)?;
     inject_adapters(&mut model, &lora, &train_device)?;
-    let config = TrainConfig {
-        epochs: 1,
-        lr: 2e-3,
-        progress: false,
-        ..Default::default()
-    };
+    let config = TrainConfig::default()
+        .with_epochs(1)
+        .with_lr(2e-3)
+        .with_progress(false);
     let mut trainer = Trainer::new(model, MultiLabelLoss::new(LossKind::Bce), config, None);
     let state = trainer.fit(&train, &valid, &device, None)?;
 
     let best = trainer.best_model().expect("fit evaluates at least once");
     let thresholds = trainer.best_eval.as_ref().map(|e| &e.thresholds);
-    let info = AdapterInfo {
-        lora: &lora,
-        labels: &labels,
-        thresholds,
-        max_len: 128,
-        template: None,
-        base_model: None,
-    };
+    let mut info = AdapterInfo::new(&lora, &labels, 128);
+    info.thresholds = thresholds;
     best.save_adapter("runs/quickstart", &info)?; // a PEFT folder Python can load
     let probs = predict_probs(best, &valid, 64, &device)?; // valid rows × labels, sigmoid
     println!(

@@ -2,8 +2,9 @@
 # Speed side by side: PyTorch + PEFT, then burn-lora, on the same token batches (real debtags
 # texts, length-bucketed), same model, LoRA r 8 on the family's default targets, fp32,
 # 2 threads each. Training at batch 16 x max_len 128, inference at 32 x 128, for MiniLM and
-# SmolLM2-135M (the GGUF, dequantised on both sides). Prints tokens/s and peak RSS of each
-# side and the ratios burn-lora / PyTorch. Run it on an otherwise idle machine.
+# SmolLM2-135M (the GGUF, dequantised on both sides). Prints the CPU and its vector
+# extensions, then tokens/s and peak RSS of each side and the ratios burn-lora / PyTorch.
+# Run it on an otherwise idle machine.
 #
 #   scripts/bench_vs_pytorch.sh [minilm|smollm2|all]     (default all)
 #
@@ -20,6 +21,25 @@ VENV="${BURN_LORA_VENV:-$HOME/.cache/burn-lora-venv}"
 THREADS="${THREADS:-2}"
 which="${1:-all}"
 FEATURES=wgpu,learner,hub # the README commands' build: one build serves all
+
+# The CPU and its vector extensions first: the ratios depend on them (gemm's AVX-512 kernels
+# run only where avx512f is present), so a pasted result says what it ran on.
+cpu_info() {
+  local model flags f have="" missing=""
+  model="$(sed -n '/^model name/{s/^[^:]*:[[:space:]]*//;p;q}' /proc/cpuinfo 2>/dev/null || true)"
+  [ -n "$model" ] || model="$(lscpu 2>/dev/null | sed -n '/^Model name:/{s/^[^:]*:[[:space:]]*//;p;q}' || true)"
+  # x86 lists "flags", arm64 "Features".
+  flags=" $(sed -n '/^\(flags\|Features\)[[:space:]]*:/{s/^[^:]*://;p;q}' /proc/cpuinfo 2>/dev/null || true) "
+  for f in avx2 fma avx512f; do
+    case "$flags" in *" $f "*) have+=" $f" ;; *) missing+=" $f" ;; esac
+  done
+  for f in avx512bw avx512vl avx512_vnni avx512_bf16 asimd sve sve2; do # named only when present
+    case "$flags" in *" $f "*) have+=" $f" ;; esac
+  done
+  [ "$(uname -m)" = x86_64 ] || missing="" # the x86 names mean nothing elsewhere
+  echo "cpu: ${model:-unknown} ($(nproc) threads; $THREADS per side); vector:${have:- none}${missing:+; no$missing}"
+}
+cpu_info
 
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import torch, transformers, peft, gguf' 2>/dev/null; then
   echo "bench: making the PyTorch venv at $VENV (torch, transformers, peft, gguf)" >&2

@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS_DIR="${BURN_LORA_MODELS:-models}"
 which="${1:-all-minilm}"
+# A misspelt name would otherwise fetch nothing and still exit 0.
+case "$which" in
+  all-minilm|smollm2|all) ;;
+  *) echo "fetch-models: unknown model '$which' (one of: all-minilm, smollm2, all)" >&2; exit 2 ;;
+esac
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "fetch-models: '$1' is required but missing ($2)" >&2; exit 2; }; }
 

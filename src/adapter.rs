@@ -90,8 +90,10 @@ pub struct AdapterContents<'a> {
     pub base_model: Option<String>,
 }
 
-/// What an adapter folder records that the model itself does not know.
+/// What an adapter folder records that the model itself does not know. Built with
+/// [`AdapterInfo::new`], then the optional fields set (new fields may come).
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct AdapterInfo<'a> {
     /// The LoRA config the adapters were injected with.
     pub lora: &'a LoraConfig,
@@ -105,6 +107,39 @@ pub struct AdapterInfo<'a> {
     pub template: Option<&'a str>,
     /// `base_model_name_or_path` to record.
     pub base_model: Option<&'a str>,
+}
+
+impl<'a> AdapterInfo<'a> {
+    /// The record of a run with `lora` on `labels` at truncation length `max_len`, without
+    /// thresholds, template or base model name.
+    pub fn new(lora: &'a LoraConfig, labels: &'a LabelSet, max_len: usize) -> Self {
+        AdapterInfo {
+            lora,
+            labels,
+            thresholds: None,
+            max_len,
+            template: None,
+            base_model: None,
+        }
+    }
+
+    /// With tuned thresholds.
+    pub fn with_thresholds(mut self, thresholds: &'a Thresholds) -> Self {
+        self.thresholds = Some(thresholds);
+        self
+    }
+
+    /// With the prompt template used in training.
+    pub fn with_template(mut self, template: &'a str) -> Self {
+        self.template = Some(template);
+        self
+    }
+
+    /// With the `base_model_name_or_path` to record.
+    pub fn with_base_model(mut self, base_model: &'a str) -> Self {
+        self.base_model = Some(base_model);
+        self
+    }
 }
 
 impl<B: Backbone> MultiLabelClassifier<B> {
@@ -238,6 +273,13 @@ impl LoadedAdapter {
 /// Read an adapter folder's config and side files (not the weights).
 pub fn read_adapter(dir: impl AsRef<Path>) -> Result<LoadedAdapter> {
     let dir = dir.as_ref().to_path_buf();
+    if !dir.join(ADAPTER_CONFIG).is_file() {
+        // A missing folder, or one that is not an adapter (a model folder, a run folder).
+        return Err(Error::Format {
+            path: dir,
+            message: format!("not an adapter folder: no {ADAPTER_CONFIG}"),
+        });
+    }
     let config = LoraConfig::from_json_file(dir.join(ADAPTER_CONFIG))?;
     let labels = LabelSet::from_file(dir.join(LABELS_FILE))?;
     let read_json = |name: &str| -> Result<Option<String>> {
@@ -293,6 +335,17 @@ pub fn load_adapter_weights<B: Backbone>(
     model: &mut MultiLabelClassifier<B>,
     device: &Device,
 ) -> Result<()> {
+    // Weights of one family can have the shapes of another's (a BERT adapter on a Llama
+    // base of the same width): the recorded model type decides, where there is one.
+    if let Some(meta) = &adapter.meta
+        && meta.model_type != model.backbone.model_type()
+    {
+        return Err(Error::AdapterBaseMismatch {
+            adapter: adapter.dir.clone(),
+            trained: meta.model_type.clone(),
+            base: model.backbone.model_type().to_string(),
+        });
+    }
     let path = adapter.dir.join(ADAPTER_WEIGHTS);
     let st = SafetensorsFile::open(&path)?;
     let mut config = adapter.config.clone();

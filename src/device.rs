@@ -141,6 +141,17 @@ pub fn available_devices() -> Vec<(&'static str, Device)> {
         .collect()
 }
 
+/// What runs the large f32 matrix products (a model's linears) on the CPU backend,
+/// burn-flex, in this process, for a run's report: `system BLAS <library>` when the `blas`
+/// feature found one (e.g. `system BLAS libopenblas.so.0 (Haswell kernels)`), else the
+/// built-in `gemm` kernel with the SIMD kernel set it picks on this CPU at run time —
+/// `built-in gemm kernel (AVX-512)` where the CPU has AVX-512 (`avx512f`), `(AVX2+FMA)` on
+/// other x86-64 CPUs with FMA, `(NEON)` on aarch64, `(generic)` otherwise. The first call
+/// loads the system BLAS, as the first large product would.
+pub fn cpu_product_kernel() -> &'static str {
+    burn_lora_kernels::matmul::product_kernel()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +182,15 @@ mod tests {
                 parse_device(name).is_ok(),
                 "{name} is compiled but does not parse"
             );
+        }
+    }
+
+    #[test]
+    fn cpu_product_kernel_names_blas_or_gemm() {
+        let kernel = cpu_product_kernel();
+        match crate::ops::blas_library() {
+            Some(library) => assert_eq!(kernel, format!("system BLAS {library}")),
+            None => assert!(kernel.starts_with("built-in gemm kernel ("), "{kernel}"),
         }
     }
 

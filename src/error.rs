@@ -183,6 +183,33 @@ pub enum Error {
         /// Why it failed.
         message: String,
     },
+    /// A setting of a job ([`Finetune`](crate::Finetune), [`Classifier`](crate::Classifier))
+    /// out of its range, refused before any file is read or written.
+    #[error("invalid setting `{name}`: {message}")]
+    InvalidSetting {
+        /// The setting (the builder method's name).
+        name: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An adapter trained on another kind of base model than the one it is put on.
+    #[error("adapter {} was trained on a `{trained}` base, not on this `{base}` model", adapter.display())]
+    AdapterBaseMismatch {
+        /// The adapter folder.
+        adapter: PathBuf,
+        /// The `model_type` its `burn_lora.json` records.
+        trained: String,
+        /// The base model's `model_type`.
+        base: String,
+    },
+    /// A prediction named an adapter the classifier does not hold.
+    #[error("no adapter named `{name}` (loaded: {loaded})")]
+    UnknownAdapter {
+        /// The name asked for.
+        name: String,
+        /// The names loaded, comma-separated.
+        loaded: String,
+    },
     /// An operation was called in a state that doesn't allow it (merge twice, unmerge unmerged).
     #[error("invalid state: {0}")]
     InvalidState(String),

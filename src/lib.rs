@@ -32,7 +32,8 @@
 //! Each module imports only from those before it in this order, so a change in a higher
 //! layer never reaches a lower one:
 //!
-//! 1. [`error`], [`device`], [`ops`] (element-wise kernels) and the size limits;
+//! 1. [`error`], [`device`], [`defaults`], the size limits and `ops` (burn-flex's fast
+//!    paths: an implementation detail, hidden from the docs);
 //! 2. [`io`]: file formats (safetensors, GGUF, checkpoint folders, atomic writes, the hub);
 //! 3. [`lora`]: `LoraLinear`, its config and the injection into any [`lora::LoraTargets`];
 //! 4. [`tokenize`]: tokenizers, prompt templates and the pad-or-eos rule (the GGUF
@@ -42,24 +43,35 @@
 //! 7. [`classify`]: the multi-label head, losses, metrics and thresholds;
 //! 8. [`adapter`]: a classifier's adapters as PEFT folders, then [`export`]: a merged
 //!    Hugging Face checkpoint;
-//! 9. [`train`]: the loop trait, its driver, the ready `Trainer` (and burn-train's `Learner`).
+//! 9. [`train`]: the loop trait, its driver, the ready `Trainer` (and burn-train's `Learner`);
+//! 10. the jobs: [`Finetune`] (the whole fine-tuning run in one call) and [`Classifier`]
+//!     (saved adapters serving texts).
 #![deny(missing_docs)]
 
 pub mod adapter;
+pub mod classifier;
 pub mod classify;
 pub mod data;
+pub mod defaults;
 pub mod device;
 pub mod error;
 pub mod export;
+pub mod finetune;
 pub mod io;
 mod limits;
 pub mod lora;
 pub mod models;
+#[doc(hidden)]
 pub mod ops;
 pub mod tokenize;
 pub mod train;
 
+/// The burn this crate is built on: use it (`burn_lora::burn`) rather than a burn of your
+/// own, so tensors and devices are the same types.
+pub use burn;
+pub use classifier::{Classifier, Prediction};
 pub use error::{Error, Result};
+pub use finetune::{Finetune, FinetuneReport};
 
 /// The names most programs need.
 pub mod prelude {
@@ -80,6 +92,7 @@ pub mod prelude {
     pub use crate::models::{AnyBackbone, Backbone, BertModel, LlamaModel, Pretrained};
     pub use crate::tokenize::{PromptTemplate, TextTokenizer};
     pub use crate::train::{TrainConfig, Trainer, TrainingLoop, run_loop};
+    pub use crate::{Classifier, Finetune, Prediction};
 }
 
 /// The README's code blocks, compiled and run as doctests.

@@ -67,10 +67,7 @@ fn rows_longer_than_the_position_table_are_refused_before_training() {
     );
     let long = set(vec![vec![5; max + 1], vec![5; 4]]);
     let short = set(vec![vec![5; 4]]);
-    let config = TrainConfig {
-        progress: false,
-        ..TrainConfig::default()
-    };
+    let config = TrainConfig::default().with_lr(5e-4).with_progress(false);
     let err = run_loop(&mut trainer, &long, &short, &config, &device, None).unwrap_err();
     assert!(matches!(err, Error::InputOutOfRange(_)), "{err}");
     let err = run_loop(&mut trainer, &short, &long, &config, &device, None).unwrap_err();
@@ -263,6 +260,10 @@ fn bad_flags_stop_the_examples_before_any_work() {
         ("--rank", "0"),
         ("--batch-size", "0"),
         ("--epochs", "0"),
+        // Past any real run: refused instead of overflowing a product later.
+        ("--batch-size", "18446744073709551615"),
+        ("--epochs", "18446744073709551615"),
+        ("--grad-accum", "18446744073709551615"),
         ("--max-len", "0"),
         ("--patience", "0"),
         ("--unknown-labels", "ignore"),
@@ -328,17 +329,44 @@ fn absurd_config_sizes_and_ranks_are_errors() {
         .unwrap();
         config[key] = serde_json::json!(1u64 << 40);
         std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-        let err = if name == "tiny-bert" {
-            BertModel::load(&dir, &device).map(|_| ()).unwrap_err()
-        } else {
-            LlamaModel::load(&dir, &device).map(|_| ()).unwrap_err()
+        let load_error = || {
+            if name == "tiny-bert" {
+                BertModel::load(&dir, &device).map(|_| ()).unwrap_err()
+            } else {
+                LlamaModel::load(&dir, &device).map(|_| ()).unwrap_err()
+            }
         };
+        let err = load_error();
         assert!(
             matches!(&err, Error::Unsupported { .. }) && err.to_string().contains(key),
             "{name} {key}: {err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    // A dropout probability burn-nn's Dropout would assert on (1.0 drops everything).
+    let dir = std::env::temp_dir().join(format!("burn-lora-dropout-one-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        fixture("tiny-bert").join("model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
+    for key in ["hidden_dropout_prob", "attention_probs_dropout_prob"] {
+        let mut config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture("tiny-bert").join("config.json")).unwrap(),
+        )
+        .unwrap();
+        config[key] = serde_json::json!(1.0);
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let err = BertModel::load(&dir, &device).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Unsupported { .. }) && err.to_string().contains(key),
+            "{key}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 
     // A rank from a corrupt config is refused before its factors are allocated; r 64 on
     // tiny-bert's 32 x 32 query (past its sides, which PEFT allows) loads.

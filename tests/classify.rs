@@ -400,29 +400,20 @@ fn predict_serves_several_adapters_on_one_base() {
         .map(|t| serde_json::json!({ "text": t }).to_string())
         .collect();
     std::fs::write(&input, lines.join("\n")).unwrap();
-    let out = std::process::Command::new(common::example_binary("predict"))
-        .arg("--model")
-        .arg(common::repo_root().join("models/all-MiniLM-L6-v2"))
-        .arg("--adapter")
-        .arg(fixture("peft_seqcls_minilm"))
-        .arg("--adapter")
-        .arg(&other)
-        .arg("--adapter")
-        .arg(fixture("peft_seqcls_minilm"))
-        .arg("--input")
-        .arg(&input)
-        .args(["--format", "jsonl"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let model = common::repo_root().join("models/all-MiniLM-L6-v2");
+    let minilm_adapter = fixture("peft_seqcls_minilm");
+    let rows = common::predict_jsonl(&[
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--adapter".as_ref(),
+        minilm_adapter.as_os_str(),
+        "--adapter".as_ref(),
+        other.as_os_str(),
+        "--adapter".as_ref(),
+        minilm_adapter.as_os_str(),
+        "--input".as_ref(),
+        input.as_os_str(),
+    ]);
     assert_eq!(rows.len(), 9, "three texts for each of three adapters");
     let probs = |range: std::ops::Range<usize>| -> Vec<f32> {
         rows[range]

@@ -323,11 +323,10 @@ fn glm4_trains_with_lora_on_every_linear() {
         num_labels: 3,
         pad_id: 0,
     };
-    let config = TrainConfig {
-        decay: Decay::Constant,
-        progress: false,
-        ..TrainConfig::default()
-    };
+    let config = TrainConfig::default()
+        .with_lr(5e-4)
+        .with_decay(Decay::Constant)
+        .with_progress(false);
     let mut trainer = Trainer::new(model, MultiLabelLoss::new(LossKind::Bce), config, None);
     let batch = set.batch(&(0..8).collect::<Vec<_>>(), &device);
     let losses: Vec<f32> = (0..10)

@@ -220,10 +220,7 @@ fn adapters_train_on_an_nf4_base() {
         pad_id: 0,
     };
     let batch = set.batch(&(0..16).collect::<Vec<_>>(), &device);
-    let config = TrainConfig {
-        progress: false,
-        ..Default::default()
-    };
+    let config = TrainConfig::default().with_lr(5e-4).with_progress(false);
     let mut trainer = Trainer::new(model, MultiLabelLoss::new(LossKind::Bce), config, None);
     let mut losses = Vec::new();
     for _ in 0..10 {

@@ -89,16 +89,14 @@ fn model(dir: &Path, device: &Device, adapters: bool) -> MultiLabelClassifier<Be
 }
 
 fn config(epochs: usize) -> TrainConfig {
-    TrainConfig {
-        epochs,
-        batch_size: 8,
-        lr: 3e-2,
-        warmup_ratio: 0.1,
-        decay: Decay::Linear,
-        progress: false,
-        eval_batch_size: 16,
-        ..Default::default()
-    }
+    TrainConfig::default()
+        .with_epochs(epochs)
+        .with_batch_size(8)
+        .with_lr(3e-2)
+        .with_warmup_ratio(0.1)
+        .with_decay(Decay::Linear)
+        .with_progress(false)
+        .with_eval_batch_size(16)
 }
 
 fn checkpoint(dir: &Path) -> TrainerCheckpoint {

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::str::FromStr;
 
 /// Parsed command-line flags.
@@ -114,7 +115,10 @@ impl Args {
     }
 
     /// A required value.
-    pub fn required<T: FromStr>(&self, name: &str) -> T {
+    pub fn required<T: FromStr>(&self, name: &str) -> T
+    where
+        T::Err: Display,
+    {
         match self.values.get(name).and_then(|v| v.last()) {
             Some(v) => self.convert(name, v),
             None => {
@@ -125,7 +129,10 @@ impl Args {
     }
 
     /// An optional value.
-    pub fn get<T: FromStr>(&self, name: &str) -> Option<T> {
+    pub fn get<T: FromStr>(&self, name: &str) -> Option<T>
+    where
+        T::Err: Display,
+    {
         self.values
             .get(name)
             .and_then(|v| v.last())
@@ -133,7 +140,10 @@ impl Args {
     }
 
     /// Every value of a flag given several times, in order.
-    pub fn get_all<T: FromStr>(&self, name: &str) -> Vec<T> {
+    pub fn get_all<T: FromStr>(&self, name: &str) -> Vec<T>
+    where
+        T::Err: Display,
+    {
         self.values
             .get(name)
             .map(|vs| vs.iter().map(|v| self.convert(name, v)).collect())
@@ -141,7 +151,10 @@ impl Args {
     }
 
     /// A value with a default.
-    pub fn get_or<T: FromStr>(&self, name: &str, default: T) -> T {
+    pub fn get_or<T: FromStr>(&self, name: &str, default: T) -> T
+    where
+        T::Err: Display,
+    {
         self.get(name).unwrap_or(default)
     }
 
@@ -150,9 +163,12 @@ impl Args {
         self.switches.iter().any(|s| s == name)
     }
 
-    fn convert<T: FromStr>(&self, name: &str, v: &str) -> T {
-        v.parse().unwrap_or_else(|_| {
-            eprintln!("error: bad value `{v}` for `--{name}`");
+    fn convert<T: FromStr>(&self, name: &str, v: &str) -> T
+    where
+        T::Err: Display,
+    {
+        v.parse().unwrap_or_else(|e| {
+            eprintln!("error: bad value `{v}` for `--{name}`: {e}");
             std::process::exit(2)
         })
     }

@@ -17,6 +17,7 @@ use crate::models::{Backbone, EncoderInput};
 /// How token states become one vector per example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Pooling {
     /// The checkpoint's pooler, `tanh(W·h[CLS] + b)` (BertForSequenceClassification).
     Pooler,
@@ -192,6 +193,15 @@ impl ClassificationHead {
     pub fn num_params(&self) -> usize {
         let [h, l] = self.weight.shape().dims::<2>();
         h * l + self.bias.as_ref().map_or(0, |_| l)
+    }
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = Error;
+
+    /// [`Pooling::parse`].
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
     }
 }
 

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 /// Which loss to train with.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum LossKind {
     /// Binary cross-entropy with logits (PyTorch `BCEWithLogitsLoss`), optional `pos_weight`.
     Bce,
@@ -65,6 +66,15 @@ impl LossKind {
                 detail: format!("`{other}` (expected bce, focal or asl)"),
             }),
         }
+    }
+}
+
+impl std::str::FromStr for LossKind {
+    type Err = Error;
+
+    /// [`LossKind::parse`].
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
     }
 }
 

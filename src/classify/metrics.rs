@@ -223,12 +223,29 @@ pub fn evaluate(scores: Scores<'_>, thresholds: &Thresholds) -> MultiLabelMetric
 /// How thresholds are tuned on validation data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum ThresholdMode {
     /// One threshold maximising validation micro-F1.
     Global,
     /// One threshold per label maximising that label's F1; labels with fewer than
     /// `min_positives` validation positives keep the global one.
     PerLabel,
+}
+
+impl std::str::FromStr for ThresholdMode {
+    type Err = crate::error::Error;
+
+    /// `global | per-label` (the example's `--threshold`).
+    fn from_str(s: &str) -> crate::error::Result<Self> {
+        match s {
+            "global" => Ok(ThresholdMode::Global),
+            "per-label" => Ok(ThresholdMode::PerLabel),
+            other => Err(crate::error::Error::Unsupported {
+                what: "threshold",
+                detail: format!("`{other}` (global, per-label)"),
+            }),
+        }
+    }
 }
 
 /// The candidate thresholds: 0.01, 0.02, ..., 0.99.

@@ -120,12 +120,29 @@ impl LabelSet {
 
 /// What to do with a label that is not in the [`LabelSet`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum UnknownLabelPolicy {
     /// Fail with [`Error::UnknownLabel`] naming the file and line (the default).
     #[default]
     Error,
     /// Drop the label, keep the example, and count it in [`LoadStats`].
     Skip,
+}
+
+impl std::str::FromStr for UnknownLabelPolicy {
+    type Err = Error;
+
+    /// `error | drop` (the example's `--unknown-labels`).
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "error" => Ok(UnknownLabelPolicy::Error),
+            "drop" | "skip" => Ok(UnknownLabelPolicy::Skip),
+            other => Err(Error::Unsupported {
+                what: "unknown-label policy",
+                detail: format!("`{other}` (error, drop)"),
+            }),
+        }
+    }
 }
 
 /// Counts from loading one file.

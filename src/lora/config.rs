@@ -16,6 +16,7 @@ pub const OUTPUT_HEAD_NAMES: [&str; 3] = ["lm_head", "classifier", "score"];
 
 /// PEFT's `target_modules` / `exclude_modules`: a list of names, or one regex string.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ModuleSelector {
     /// Each entry matches a module path exactly or as a dotted suffix (`"query"` matches
     /// `encoder.layer.0.attention.self.query`).
@@ -61,6 +62,7 @@ impl<'de> Deserialize<'de> for ModuleSelector {
 
 /// PEFT's `init_lora_weights`.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum InitLoraWeights {
     /// `true`: A kaiming-uniform (a = √5), B = 0 — the adapter starts as a no-op.
     Default,

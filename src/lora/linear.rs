@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 /// through [`LoraLinear`]'s methods, which keep the merge rules (no new weights while
 /// merged, no double merge).
 #[derive(Module, Debug)]
-pub struct LoraAdapter {
+pub struct LoraWeights {
     /// Aᵀ, `[in, r]`.
     pub(crate) a: Param<Tensor<2>>,
     /// Bᵀ, `[r, out]`.
@@ -39,7 +39,7 @@ pub struct LoraAdapter {
     pub(crate) merged: bool,
 }
 
-impl LoraAdapter {
+impl LoraWeights {
     /// The rank r.
     pub fn rank(&self) -> usize {
         self.rank
@@ -71,7 +71,7 @@ pub struct LoraLinear<W: FrozenBase = FrozenWeight> {
     /// The frozen base layer.
     pub base: W,
     /// The adapter, when this layer is targeted.
-    pub adapter: Option<LoraAdapter>,
+    pub adapter: Option<LoraWeights>,
 }
 
 impl LoraLinear<FrozenWeight> {
@@ -151,7 +151,7 @@ impl<W: FrozenBase> LoraLinear<W> {
             self.out_features(),
             device,
         );
-        self.adapter = Some(LoraAdapter {
+        self.adapter = Some(LoraWeights {
             a: Param::from_tensor(transpose_contiguous(a)),
             b: Param::from_tensor(transpose_contiguous(b)),
             dropout: DropoutConfig::new(dropout).init(),
@@ -223,7 +223,7 @@ impl<W: FrozenBase> LoraLinear<W> {
     }
 
     /// `s · Aᵀ Bᵀ`, the weight delta in the stored `[in, out]` layout.
-    fn delta_in_out(adapter: &LoraAdapter) -> Tensor<2> {
+    fn delta_in_out(adapter: &LoraWeights) -> Tensor<2> {
         adapter
             .a
             .val()

@@ -13,7 +13,7 @@ pub use config::{
     InitLoraWeights, LayerIndices, LayersPattern, LoraConfig, ModuleLoraParams, ModuleSelector,
     scaling,
 };
-pub use linear::{LoraAdapter, LoraLinear};
+pub use linear::{LoraLinear, LoraWeights};
 pub use packed::{
     GgufBlocks, PackedBase, PackedWeight, Quantization, QuantizeReport, base_quantization,
     packing_report, quantize_frozen,

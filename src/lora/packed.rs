@@ -24,6 +24,7 @@ use crate::ops::PackedMatrix;
 /// How to store a frozen weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Quantization {
     /// 4-bit NormalFloat in blocks of 64 with an f32 absmax each (4.5 bits per weight).
     Nf4,

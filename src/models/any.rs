@@ -17,6 +17,7 @@ use crate::tokenize::TextTokenizer;
 // of handles; the weights live on the device) costs nothing worth a Box.
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
+#[non_exhaustive]
 pub enum AnyBackbone {
     /// BERT, RoBERTa, DistilBERT.
     Bert(BertModel),

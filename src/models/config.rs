@@ -142,6 +142,18 @@ impl BertConfig {
         if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_new" | "relu") {
             return Err(bad(format!("hidden_act `{}`", self.hidden_act)));
         }
+        // burn-nn's Dropout asserts its probability; a config's is checked here instead.
+        for (name, p) in [
+            ("hidden_dropout_prob", self.hidden_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                self.attention_probs_dropout_prob,
+            ),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(bad(format!("{name} {p} is not in [0, 1)")));
+            }
+        }
         if self.position_embedding_type != "absolute" {
             return Err(bad(format!(
                 "position_embedding_type `{}` (only absolute)",

@@ -10,6 +10,7 @@ use crate::tokenize::TextTokenizer;
 
 /// The kind of pretrained model at a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ModelFormat {
     /// A BERT-family folder (`config.json` + safetensors + `tokenizer.json`).
     Encoder,

@@ -34,8 +34,14 @@ use crate::classify::{
 use crate::data::{Batch, EncodedSet, epoch_batches};
 use crate::error::{Error, Result};
 
-/// Settings of a training run.
+/// Where a run's lines go (evaluations, progress notes): a shared callback.
+pub type MessageSink = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Settings of a training run: [`TrainConfig::default`] (the crate's [`defaults`](crate::defaults)),
+/// then `with_*` for the fields to change (new fields may come, so it is not built as a
+/// literal outside the crate).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TrainConfig {
     /// Passes over the training data.
     pub epochs: usize,
@@ -70,28 +76,62 @@ pub struct TrainConfig {
 }
 
 impl Default for TrainConfig {
+    /// The [`defaults`](crate::defaults) the `finetune` example and
+    /// [`Finetune`](crate::Finetune) share (lr 2e-3, 2 epochs, batch 16, ...).
     fn default() -> Self {
+        use crate::defaults;
         TrainConfig {
-            epochs: 2,
+            epochs: defaults::EPOCHS,
             max_steps: None,
-            batch_size: 16,
-            grad_accum: 1,
-            lr: 5e-4,
-            weight_decay: 0.01,
-            warmup_ratio: 0.06,
+            batch_size: defaults::BATCH_SIZE,
+            grad_accum: defaults::GRAD_ACCUM,
+            lr: defaults::LR,
+            weight_decay: defaults::WEIGHT_DECAY,
+            warmup_ratio: defaults::WARMUP_RATIO,
             decay: Decay::Linear,
-            max_grad_norm: Some(1.0),
+            max_grad_norm: Some(defaults::MAX_GRAD_NORM),
             eval_every: None,
             patience: None,
-            seed: 42,
+            seed: defaults::SEED,
             bucket: true,
-            eval_batch_size: 64,
+            eval_batch_size: defaults::EVAL_BATCH_SIZE,
             progress: true,
         }
     }
 }
 
+/// `with_<field>(value)` for each named field, in burn's `Config` style.
+macro_rules! with_fields {
+    ($($method:ident => $field:ident: $ty:ty),* $(,)?) => {
+        $(
+            #[doc = concat!("With `", stringify!($field), "` set.")]
+            pub fn $method(mut self, $field: $ty) -> Self {
+                self.$field = $field;
+                self
+            }
+        )*
+    };
+}
+
 impl TrainConfig {
+    with_fields! {
+        with_epochs => epochs: usize,
+        with_max_steps => max_steps: Option<usize>,
+        with_batch_size => batch_size: usize,
+        with_grad_accum => grad_accum: usize,
+        with_lr => lr: f64,
+        with_weight_decay => weight_decay: f64,
+        with_warmup_ratio => warmup_ratio: f64,
+        with_decay => decay: Decay,
+        with_max_grad_norm => max_grad_norm: Option<f64>,
+        with_eval_every => eval_every: Option<usize>,
+        with_patience => patience: Option<usize>,
+        with_seed => seed: u64,
+        with_bucket => bucket: bool,
+        with_eval_batch_size => eval_batch_size: usize,
+        with_progress => progress: bool,
+    }
+
     /// Optimizer steps the run will take for `examples` training examples.
     pub fn total_steps(&self, examples: usize) -> usize {
         let micro = examples.div_ceil(self.batch_size.max(1));
@@ -163,6 +203,11 @@ pub trait TrainingLoop {
     /// At the end of each epoch.
     fn on_epoch_end(&mut self, _state: &LoopState) -> Result<()> {
         Ok(())
+    }
+    /// A line from the driver (each evaluation's score); printed on stderr unless the loop
+    /// sends it elsewhere (the ready [`Trainer`] to its [`with_messages`](Trainer::with_messages) sink).
+    fn on_message(&mut self, line: &str) {
+        eprintln!("{line}");
     }
     /// Before the first batch, for the training and the validation set: refuse rows the
     /// model cannot take (see [`MultiLabelClassifier::check_inputs`](crate::classify::MultiLabelClassifier::check_inputs)).
@@ -256,7 +301,9 @@ pub fn run_loop<L: TrainingLoop>(
         } else {
             state.evals_without_improvement += 1;
         }
-        bar.borrow_mut().println(&format!(
+        // The progress line is cleared first; its next update draws it again.
+        bar.borrow_mut().finish();
+        l.on_message(&format!(
             "step {}: valid micro-F1 {:.4} (threshold {:.2}){}",
             state.step,
             f1,

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// The decay after warmup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Decay {
     /// Linearly to 0 at the last step (transformers' `linear`).
     Linear,
@@ -12,6 +13,23 @@ pub enum Decay {
     Cosine,
     /// Stay at the peak.
     Constant,
+}
+
+impl std::str::FromStr for Decay {
+    type Err = crate::error::Error;
+
+    /// `linear | cosine | constant` (the example's `--schedule`).
+    fn from_str(s: &str) -> crate::error::Result<Self> {
+        match s {
+            "linear" => Ok(Decay::Linear),
+            "cosine" => Ok(Decay::Cosine),
+            "constant" => Ok(Decay::Constant),
+            other => Err(crate::error::Error::Unsupported {
+                what: "schedule",
+                detail: format!("`{other}` (linear, cosine, constant)"),
+            }),
+        }
+    }
 }
 
 /// Warmup + decay over a known number of optimizer steps.

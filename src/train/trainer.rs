@@ -9,7 +9,7 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOpti
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::{EvalResult, LoopState, TrainConfig, TrainingLoop};
+use super::{EvalResult, LoopState, MessageSink, TrainConfig, TrainingLoop};
 use crate::adapter::{
     AdapterContents, AdapterMeta, LoadedAdapter, load_adapter_weights, read_adapter, save_adapter,
 };
@@ -117,6 +117,7 @@ pub struct Trainer<B: Backbone> {
     /// The best evaluation so far (validation probabilities and global threshold).
     pub best_eval: Option<EvalResult>,
     best_model: Option<MultiLabelClassifier<B>>,
+    messages: Option<MessageSink>,
 }
 
 impl<B: Backbone> Trainer<B> {
@@ -138,7 +139,14 @@ impl<B: Backbone> Trainer<B> {
             checkpoint,
             best_eval: None,
             best_model: None,
+            messages: None,
         }
+    }
+
+    /// Send the loop's lines (each evaluation's score) to `sink` instead of stderr.
+    pub fn with_messages(mut self, sink: MessageSink) -> Self {
+        self.messages = Some(sink);
+        self
     }
 
     fn optimizer(model: &MultiLabelClassifier<B>, config: &TrainConfig) -> ModuleOptimizer {
@@ -396,6 +404,13 @@ fn check_same_run(
 impl<B: Backbone> TrainingLoop for Trainer<B> {
     fn check_inputs(&self, set: &EncodedSet) -> Result<()> {
         self.model().check_inputs(set)
+    }
+
+    fn on_message(&mut self, line: &str) {
+        match &self.messages {
+            Some(sink) => sink(line),
+            None => eprintln!("{line}"),
+        }
     }
 
     fn train_step(&mut self, batch: &Batch) -> Result<f32> {

@@ -129,3 +129,22 @@ fn rewrite(path: &Path, mut keep: impl FnMut(&str, &mut Vec<f32>) -> bool) {
         .collect();
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
+
+/// Run the predict example with `args` plus `--format jsonl`; its output rows (the run
+/// must succeed).
+pub fn predict_jsonl<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(example_binary("predict"))
+        .args(args)
+        .args(["--format", "jsonl"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}

@@ -11,16 +11,17 @@
 //! `BURN_LORA_BLAS` (read once, at the first large product): unset — the first of the usual
 //! library names that loads (OpenBLAS, then BLIS, then Accelerate on macOS); `none` (or
 //! `off`, `0`, empty) — never; anything else — that library file (a name or a path), and
-//! no BLAS, with a warning on stderr, when it does not load or lacks `cblas_sgemm`. OpenBLAS
+//! no BLAS, with a note ([`notes`]), when it does not load or lacks `cblas_sgemm`. OpenBLAS
 //! is told to use as many threads as rayon's pool (`RAYON_NUM_THREADS`), so one setting
-//! governs both.
+//! governs both, unless `OPENBLAS_NUM_THREADS` is set (then OpenBLAS's own choice stands).
+//! Nothing here prints: what a caller may want to show is in [`notes`].
 //!
 //! An OpenBLAS that does not recognise the CPU runs its generic SSE3 (`Prescott`) kernels,
 //! at about half `gemm`'s rate (Debian 12's 0.3.21 on a 2023 Xeon: BENCHMARKS.md, "Subnormal
 //! attention probabilities and OpenBLAS's fallback kernels"). Found by default, such a
-//! library is passed over, with a note on stderr; `OPENBLAS_CORETYPE` (OpenBLAS's own
+//! library is passed over, with a note; `OPENBLAS_CORETYPE` (OpenBLAS's own
 //! setting, e.g. `Haswell` or `SkylakeX`) picks its tuned kernels instead, and a library
-//! named in `BURN_LORA_BLAS` is used whatever its kernels, with a warning.
+//! named in `BURN_LORA_BLAS` is used whatever its kernels, with a note.
 
 use std::ffi::c_int;
 use std::mem::MaybeUninit;
@@ -89,44 +90,58 @@ pub(crate) struct Blas {
 
 /// The library chosen as the module docs say, loaded on the first call.
 pub(crate) fn loaded() -> Option<&'static Blas> {
-    static BLAS: OnceLock<Option<Blas>> = OnceLock::new();
-    BLAS.get_or_init(|| match std::env::var("BURN_LORA_BLAS") {
-        Err(_) => DEFAULT_LIBRARIES
-            .iter()
-            .filter_map(|name| load(name).ok())
-            .find(|blas| match blas.generic_kernels() {
-                Some(core) => {
-                    eprintln!(
-                        "burn-lora: {} runs its generic {core} kernels on this CPU (it does \
-                         not recognise it), slower than the built-in gemm kernel, which the \
-                         large products use instead; OPENBLAS_CORETYPE=Haswell (AVX2) or \
-                         SkylakeX (AVX-512) selects its tuned kernels",
-                        blas.name
-                    );
-                    false
+    choice().0.as_ref()
+}
+
+/// Why a library found was not used, or is used with generic kernels: for the caller to
+/// show (library code prints nothing). Empty when nothing needs saying.
+pub fn notes() -> &'static [String] {
+    &choice().1
+}
+
+/// The library chosen, with the notes about the choice.
+fn choice() -> &'static (Option<Blas>, Vec<String>) {
+    static BLAS: OnceLock<(Option<Blas>, Vec<String>)> = OnceLock::new();
+    BLAS.get_or_init(|| {
+        let mut notes = Vec::new();
+        let blas = match std::env::var("BURN_LORA_BLAS") {
+            Err(_) => DEFAULT_LIBRARIES
+                .iter()
+                .filter_map(|name| load(name).ok())
+                .find(|blas| match blas.generic_kernels() {
+                    Some(core) => {
+                        notes.push(format!(
+                            "{} passed over: it runs its generic {core} kernels on this CPU (it \
+                             does not recognise it), slower than the built-in gemm kernel; \
+                             OPENBLAS_CORETYPE=Haswell (AVX2) or SkylakeX (AVX-512) selects its \
+                             tuned kernels",
+                            blas.name
+                        ));
+                        false
+                    }
+                    None => true,
+                }),
+            Ok(choice) if matches!(choice.trim(), "" | "none" | "off" | "0") => None,
+            Ok(choice) => match load(choice.trim()) {
+                Ok(blas) => {
+                    if let Some(core) = blas.generic_kernels() {
+                        notes.push(format!(
+                            "BURN_LORA_BLAS={choice} runs its generic {core} kernels on this \
+                             CPU; OPENBLAS_CORETYPE selects tuned ones"
+                        ));
+                    }
+                    Some(blas)
                 }
-                None => true,
-            }),
-        Ok(choice) if matches!(choice.trim(), "" | "none" | "off" | "0") => None,
-        Ok(choice) => match load(choice.trim()) {
-            Ok(blas) => {
-                if let Some(core) = blas.generic_kernels() {
-                    eprintln!(
-                        "burn-lora: BURN_LORA_BLAS={choice} runs its generic {core} kernels on \
-                         this CPU; OPENBLAS_CORETYPE selects tuned ones"
-                    );
+                Err(why) => {
+                    notes.push(format!(
+                        "BURN_LORA_BLAS={choice}: {why}; using the built-in gemm kernel"
+                    ));
+                    None
                 }
-                Some(blas)
-            }
-            Err(why) => {
-                eprintln!(
-                    "burn-lora: BURN_LORA_BLAS={choice}: {why}; using the built-in gemm kernel"
-                );
-                None
-            }
-        },
+            },
+        };
+        (blas, notes)
     })
-    .as_ref()
 }
 
 /// OpenBLAS's kernel sets from before AVX2 (its `driver/others/dynamic.c`): the ones it
@@ -182,8 +197,12 @@ fn load(name: &str) -> Result<Blas, libloading::Error> {
     // SAFETY: `cblas_sgemm` has this signature in every CBLAS (cblas.h); the pointer stays
     // valid while `library` is loaded, which `Blas` keeps.
     let sgemm = unsafe { *library.get::<Sgemm>(b"cblas_sgemm\0")? };
+    // OpenBLAS's thread count is process-wide: set to rayon's pool size so one setting
+    // governs both, unless the user chose it with OpenBLAS's own variable.
     // SAFETY: OpenBLAS's documented `void openblas_set_num_threads(int)`.
-    if let Ok(set_threads) = unsafe { library.get::<SetThreads>(b"openblas_set_num_threads\0") } {
+    if std::env::var_os("OPENBLAS_NUM_THREADS").is_none()
+        && let Ok(set_threads) = unsafe { library.get::<SetThreads>(b"openblas_set_num_threads\0") }
+    {
         let threads = c_int::try_from(rayon::current_num_threads()).unwrap_or(1);
         // SAFETY: as above; any positive count is valid.
         unsafe { set_threads(threads) };

@@ -97,6 +97,64 @@ pub fn blas_library() -> Option<&'static str> {
     None
 }
 
+/// The SIMD kernel set `gemm` runs on this CPU, chosen as gemm's `init_gemm_fn` chooses it
+/// at run time: its AVX-512 kernels (compiled in by the `x86-v4` feature) where `avx512f`
+/// is detected, else its AVX2/FMA (x86-64-v3) ones where `fma` is, else its scalar ones; on
+/// aarch64 NEON where detected.
+fn gemm_kernel_set() -> &'static str {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            "AVX-512"
+        } else if std::arch::is_x86_feature_detected!("fma") {
+            "AVX2+FMA"
+        } else {
+            "generic"
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            "NEON"
+        } else {
+            "generic"
+        }
+    }
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "generic"
+    }
+}
+
+/// `system BLAS <library>` when one runs the large products, else `built-in gemm kernel
+/// (<kernel set>)`.
+fn describe_product_kernel(blas: Option<&str>, kernel_set: &str) -> String {
+    match blas {
+        Some(library) => format!("system BLAS {library}"),
+        None => format!("built-in gemm kernel ({kernel_set})"),
+    }
+}
+
+/// What runs the large f32 products in this process: `system BLAS <library>` when one is
+/// loaded ([`blas_library`], e.g. `system BLAS libopenblas.so.0 (Haswell kernels)`), else
+/// the built-in `gemm` kernel with the SIMD kernel set it picks at run time on this CPU:
+/// `built-in gemm kernel (AVX-512)` where `avx512f` is detected, `(AVX2+FMA)` on other
+/// x86-64 CPUs with FMA, `(NEON)` on aarch64, `(generic)` otherwise. Decided (and a BLAS
+/// loaded, as [`blas_library`] does) on the first call.
+pub fn product_kernel() -> &'static str {
+    static KERNEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KERNEL.get_or_init(|| {
+        #[allow(unused_mut)]
+        let mut kernel = describe_product_kernel(blas_library(), gemm_kernel_set());
+        // Why a library found was passed over: said here, since library code prints nothing.
+        #[cfg(feature = "blas")]
+        for note in crate::blas::notes() {
+            kernel.push_str(&format!("; {note}"));
+        }
+        kernel
+    })
+}
+
 /// [`product_into`] with the work shared out: large products through the system BLAS when
 /// one is loaded, else gemm's own threads; skinny ones (a side under [`SKINNY`]) split by
 /// rows here, small ones on this thread.
@@ -532,6 +590,62 @@ pub(crate) mod tests {
         assert!(matmul_batched(lhs, view(&k, &other, &strides_kt), 1.0, None).is_none());
         let too_far = StackView { offset: 1, ..lhs };
         assert!(matmul_batched(too_far, rhs, 1.0, None).is_none());
+    }
+
+    #[test]
+    fn product_kernel_names_the_path_this_cpu_takes() {
+        let description = product_kernel();
+        if let Some(library) = blas_library() {
+            assert!(
+                description.starts_with(&format!("system BLAS {library}")),
+                "{description}"
+            );
+            return;
+        }
+        assert!(
+            description.starts_with("built-in gemm kernel ("),
+            "{description}"
+        );
+        // The kernel set, before any note about a library passed over.
+        let head = description.split(';').next().unwrap_or_default();
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        {
+            let expected = if std::arch::is_x86_feature_detected!("avx512f") {
+                "AVX-512"
+            } else if std::arch::is_x86_feature_detected!("fma") {
+                "AVX2+FMA"
+            } else {
+                "generic"
+            };
+            assert!(
+                head.contains(expected),
+                "{description}, expected {expected}"
+            );
+            if !std::arch::is_x86_feature_detected!("avx512f") {
+                assert!(!head.contains("AVX-512"), "{description}");
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        assert!(
+            head.contains(if std::arch::is_aarch64_feature_detected!("neon") {
+                "NEON"
+            } else {
+                "generic"
+            }),
+            "{description}"
+        );
+    }
+
+    #[test]
+    fn product_kernel_descriptions() {
+        assert_eq!(
+            describe_product_kernel(Some("libopenblas.so.0 (Haswell kernels)"), "AVX-512"),
+            "system BLAS libopenblas.so.0 (Haswell kernels)"
+        );
+        assert_eq!(
+            describe_product_kernel(None, "AVX2+FMA"),
+            "built-in gemm kernel (AVX2+FMA)"
+        );
     }
 
     #[test]

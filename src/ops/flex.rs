@@ -1,28 +1,8 @@
-//! Fast paths for the work of a training step on burn-flex.
-//!
-//! Profiled on MiniLM and SmolLM2 training (BENCHMARKS.md, "Speed vs PyTorch + PEFT"), a
-//! step's wall time beside the multi-threaded matmul kernel was mostly single-threaded work:
-//! dropout masks (one Bernoulli draw from a ChaCha generator per element), GELU's `erf`,
-//! softmax decomposed into five passes by burn 0.22's autodiff, and around every matmul
-//! burn-flex's output handling (a zero-filled buffer, then copied into an aligned one),
-//! which cost a third of a feed-forward product on 2 cores. Here, each a single node of
-//! burn's backend-extension API with its backward written here:
-//! - [`linear_2d`]: `x·W + b` with the product written straight into a fresh buffer (the
-//!   bias pre-filled), forward and backward; rank-r (LoRA) products split by rows.
-//! - [`matmul_scaled`]: attention's `QKᵀ/√d + mask` and `P·V`, all matrices in parallel into
-//!   one buffer, the scale inside the product, the broadcast mask pre-filled.
-//! - [`matmul_packed`]: `x·Wᵀ` for a packed (NF4, int8) frozen weight; the graph keeps the
-//!   packed handle and the backward dequantises again, so no f32 copy waits for it.
-//! - [`softmax_last`], [`gelu`], [`silu`]: softmax (in place over the scores, a vectorised
-//!   `exp`) and its backward `dx = y⊙g − y⊙Σ(y⊙g)` in one pass per row; GELU, SiLU and
-//!   their derivatives; all on all cores.
-//! - [`dropout`] draws its keep-mask from a counter-based generator on all cores, seeded by
-//!   one draw from the device's seeded generator, so runs stay reproducible, and applies it
-//!   (and its gradient) on all cores.
-//!
-//! Only burn-flex takes these paths; other backends (GPUs, where burn fuses element-wise
-//! work itself) run burn's own ops unchanged. The results are the same functions: exact
-//! `erf` GELU, softmax, inverted dropout with rate `p`, f32 products.
+//! The burn-flex side of [`super`] (the `flex` feature): the [`FastOps`] backend
+//! extension, its burn-flex implementation over [`FlexTensor`]s with the kernels of
+//! `burn_lora_kernels`, its autodiff implementation (one node per op, backward written
+//! here), and the `Tensor`-level entry points the public functions of [`super`] call on a
+//! burn-flex device.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -35,7 +15,8 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::nn::Dropout;
 use burn::tensor::{Bytes, DType, Device, Distribution, Shape, Tensor, TensorData};
 use burn_lora_kernels as kernels;
-use std::sync::Arc;
+
+use super::PackedMatrix;
 
 /// The extension: ops that burn-flex runs as one (parallel) pass and autodiff as one node.
 #[backend_extension(Flex, Autodiff)]
@@ -114,42 +95,7 @@ pub trait FastOps: Backend {
     }
 }
 
-/// A frozen `[rows, cols]` weight held packed (NF4, int8, ...) outside any backend, as
-/// [`matmul_packed`] takes it: the autodiff node keeps this handle, not a dequantised copy,
-/// and dequantises again in the backward.
-#[derive(Clone)]
-pub struct PackedMatrix {
-    /// The row-major values, computed on demand.
-    dequantize: Arc<dyn Fn() -> Vec<f32> + Send + Sync>,
-    rows: usize,
-    cols: usize,
-}
-
-impl std::fmt::Debug for PackedMatrix {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PackedMatrix [{}, {}]", self.rows, self.cols)
-    }
-}
-
 impl PackedMatrix {
-    /// A `[rows, cols]` matrix whose row-major values `dequantize` returns.
-    pub fn new(
-        rows: usize,
-        cols: usize,
-        dequantize: impl Fn() -> Vec<f32> + Send + Sync + 'static,
-    ) -> Self {
-        Self {
-            dequantize: Arc::new(dequantize),
-            rows,
-            cols,
-        }
-    }
-
-    /// The dequantised `[rows, cols]` values.
-    fn data(&self) -> TensorData {
-        TensorData::new((self.dequantize)(), [self.rows, self.cols])
-    }
-
     /// The dequantised `[rows, cols]` matrix on `device`.
     fn dequantized<B: Backend>(&self, device: &B::Device) -> FloatTensor<B> {
         B::float_from_data(self.data(), device)
@@ -863,39 +809,15 @@ fn elementwise<B: Backend, C: CheckpointStrategy>(
     )
 }
 
-/// The system BLAS library that burn-flex's large products (the linears) go through in
-/// this process, or `None` when they use the built-in `gemm` kernel. With the `blas`
-/// feature (on by default) one is loaded at run time when found — OpenBLAS, BLIS, Apple's
-/// Accelerate; `BURN_LORA_BLAS` names another or turns it off (`none`) — because on CPUs
-/// without AVX-512 they run the products faster than `gemm` (BENCHMARKS.md). No system
-/// library is needed to build or run.
-pub fn blas_library() -> Option<&'static str> {
-    kernels::matmul::blas_library()
-}
+// The public functions of `super` on a burn-flex device (which they have checked).
 
-/// Whether `device` runs on burn-flex (with or without autodiff): the devices these fast
-/// paths serve.
-pub(crate) fn is_flex(device: &Device) -> bool {
-    device.clone().inner() == Device::flex()
-}
-
-/// Softmax over the last dimension: one fused, differentiable node on burn-flex, burn's
-/// `softmax` elsewhere.
-pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if !is_flex(&x.device()) {
-        return burn::tensor::activation::softmax(x, D - 1);
-    }
+/// [`super::softmax_last`] on burn-flex.
+pub(super) fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FastOps>::softmax_last(x.into_dispatch()))
 }
 
-/// `x·w + bias` for `x [m, k]`, `w [k, n]`, `bias [n]`: on burn-flex one differentiable
-/// node whose products (forward and backward) are written straight into fresh buffers
-/// (burn-flex's own matmul zero-fills and then copies each output); burn's `linear`
-/// elsewhere.
-pub fn linear_2d(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
-    if !is_flex(&x.device()) {
-        return burn::tensor::module::linear(x, weight, bias);
-    }
+/// [`super::linear_2d`] on burn-flex.
+pub(super) fn linear_2d(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
     let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
     Tensor::from_dispatch(match bias {
         Some(bias) => <Dispatch as FastOps>::linear_2d(x, weight, bias.into_dispatch()),
@@ -903,14 +825,8 @@ pub fn linear_2d(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Te
     })
 }
 
-/// `base + scale·(h·b)` for `base [m, n]`, `h [m, r]`, `b [r, n]`: LoRA's update added onto
-/// the frozen layer's output. On burn-flex one differentiable node in which gemm accumulates
-/// onto `base`'s buffer (no separate product, scaling and addition passes); burn's ops
-/// elsewhere.
-pub fn add_product(base: Tensor<2>, h: Tensor<2>, b: Tensor<2>, scale: f32) -> Tensor<2> {
-    if !is_flex(&base.device()) {
-        return base + h.matmul(b).mul_scalar(scale);
-    }
+/// [`super::add_product`] on burn-flex.
+pub(super) fn add_product(base: Tensor<2>, h: Tensor<2>, b: Tensor<2>, scale: f32) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as FastOps>::add_product(
         base.into_dispatch(),
         h.into_dispatch(),
@@ -919,27 +835,14 @@ pub fn add_product(base: Tensor<2>, h: Tensor<2>, b: Tensor<2>, scale: f32) -> T
     ))
 }
 
-/// `scale·(a·b) + bias` over the last two dimensions (attention's `QKᵀ/√d + mask` and
-/// `P·V`): on burn-flex one differentiable node whose matrices are computed in parallel
-/// straight into one buffer, the mask pre-filled; burn's ops elsewhere, and where the
-/// leading dimensions differ or the bias needs a gradient.
-pub fn matmul_scaled<const D: usize>(
+/// [`super::matmul_scaled`] on burn-flex, for operands of the same leading dimensions and
+/// an untracked bias.
+pub(super) fn matmul_scaled<const D: usize>(
     a: Tensor<D>,
     b: Tensor<D>,
     scale: f32,
     bias: Option<Tensor<D>>,
 ) -> Tensor<D> {
-    let same_batch = a.dims()[..D - 2] == b.dims()[..D - 2];
-    let bias_tracked = bias.as_ref().is_some_and(Tensor::is_require_grad);
-    if !is_flex(&a.device()) || !same_batch || bias_tracked {
-        // Scaling `a` rather than the product touches fewer values in attention (s·d, not s·s).
-        let a = if scale == 1.0 { a } else { a.mul_scalar(scale) };
-        let y = a.matmul(b);
-        return match bias {
-            Some(bias) => y + bias,
-            None => y,
-        };
-    }
     let (a, b) = (a.into_dispatch(), b.into_dispatch());
     Tensor::from_dispatch(match bias {
         Some(bias) => <Dispatch as FastOps>::batched_matmul_add(a, b, bias.into_dispatch(), scale),
@@ -947,48 +850,27 @@ pub fn matmul_scaled<const D: usize>(
     })
 }
 
-/// `x·Wᵀ` for `x [m, k]` and a packed `W [n, k]`. On burn-flex the training graph keeps the
-/// packed handle and dequantises `W` again in the backward, so a packed base's f32 copy
-/// lives only while its product runs; elsewhere `W` is dequantised into a tensor.
-pub fn matmul_packed(x: Tensor<2>, weight: &PackedMatrix) -> Tensor<2> {
-    let device = x.device();
-    if !is_flex(&device) {
-        return x.matmul(Tensor::<2>::from_data(weight.data(), &device).transpose());
-    }
+/// [`super::matmul_packed`] on burn-flex.
+pub(super) fn matmul_packed(x: Tensor<2>, weight: &PackedMatrix) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as FastOps>::matmul_packed(
         x.into_dispatch(),
         weight.clone(),
     ))
 }
 
-/// Exact GELU, `x·Φ(x)` (`0.5·x·(1 + erf(x/√2))`, transformers' `gelu`): one parallel,
-/// differentiable node on burn-flex, burn's `gelu` elsewhere.
-pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if !is_flex(&x.device()) {
-        return burn::tensor::activation::gelu(x);
-    }
+/// [`super::gelu`] on burn-flex.
+pub(super) fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FastOps>::gelu_erf(x.into_dispatch()))
 }
 
-/// SiLU, `x·σ(x)`: one parallel, differentiable node on burn-flex, burn's `silu` elsewhere.
-pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if !is_flex(&x.device()) {
-        return burn::tensor::activation::silu(x);
-    }
+/// [`super::silu`] on burn-flex.
+pub(super) fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FastOps>::silu(x.into_dispatch()))
 }
 
-/// `layer`'s dropout (rate `p`, kept values scaled by `1/(1-p)`, active only while training
-/// on an autodiff device, as `nn::Dropout::forward`), with the keep-mask drawn on all cores
-/// on burn-flex.
-pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
+/// [`super::dropout`] on burn-flex, while it is active: the keep-mask drawn on all cores.
+pub(super) fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
-    if !layer.training.is_enabled() || !device.is_autodiff() || layer.prob == 0.0 {
-        return x;
-    }
-    if !is_flex(&device) {
-        return layer.forward(x);
-    }
     let keep = 1.0 - layer.prob;
     let shape = x.shape();
     let mask = kernels::keep_mask(shape.num_elements(), keep, draw_seed(&device));

@@ -1,0 +1,355 @@
+//! The library's two jobs as a dependent uses them: `Finetune` (the whole run in one call)
+//! and `Classifier` (saved adapters serving texts), their agreement with the examples,
+//! mixed-adapter batches, and the bad inputs of both (each a typed `Error`, before work).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+use burn_lora::data::{DataSplits, Example, LabelSet, UnknownLabelPolicy};
+use burn_lora::{Classifier, Error, Finetune};
+use common::{fixture, repo_root};
+
+fn minilm() -> PathBuf {
+    repo_root().join("models/all-MiniLM-L6-v2")
+}
+
+fn data_dir() -> PathBuf {
+    repo_root().join("data/debtags-min200")
+}
+
+fn device() -> Device {
+    burn_lora::device::parse_device("flex").unwrap()
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("burn-lora-api-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A short run on the bundled data (all its labels), saved once for the tests below.
+fn adapter_all_labels() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = temp("all-labels");
+        Finetune::new(minilm(), data_dir())
+            .train_limit(48)
+            .valid_limit(24)
+            .test_limit(16)
+            .epochs(1)
+            .batch_size(16)
+            .max_len(48)
+            .seed(3)
+            .progress(false)
+            .out(&out)
+            .run(&device())
+            .unwrap();
+        out.join("adapter")
+    })
+}
+
+/// A run on three labels of the bundled data, from examples in memory.
+fn adapter_three_labels() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let data = DataSplits::load(data_dir(), UnknownLabelPolicy::Error).unwrap();
+        let keep: Vec<usize> = (0..3).collect();
+        let names: Vec<String> = keep
+            .iter()
+            .map(|&j| data.labels.name(j).to_string())
+            .collect();
+        let project = |examples: &[Example], n: usize| -> Vec<Example> {
+            examples
+                .iter()
+                .take(n)
+                .map(|e| Example {
+                    labels: e
+                        .labels
+                        .iter()
+                        .copied()
+                        .filter(|j| keep.contains(j))
+                        .collect(),
+                    ..e.clone()
+                })
+                .collect()
+        };
+        let out = temp("three-labels");
+        Finetune::from_examples(
+            minilm(),
+            LabelSet::new(names).unwrap(),
+            project(&data.train, 48),
+            project(&data.valid, 24),
+            project(&data.test, 16),
+        )
+        .epochs(1)
+        .max_len(40)
+        .seed(5)
+        .progress(false)
+        .out(&out)
+        .run(&device())
+        .unwrap();
+        out.join("adapter")
+    })
+}
+
+const TEXTS: [&str; 3] = [
+    "Library for parsing XML documents",
+    "A fast 3D first-person shooter game with network play",
+    "GNOME applet showing the battery charge of a laptop",
+];
+
+/// The run writes what the example always wrote, and the report holds its numbers.
+#[test]
+fn finetune_writes_the_run_folder_and_reports_its_metrics() {
+    let adapter = adapter_all_labels();
+    let out = adapter.parent().unwrap();
+    for file in [
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "adapter/labels.txt",
+        "adapter/thresholds.json",
+        "adapter/burn_lora.json",
+        "best/adapter_model.safetensors",
+        "last/adapter_model.safetensors",
+        "metrics.json",
+        "breakdown.json",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["recipe"]["rank"], 16);
+    assert_eq!(metrics["recipe"]["targets"], "all-linear");
+    assert_eq!(metrics["recipe"]["lr"], 2e-3);
+    let micro = metrics["test"]["micro_f1"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&micro));
+}
+
+/// The README's consumer program: `Classifier` scores equal the predict example's
+/// probabilities for the same adapter and texts (both run the same forward: ≤ 1e-6).
+#[test]
+fn classifier_scores_equal_the_predict_examples_probabilities() {
+    let adapter = adapter_all_labels();
+    let clf = Classifier::load(minilm(), adapter, &device()).unwrap();
+    let preds = clf.predict(&TEXTS).unwrap();
+    assert_eq!(preds.len(), TEXTS.len());
+    assert_eq!(clf.labels().len(), 71);
+
+    let input = temp("predict-input.jsonl");
+    let lines: Vec<String> = TEXTS
+        .iter()
+        .map(|t| serde_json::json!({ "text": t }).to_string())
+        .collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let model = minilm();
+    let rows = common::predict_jsonl(&[
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--adapter".as_ref(),
+        adapter.as_os_str(),
+        "--input".as_ref(),
+        input.as_os_str(),
+    ]);
+    assert_eq!(rows.len(), TEXTS.len());
+    for (row, pred) in rows.iter().zip(&preds) {
+        let probs: Vec<f32> = serde_json::from_value(row["probs"].clone()).unwrap();
+        assert!(common::max_abs_diff(&probs, &pred.scores) <= 1e-6);
+        let labels: Vec<String> = serde_json::from_value(row["labels"].clone()).unwrap();
+        assert_eq!(labels, pred.labels);
+    }
+}
+
+/// Texts for two adapters with different label counts, interleaved in one call, equal
+/// each adapter run alone (≤ 1e-6), in request order.
+#[test]
+fn a_mixed_adapter_batch_equals_each_adapter_alone() {
+    let clf = Classifier::builder(minilm())
+        .adapter_named("all", adapter_all_labels())
+        .adapter_named("three", adapter_three_labels())
+        .load(&device())
+        .unwrap();
+    assert_eq!(clf.labels_of("all").unwrap().len(), 71);
+    assert_eq!(clf.labels_of("three").unwrap().len(), 3);
+    let requests = [
+        ("three", TEXTS[0]),
+        ("all", TEXTS[1]),
+        ("three", TEXTS[2]),
+        ("all", TEXTS[0]),
+        ("all", TEXTS[2]),
+    ];
+    let mixed = clf.predict_mixed(&requests).unwrap();
+    assert_eq!(mixed.len(), requests.len());
+    for ((adapter, text), got) in requests.iter().zip(&mixed) {
+        let alone = &clf.predict_with(adapter, &[text]).unwrap()[0];
+        assert_eq!(got.scores.len(), clf.labels_of(adapter).unwrap().len());
+        assert!(common::max_abs_diff(&got.scores, &alone.scores) <= 1e-6);
+        assert_eq!(got.labels, alone.labels);
+    }
+    // The first adapter added is the one `predict` uses.
+    let first = clf.predict(&[TEXTS[1]]).unwrap();
+    assert!(common::max_abs_diff(&first[0].scores, &mixed[1].scores) <= 1e-6);
+}
+
+#[test]
+fn classifier_edge_inputs() {
+    let clf = Classifier::load(minilm(), adapter_all_labels(), &device()).unwrap();
+    // No texts: no predictions (and no error).
+    assert!(clf.predict(&[]).unwrap().is_empty());
+    assert!(clf.predict_mixed(&[]).unwrap().is_empty());
+    // A text far past max_len is cut at the adapter's length, as in training.
+    let long = "package ".repeat(2000);
+    let preds = clf.predict(&[long.as_str(), ""]).unwrap();
+    assert_eq!(preds[0].scores.len(), 71);
+    assert!(preds.iter().flat_map(|p| &p.scores).all(|s| s.is_finite()));
+    // An adapter name that is not loaded, even beside good ones: nothing runs.
+    let err = clf
+        .predict_mixed(&[(adapter_all_labels().to_str().unwrap(), "x"), ("nope", "y")])
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::UnknownAdapter { ref name, .. } if name == "nope"),
+        "{err}"
+    );
+    assert!(matches!(
+        clf.predict_with("nope", &["x"]),
+        Err(Error::UnknownAdapter { .. })
+    ));
+}
+
+#[test]
+fn classifier_refuses_missing_foreign_and_mismatched_adapters() {
+    let device = device();
+    // A folder that does not exist, and one that is no adapter (a model folder).
+    for dir in [PathBuf::from("no-such-adapter-folder"), minilm()] {
+        let err = Classifier::load(minilm(), &dir, &device).unwrap_err();
+        assert!(
+            matches!(err, Error::Format { .. }),
+            "{}: {err}",
+            dir.display()
+        );
+    }
+    // A BERT adapter on a Llama base: refused by model type, before any weight is read.
+    let llama = temp("llama-base");
+    std::fs::create_dir_all(&llama).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("tiny-llama").join(file), llama.join(file)).unwrap();
+    }
+    std::fs::copy(
+        minilm().join("tokenizer.json"),
+        llama.join("tokenizer.json"),
+    )
+    .unwrap();
+    let err = Classifier::load(&llama, adapter_all_labels(), &device).unwrap_err();
+    assert!(
+        matches!(err, Error::AdapterBaseMismatch { ref trained, ref base, .. } if trained == "bert" && base == "llama"),
+        "{err}"
+    );
+    // Settings of the builder.
+    let builder = Classifier::builder(minilm()).adapter(adapter_all_labels());
+    for (err, setting) in [
+        (
+            Classifier::builder(minilm()).load(&device).unwrap_err(),
+            "adapter",
+        ),
+        (
+            builder.clone().threshold(1.5).load(&device).unwrap_err(),
+            "threshold",
+        ),
+        (
+            builder.clone().batch_size(0).load(&device).unwrap_err(),
+            "batch_size",
+        ),
+        (
+            builder
+                .clone()
+                .adapter(adapter_all_labels())
+                .load(&device)
+                .unwrap_err(),
+            "adapter",
+        ),
+    ] {
+        assert!(
+            matches!(err, Error::InvalidSetting { name, .. } if name == setting),
+            "{setting}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(&llama).unwrap();
+}
+
+/// Every out-of-range setting is a typed error from `run`, before anything is read or
+/// written (the model and data paths do not even exist).
+#[test]
+fn finetune_refuses_bad_settings_before_any_work() {
+    let out = temp("never-written");
+    let job = || Finetune::new("no-such-model", "no-such-data").out(&out);
+    let setting = |job: Finetune, name: &str| {
+        let err = job.run(&device()).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidSetting { name: n, .. } if n == name),
+            "{name}: {err}"
+        );
+    };
+    setting(job().lr(0.0), "lr");
+    setting(job().lr(f64::NAN), "lr");
+    setting(job().weight_decay(-1.0), "weight_decay");
+    setting(job().warmup_ratio(1.5), "warmup_ratio");
+    setting(job().epochs(0), "epochs");
+    setting(job().epochs(usize::MAX), "epochs");
+    setting(job().batch_size(usize::MAX), "batch_size");
+    setting(job().grad_accum(0), "grad_accum");
+    setting(job().max_len(0), "max_len");
+    setting(job().targets(""), "targets");
+    setting(job().targets("query,,value"), "targets");
+    setting(Finetune::new("m", "d").resume(true), "resume");
+    assert!(matches!(
+        job().rank(0).run(&device()),
+        Err(Error::InvalidRank { .. })
+    ));
+    assert!(matches!(
+        job().alpha(-1.0).run(&device()),
+        Err(Error::InvalidAlpha { .. })
+    ));
+    assert!(matches!(
+        job().dropout(1.0).run(&device()),
+        Err(Error::InvalidDropout(_))
+    ));
+    // In-memory data: empty splits and label indices past the label set.
+    let labels = LabelSet::new(vec!["a".into(), "b".into()]).unwrap();
+    let example = |labels: Vec<usize>| Example {
+        id: None,
+        text: "text".into(),
+        labels,
+    };
+    let err = Finetune::from_examples(
+        "m",
+        labels.clone(),
+        vec![],
+        vec![example(vec![0])],
+        vec![example(vec![1])],
+    )
+    .run(&device())
+    .unwrap_err();
+    assert!(matches!(err, Error::EmptyData(_)), "{err}");
+    let err = Finetune::from_examples(
+        "m",
+        labels,
+        vec![example(vec![0, 2])],
+        vec![example(vec![0])],
+        vec![example(vec![1])],
+    )
+    .run(&device())
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidSetting {
+                name: "examples",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!out.exists(), "a refused job wrote {}", out.display());
+}
