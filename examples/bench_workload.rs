@@ -6,6 +6,8 @@
 //!
 //! ```text
 //! cargo run --example bench_workload -- --workload /tmp/wl.json --mode train
+//! cargo run --example bench_workload -- --workload /tmp/wl.json --mode train \
+//!     --rank 16 --alpha 32 --targets all-linear
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -16,7 +18,7 @@ use burn_lora::Result;
 use burn_lora::classify::{LossKind, MultiLabelClassifier, MultiLabelLoss, Pooling};
 use burn_lora::data::EncodedSet;
 use burn_lora::device::parse_device;
-use burn_lora::lora::{LoraConfig, inject_adapters};
+use burn_lora::lora::{LoraConfig, ModuleSelector, inject_adapters};
 use burn_lora::models::Backbone;
 use burn_lora::train::{Decay, TrainConfig, Trainer, TrainingLoop};
 use serde::Deserialize;
@@ -70,6 +72,36 @@ impl std::str::FromStr for Mode {
     }
 }
 
+/// Which linears get adapters (`--targets`), spelled as the finetune example's
+/// `--targets` (`Finetune::lora_config`): `peft` leaves the list unset, so the model
+/// family's PEFT default applies (BERT `query,value`, llama `q_proj,v_proj`);
+/// `all-linear` is PEFT's shorthand for every linear but the output head; anything else
+/// is a comma-separated list of module names.
+#[derive(Clone, Debug)]
+struct Targets(Option<ModuleSelector>);
+
+impl std::str::FromStr for Targets {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "peft" => Ok(Targets(None)),
+            "all-linear" => Ok(Targets(Some(ModuleSelector::AllLinear))),
+            names => {
+                if names.split(',').any(|name| name.trim().is_empty()) {
+                    return Err(format!(
+                        "`{s}` has an empty module name; give comma-separated names, \
+                         `all-linear` or `peft`"
+                    ));
+                }
+                Ok(Targets(Some(ModuleSelector::names(
+                    &names.split(',').map(str::trim).collect::<Vec<_>>(),
+                ))))
+            }
+        }
+    }
+}
+
 struct Args {
     workload: Option<PathBuf>,
     mode: Mode,
@@ -77,6 +109,9 @@ struct Args {
     rank: usize,
     alpha: f64,
     lora_dropout: f64,
+    targets: Targets,
+    /// `--targets` as given, for the JSON line.
+    targets_spec: String,
 }
 
 impl Args {
@@ -93,8 +128,15 @@ impl Args {
                 args::value("rank", "LoRA rank (default 8)"),
                 args::value("alpha", "LoRA alpha (default 16)"),
                 args::value("lora-dropout", "LoRA dropout (default 0.1)"),
+                args::value(
+                    "targets",
+                    "LoRA target modules: peft (the family's PEFT default: BERT query,value, \
+                     llama q_proj,v_proj), all-linear (every linear but the head) or \
+                     comma-separated names (default peft)",
+                ),
             ],
         );
+        let targets_spec = a.get_or("targets", "peft".to_string());
         Args {
             workload: a.get("workload"),
             mode: a.required("mode"),
@@ -102,6 +144,8 @@ impl Args {
             rank: a.get_or("rank", 8),
             alpha: a.get_or("alpha", 16.0),
             lora_dropout: a.get_or("lora-dropout", 0.1),
+            targets: a.get_or("targets", Targets(None)),
+            targets_spec: targets_spec.trim().to_string(),
         }
     }
 }
@@ -174,7 +218,7 @@ fn bench<B: Backbone>(
     };
     let mut lora = LoraConfig::new(args.rank, args.alpha, &[] as &[&str]);
     lora.lora_dropout = args.lora_dropout;
-    lora.target_modules = None; // the family's PEFT default
+    lora.target_modules = args.targets.0.clone(); // None: the family's PEFT default
     let (batches, seconds, tokens, trainable, gflop) = match args.mode {
         Mode::Train => {
             let mut model = MultiLabelClassifier::new(
@@ -234,6 +278,7 @@ fn bench<B: Backbone>(
             "tokens_per_second": tokens as f64 / seconds, "peak_rss_mib": memory::peak_rss_mib(),
             "gflops": gflop.map(|g| g / seconds), "trainable_params": trainable,
             "blas": burn_lora::ops::blas_library(),
+            "rank": args.rank, "alpha": args.alpha, "targets": args.targets_spec,
         })
     );
     Ok(())

@@ -219,9 +219,12 @@ fn run() -> burn_lora::Result<()> {
     // Every setting checked before any file is read or any model loads: a typo in a choice
     // or an out-of-range number must not cost a training run.
     if let Err(e) = job.validate() {
-        match flag_of(&e) {
-            Some(flag) => usage_error(&format!("--{flag}: {e}")),
-            None => return Err(e),
+        match (flag_of(&e), &e) {
+            (Some(flag), Error::InvalidSetting { message, .. }) => {
+                usage_error(&format!("--{flag}: {message}"))
+            }
+            (Some(flag), _) => usage_error(&format!("--{flag}: {e}")),
+            (None, _) => return Err(e),
         }
     }
     let device_name = a.get_or("device", "flex".to_string());

@@ -131,7 +131,11 @@ fn run() -> burn_lora::Result<()> {
         std::process::exit(2);
     }
     let device = parse_device(&args.device)?;
-    // The input is read before the base model loads (the adapters too, by the builder).
+    // The adapters, then the input, are read before the base model loads (a mistyped
+    // folder fails before stdin is waited on).
+    for dir in &args.adapters {
+        burn_lora::adapter::read_adapter(dir)?;
+    }
     let examples = read_examples(args.input.as_ref())?;
     // One base serves every adapter, so it takes one packing: the flag's, else the one
     // the adapters were trained with (QLoRA adapters expect their NF4 base).

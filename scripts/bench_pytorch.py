@@ -20,6 +20,11 @@ Two subcommands:
 
     python scripts/bench_pytorch.py run --workload /tmp/wl-minilm.json --mode train --threads 2
 
+  LoRA: --rank (default 8), --alpha (16), --lora-dropout (0.1) and --targets: `peft` (the
+  default: the family's PEFT default, BERT query,value and llama q_proj,v_proj), `all-linear`
+  (PEFT's shorthand: every linear of the backbone but an output head) or comma-separated
+  module names, as examples/bench_workload.rs and the finetune example read it.
+
 - `gemm` prints torch's f32 matmul rate at a MiniLM FFN shape (the machine's gemm peak).
 
 Models: a Hugging Face folder (BERT, or a llama-type config) or a llama.cpp .gguf file, which
@@ -181,15 +186,30 @@ class Classifier(torch.nn.Module):
         return self.classifier(self.dropout(pooled))
 
 
+def lora_targets(spec, llama):
+    """`--targets` as PEFT's `target_modules`, spelled as the finetune example's --targets."""
+    spec = spec.strip()
+    if spec == "peft":
+        return ["q_proj", "v_proj"] if llama else ["query", "value"]
+    if spec == "all-linear":
+        return "all-linear"
+    names = [n.strip() for n in spec.split(",")]
+    if any(not n for n in names):
+        fail(f"--targets `{spec}` has an empty module name; give comma-separated names, "
+             "`all-linear` or `peft`")
+    return names
+
+
 def build_model(workload, args):
     llama = workload["family"] == "llama"
+    targets = lora_targets(args.targets, llama)
     a, kw = pretrained_args(workload["model"])
     if llama:
         backbone = AutoModel.from_pretrained(*a, dtype=torch.float32, **kw)
     else:
         backbone = BertModel.from_pretrained(*a, **kw)
     cfg = LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=args.lora_dropout,
-                     target_modules=["q_proj", "v_proj"] if llama else ["query", "value"],
+                     target_modules=targets,
                      bias="none")
     return Classifier(get_peft_model(backbone, cfg), workload["num_labels"],
                       pooling="last" if llama else "mean", bias=not llama)
@@ -259,6 +279,7 @@ def run(args):
         "gflops": round(gflop / seconds, 2) if gflop is not None else None,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "trainable_params": sum(p.numel() for _, p in trainable),
+        "rank": args.rank, "alpha": args.alpha, "targets": args.targets.strip(),
     }), flush=True)
 
 
@@ -282,6 +303,8 @@ def main():
     r.add_argument("--rank", type=int, default=8)
     r.add_argument("--alpha", type=float, default=16)
     r.add_argument("--lora-dropout", type=float, default=0.1)
+    r.add_argument("--targets", default="peft",
+                   help="peft (the family's PEFT default), all-linear, or comma-separated names")
     g = sub.add_parser("gemm", help="f32 matmul GFLOP/s through torch")
     g.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()

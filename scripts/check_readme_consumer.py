@@ -8,10 +8,18 @@ import sys
 
 root = pathlib.Path(__file__).resolve().parent.parent
 readme = (root / "README.md").read_text()
-section = readme.split("## Use it as a dependency", 1)[1]
-block = re.search(r"```rust[^\n]*\n(.*?)```", section, re.S).group(1)
+heading = "## Use it as a dependency"
+if heading not in readme:
+    sys.exit(f"README.md has no '{heading}' section")
+section = readme.split(heading, 1)[1].split("\n## ", 1)[0]
+found = re.search(r"```rust[^\n]*\n(.*?)```", section, re.S)
+if not found:
+    sys.exit(f"README.md's '{heading}' section has no rust block")
+block = found.group(1)
 shown = [l for l in block.splitlines() if not l.lstrip().startswith("# ") and l.strip() != "#"]
 main = (root / "tests/consumer/src/main.rs").read_text()
+if "// README: begin\n" not in main or "    // README: end" not in main:
+    sys.exit("tests/consumer/src/main.rs lacks the README: begin/end markers")
 body = main.split("// README: begin\n", 1)[1].split("    // README: end", 1)[0]
 program = [l[4:] if l.startswith("    ") else l for l in body.splitlines()]
 if shown != program:

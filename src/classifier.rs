@@ -71,6 +71,7 @@ impl std::fmt::Debug for Classifier {
 
 /// How to load a [`Classifier`]: the base, the adapters and what overrides their records.
 #[derive(Debug, Clone)]
+#[must_use = "a ClassifierBuilder does nothing until `load`"]
 pub struct ClassifierBuilder {
     model: PathBuf,
     adapters: Vec<(String, PathBuf)>,
@@ -134,8 +135,15 @@ impl ClassifierBuilder {
                 "at least one adapter folder is needed".into(),
             ));
         }
-        if self.batch_size == 0 {
-            return Err(bad("batch_size", "must be at least 1".into()));
+        if !(1..=crate::limits::MAX_COUNT).contains(&self.batch_size) {
+            return Err(bad(
+                "batch_size",
+                format!(
+                    "{} is not in 1..={}",
+                    self.batch_size,
+                    crate::limits::MAX_COUNT
+                ),
+            ));
         }
         if let Some(t) = self.threshold
             && !(t > 0.0 && t < 1.0)
@@ -153,6 +161,11 @@ impl ClassifierBuilder {
             .iter()
             .map(|(_, dir)| read_adapter(dir))
             .collect::<Result<Vec<_>>>()?;
+        // Templates (an override may name a file) are read before the base loads.
+        let templates = read
+            .iter()
+            .map(|adapter| template_for(adapter, self.template.as_deref()))
+            .collect::<Result<Vec<_>>>()?;
         let packing = match self.quantize {
             Some(packing) => packing,
             None => trained_packing(&read)?,
@@ -164,16 +177,9 @@ impl ClassifierBuilder {
         let adapters = self
             .adapters
             .iter()
-            .zip(&read)
-            .map(|((name, _), adapter)| {
-                serve(
-                    &pretrained,
-                    adapter,
-                    name,
-                    &self.template,
-                    self.threshold,
-                    device,
-                )
+            .zip(read.iter().zip(templates))
+            .map(|((name, _), (adapter, template))| {
+                serve(&pretrained, adapter, name, template, self.threshold, device)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Classifier {
@@ -195,11 +201,26 @@ fn trained_packing(adapters: &[LoadedAdapter]) -> Result<Option<Quantization>> {
         return Err(Error::InvalidSetting {
             name: "quantize",
             message: format!(
-                "the adapters were trained on differently packed bases ({trained:?}): choose one"
+                "the adapters were trained on differently packed bases ({trained:?}): choose one \
+                 (`quantize`, the predict example's --quantize)"
             ),
         });
     }
     Ok(trained.first().copied().flatten())
+}
+
+/// The prompt template for `adapter`: the override, else its own. An override may name a
+/// file; the adapter's own template is the template itself (a downloaded adapter must not
+/// make us read a path of its choosing).
+fn template_for(adapter: &LoadedAdapter, over: Option<&str>) -> Result<Option<PromptTemplate>> {
+    let labels = adapter.labels.names();
+    let own = adapter.meta.as_ref().and_then(|m| m.template.as_ref());
+    Ok(match (over, own) {
+        (Some(t), _) => Some(PromptTemplate::from_arg(t, labels)?),
+        (None, Some(t)) => Some(PromptTemplate::new(t, labels)?),
+        (None, None) => None,
+    }
+    .filter(|t| !t.is_identity()))
 }
 
 /// One adapter on a copy of the loaded base (the copy shares the base's tensors).
@@ -207,23 +228,12 @@ fn serve(
     pretrained: &Pretrained,
     adapter: &LoadedAdapter,
     name: &str,
-    template: &Option<String>,
+    template: Option<PromptTemplate>,
     threshold: Option<f32>,
     device: &Device,
 ) -> Result<Served> {
     let backbone = pretrained.backbone.clone();
     let labels = &adapter.labels;
-    // An override may name a file; the adapter's own template is the template itself (a
-    // downloaded adapter must not make us read a path of its choosing).
-    let template = match (
-        template,
-        adapter.meta.as_ref().and_then(|m| m.template.as_ref()),
-    ) {
-        (Some(t), _) => Some(PromptTemplate::from_arg(t, labels.names())?),
-        (None, Some(t)) => Some(PromptTemplate::new(t, labels.names())?),
-        (None, None) => None,
-    }
-    .filter(|t| !t.is_identity());
     let pooling = adapter.pooling(&backbone);
     let mut model = MultiLabelClassifier::new(backbone, labels.len(), pooling, 0.0, device)?;
     load_adapter_weights(adapter, &mut model, device)?;

@@ -43,10 +43,6 @@ use crate::lora::{LoraConfig, ModuleSelector, Quantization, inject_adapters, pac
 use crate::models::{AnyBackbone, Backbone, Pretrained};
 use crate::train::{Decay, MessageSink, Progress, TrainConfig, Trainer, TrainerCheckpoint};
 
-/// The largest count a setting may take (epochs, batch size, ...): far past any real run,
-/// and small enough that products of two never overflow.
-const MAX_COUNT: usize = 1 << 24;
-
 /// How the head's bias starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -96,6 +92,7 @@ enum DataSource {
 /// The fine-tuning job (see the [module docs](self)). Every setting is checked by
 /// [`validate`](Finetune::validate) before [`run`](Finetune::run) reads a file or writes one.
 #[derive(Clone)]
+#[must_use = "a Finetune does nothing until `run`"]
 pub struct Finetune {
     model: PathBuf,
     /// The training loop's settings (epochs, batch size, lr, schedule, seed, ...).
@@ -279,7 +276,9 @@ impl Finetune {
         quantize: Quantization,
         /// Pooling (default: the checkpoint's own).
         pooling: Pooling,
-        /// Continue the run in the output folder from its `last` checkpoint.
+        /// Continue the run in the output folder from its `last` checkpoint. burn rebuilds
+        /// the optimizer state on its default device first: in a build with a GPU backend
+        /// and no GPU, set `BURN_DEVICE` to the training backend (the example does).
         resume: bool,
         /// Write into an output folder that already holds files (refused otherwise).
         overwrite: bool,
@@ -352,8 +351,15 @@ impl Finetune {
         ] {
             match value {
                 Some(0) => return bad(name, "must be at least 1".into()),
-                Some(v) if v > MAX_COUNT && !name.ends_with("_limit") && name != "max_steps" => {
-                    return bad(name, format!("{v} is more than {MAX_COUNT}"));
+                Some(v)
+                    if v > crate::limits::MAX_COUNT
+                        && !name.ends_with("_limit")
+                        && name != "max_steps" =>
+                {
+                    return bad(
+                        name,
+                        format!("{v} is more than {}", crate::limits::MAX_COUNT),
+                    );
                 }
                 _ => {}
             }
@@ -635,7 +641,13 @@ impl Finetune {
             model: best,
         };
         if let Some(out) = &self.out {
-            self.write_outputs(out, &report, &lora, template.as_ref(), &model_path, pooling)?;
+            let written = Written {
+                lora: &lora,
+                template: template.as_ref(),
+                model_path: &model_path,
+                pooling,
+            };
+            self.write_outputs(out, &report, &written, device)?;
         }
         Ok(report)
     }
@@ -645,11 +657,15 @@ impl Finetune {
         &self,
         out: &Path,
         report: &FinetuneReport,
-        lora: &LoraConfig,
-        template: Option<&PromptTemplate>,
-        model_path: &Path,
-        pooling: Pooling,
+        written: &Written<'_>,
+        device: &Device,
     ) -> Result<()> {
+        let Written {
+            lora,
+            template,
+            model_path,
+            pooling,
+        } = *written;
         let mut info = AdapterInfo::new(lora, &report.labels, self.max_len);
         info.thresholds = Some(&report.thresholds);
         info.template = template.map(PromptTemplate::as_str);
@@ -657,6 +673,7 @@ impl Finetune {
         report.model.save_adapter(out.join("adapter"), &info)?;
         let mut recipe = self.recipe();
         recipe["pooling"] = json!(pooling);
+        recipe["device"] = json!(crate::device::device_name(device));
         recipe["template"] = json!(template.map(PromptTemplate::as_str));
         let metrics = json!({
             "valid": metrics_json(&report.valid, &report.thresholds),
@@ -700,6 +717,15 @@ impl Finetune {
         bar.finish();
         probs
     }
+}
+
+/// What the run folder records beside the report.
+#[derive(Clone, Copy)]
+struct Written<'a> {
+    lora: &'a LoraConfig,
+    template: Option<&'a PromptTemplate>,
+    model_path: &'a Path,
+    pooling: Pooling,
 }
 
 /// What a finished [`Finetune::run`] measured, and the model it chose.
@@ -808,7 +834,7 @@ fn refuse_to_clobber(out: &Path, resume: bool, overwrite: bool) -> Result<()> {
     let has_files = std::fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some());
     if has_files && !resume && !overwrite {
         return Err(Error::InvalidState(format!(
-            "{} already holds a run: pass --resume to continue it or --overwrite to replace it",
+            "{} already holds a run: resume it (--resume) or replace it (--overwrite)",
             out.display()
         )));
     }

@@ -16,6 +16,10 @@ pub(crate) fn check_size(what: &str, value: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// The largest count a job setting may take (epochs, batch size, ...): far past any real
+/// run, and small enough that products of a few such counts stay far from overflow.
+pub(crate) const MAX_COUNT: usize = 1 << 24;
+
 /// Upper bounds for [`check_size`]: an order of magnitude above today's largest models.
 pub(crate) mod sizes {
     // Also bounds LoRA ranks (lora::linear), which is why this sits below lora and models.

@@ -262,7 +262,7 @@ pub fn epoch_batches(
         rng.shuffle(&mut order);
     }
     if bucket {
-        for window in order.chunks_mut(batch_size * 50) {
+        for window in order.chunks_mut(batch_size.saturating_mul(50)) {
             window.sort_by_key(|&i| lengths[i]);
         }
     }

@@ -136,7 +136,7 @@ impl std::str::FromStr for UnknownLabelPolicy {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "error" => Ok(UnknownLabelPolicy::Error),
-            "drop" | "skip" => Ok(UnknownLabelPolicy::Skip),
+            "drop" => Ok(UnknownLabelPolicy::Skip),
             other => Err(Error::Unsupported {
                 what: "unknown-label policy",
                 detail: format!("`{other}` (error, drop)"),

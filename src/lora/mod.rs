@@ -14,6 +14,10 @@ pub use config::{
     scaling,
 };
 pub use linear::{LoraLinear, LoraWeights};
+
+/// The old name of [`LoraWeights`] (it clashed with burn's own `burn::module::LoraAdapter`).
+#[deprecated(since = "0.1.0", note = "renamed `LoraWeights`")]
+pub type LoraAdapter = LoraWeights;
 pub use packed::{
     GgufBlocks, PackedBase, PackedWeight, Quantization, QuantizeReport, base_quantization,
     packing_report, quantize_frozen,

@@ -41,6 +41,7 @@ pub type MessageSink = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 /// then `with_*` for the fields to change (new fields may come, so it is not built as a
 /// literal outside the crate).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct TrainConfig {
     /// Passes over the training data.
