@@ -124,6 +124,7 @@ fn finetune_writes_the_run_folder_and_reports_its_metrics() {
     assert_eq!(metrics["recipe"]["rank"], 16);
     assert_eq!(metrics["recipe"]["targets"], "all-linear");
     assert_eq!(metrics["recipe"]["lr"], 2e-3);
+    assert_eq!(metrics["recipe"]["device"], "flex");
     let micro = metrics["test"]["micro_f1"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&micro));
 }
@@ -259,6 +260,14 @@ fn classifier_refuses_missing_foreign_and_mismatched_adapters() {
         ),
         (
             builder.clone().batch_size(0).load(&device).unwrap_err(),
+            "batch_size",
+        ),
+        (
+            builder
+                .clone()
+                .batch_size(usize::MAX)
+                .load(&device)
+                .unwrap_err(),
             "batch_size",
         ),
         (
