@@ -308,14 +308,24 @@ pub fn read_adapter(dir: impl AsRef<Path>) -> Result<LoadedAdapter> {
         Some(t) => Some(serde_json::from_str(&t).map_err(|e| parse(META_FILE, &e.to_string()))?),
         None => None,
     };
-    if let Some(t) = &thresholds
-        && t.per_label.len() != labels.len()
-    {
-        return Err(Error::ShapeMismatch {
-            name: THRESHOLDS_FILE.into(),
-            expected: vec![labels.len()],
-            actual: vec![t.per_label.len()],
-        });
+    if let Some(t) = &thresholds {
+        if t.per_label.len() != labels.len() {
+            return Err(Error::ShapeMismatch {
+                name: THRESHOLDS_FILE.into(),
+                expected: vec![labels.len()],
+                actual: vec![t.per_label.len()],
+            });
+        }
+        // A threshold outside [0, 1] decides every label the same way whatever the text.
+        if let Some(bad) = std::iter::once(&t.global)
+            .chain(&t.per_label)
+            .find(|x| !(0.0..=1.0).contains(*x))
+        {
+            return Err(parse(
+                THRESHOLDS_FILE,
+                &format!("threshold {bad} is outside [0, 1]"),
+            ));
+        }
     }
     Ok(LoadedAdapter {
         dir,

@@ -458,6 +458,19 @@ impl Finetune {
                 ));
             }
         }
+        for (split, examples) in [
+            ("train", &data.train),
+            ("valid", &data.valid),
+            ("test", &data.test),
+        ] {
+            let empty = examples.iter().filter(|e| e.text.trim().is_empty()).count();
+            if empty > 0 {
+                self.say(&format!(
+                    "{split}: {empty} examples with an empty text (kept: the model sees only \
+                     its special tokens)"
+                ));
+            }
+        }
         self.say(&format!(
             "data: {} train / {} valid / {} test, {} labels",
             data.train.len(),
@@ -562,6 +575,7 @@ impl Finetune {
             }
             (_, checkpoint) => {
                 let report = inject_adapters(&mut model, &lora, &train_device)?;
+                self.check_every_target_matched(&report.adapted)?;
                 self.say(&format!(
                     "LoRA r={} alpha={} on {} modules: {} adapter + {} head = {} trainable parameters",
                     lora.r,
@@ -650,6 +664,29 @@ impl Finetune {
             self.write_outputs(out, &report, &written, device)?;
         }
         Ok(report)
+    }
+
+    /// A name in an explicit target list that adapts nothing is a typo (`valeu`): PEFT only
+    /// refuses a list that matches nothing at all, but a job that silently trains fewer
+    /// modules than asked for is worse than one that stops.
+    fn check_every_target_matched(&self, adapted: &[String]) -> Result<()> {
+        let names = self.targets.trim();
+        if matches!(names, "peft" | "all-linear") {
+            return Ok(());
+        }
+        for name in names.split(',').map(str::trim) {
+            let suffix = format!(".{name}");
+            if !adapted.iter().any(|p| p == name || p.ends_with(&suffix)) {
+                return Err(Error::InvalidSetting {
+                    name: "targets",
+                    message: format!(
+                        "`{name}` matches no linear layer of this model (adapted: {} modules)",
+                        adapted.len()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// `adapter/`, `metrics.json` and `breakdown.json`, each written atomically.

@@ -362,3 +362,62 @@ fn finetune_refuses_bad_settings_before_any_work() {
     );
     assert!(!out.exists(), "a refused job wrote {}", out.display());
 }
+
+/// Input classes that used to pass silently: a target name that adapts nothing, a data
+/// folder with two files for one split, an adapter threshold outside [0, 1].
+#[test]
+fn silent_outcomes_are_errors() {
+    let device = device();
+    // `valeu` is a typo: the run stops before training instead of adapting `query` alone.
+    let err = Finetune::new(minilm(), data_dir())
+        .targets("query,valeu")
+        .train_limit(16)
+        .valid_limit(8)
+        .test_limit(8)
+        .progress(false)
+        .run(&device)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidSetting { name: "targets", ref message } if message.contains("valeu")),
+        "{err}"
+    );
+
+    // train.jsonl beside train.jsonl.gz: which one is meant cannot be guessed.
+    let dir = temp("two-train-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in [
+        "train.jsonl.gz",
+        "valid.jsonl.gz",
+        "test.jsonl.gz",
+        "labels.txt",
+    ] {
+        std::fs::copy(data_dir().join(file), dir.join(file)).unwrap();
+    }
+    std::fs::write(
+        dir.join("train.jsonl"),
+        "{\"text\": \"x\", \"labels\": []}\n",
+    )
+    .unwrap();
+    let err = DataSplits::load(&dir, UnknownLabelPolicy::Error).unwrap_err();
+    assert!(
+        matches!(err, Error::Format { ref message, .. } if message.contains("both")),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // An adapter whose thresholds say 5.0 would predict no label for any text.
+    let adapter = temp("threshold-five");
+    std::fs::create_dir_all(&adapter).unwrap();
+    for entry in std::fs::read_dir(adapter_three_labels()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), adapter.join(entry.file_name())).unwrap();
+    }
+    let thresholds = r#"{"per_label": [0.5, 5.0, 0.5], "global": 0.5, "at_least_one": false}"#;
+    std::fs::write(adapter.join("thresholds.json"), thresholds).unwrap();
+    let err = Classifier::load(minilm(), &adapter, &device).unwrap_err();
+    assert!(
+        matches!(err, Error::Format { ref message, .. } if message.contains("5")),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&adapter).unwrap();
+}

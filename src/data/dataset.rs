@@ -176,13 +176,25 @@ fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
     Ok(Box::new(BufReader::new(reader)))
 }
 
-/// `dir/name.jsonl`, or `dir/name.jsonl.gz` when only that exists.
+/// `dir/name.jsonl` or `dir/name.jsonl.gz`, whichever exists; both is an error.
 pub fn find_split(dir: &Path, name: &str) -> Result<PathBuf> {
-    for candidate in [format!("{name}.jsonl"), format!("{name}.jsonl.gz")] {
-        let p = dir.join(&candidate);
-        if p.exists() {
-            return Ok(p);
+    let (plain, gz) = (
+        dir.join(format!("{name}.jsonl")),
+        dir.join(format!("{name}.jsonl.gz")),
+    );
+    match (plain.exists(), gz.exists()) {
+        // Which one is meant cannot be guessed: they may hold different data.
+        (true, true) => {
+            return Err(Error::Format {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "both {name}.jsonl and {name}.jsonl.gz are here; keep one of them"
+                ),
+            });
         }
+        (true, false) => return Ok(plain),
+        (false, true) => return Ok(gz),
+        (false, false) => {}
     }
     Err(Error::io(
         dir.join(format!("{name}.jsonl")),

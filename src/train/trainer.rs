@@ -241,9 +241,14 @@ impl<B: Backbone> Trainer<B> {
         // point leaves the previous checkpoint whole.
         replace_dir(ck.dir.join("last"), |last| {
             self.save_to(last, Some(eval))?;
-            self.optim
-                .save(last.join(OPTIMIZER_FILE))
-                .map_err(|e| Error::InvalidState(format!("saving optimizer state: {e:?}")))?;
+            let path = last.join(OPTIMIZER_FILE);
+            self.optim.save(&path).map_err(|e| match e {
+                // A full disk or a gone folder: an I/O error on the file, said as one.
+                burn::store::RecordError::Io(message) => {
+                    Error::io(&path, std::io::Error::other(message))
+                }
+                other => Error::InvalidState(format!("saving optimizer state: {other}")),
+            })?;
             write_atomic(
                 last.join(STATE_FILE),
                 serde_json::to_string_pretty(&saved)?.as_bytes(),
@@ -321,7 +326,7 @@ impl<B: Backbone> Trainer<B> {
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
             .map_err(|e| Error::Format {
                 path: optim_path.clone(),
-                message: format!("{e:?}"),
+                message: e.to_string(),
             })?;
         Ok((trainer, saved.state))
     }
