@@ -330,7 +330,8 @@ fn gemm(device: &Device) -> Result<()> {
     println!(
         "{}",
         serde_json::json!({"impl": "burn-lora", "mode": "gemm", "shape": [m, k, n], "gflops": gflops,
-            "linear_gflops": linear_gflops, "blas": burn_lora::ops::blas_library()})
+            "linear_gflops": linear_gflops, "blas": burn_lora::ops::blas_library(),
+            "kernel": burn_lora::device::cpu_product_kernel()})
     );
     Ok(())
 }

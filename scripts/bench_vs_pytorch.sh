@@ -120,7 +120,8 @@ esac
 python3 - "$gemm_torch" "$gemm_burn" "${lines[@]}" <<'PY'
 import json, statistics, sys
 gemm_t, gemm_b = (json.loads(a) for a in sys.argv[1:3])
-kernel = f"system BLAS {gemm_b['blas']}" if gemm_b.get("blas") else "built-in gemm"
+# The kernel set too (AVX-512 or AVX2+FMA for gemm); older builds only said whether a BLAS ran.
+kernel = gemm_b.get("kernel") or (f"system BLAS {gemm_b['blas']}" if gemm_b.get("blas") else "built-in gemm")
 print(f"\nf32 gemm 2048x384x1536: PyTorch {gemm_t['gflops']:.0f} GFLOP/s, burn-flex's matmul "
       f"{gemm_b['gflops']:.0f}, burn-lora's linear {gemm_b['linear_gflops']:.0f} ({kernel})")
 print("GFLOP/s: estimated work of the timed batches (bench_pytorch.py timed_gflop) / time; "
