@@ -202,6 +202,14 @@ pub enum Error {
         /// The base model's `model_type`.
         base: String,
     },
+    /// Another run holds the output folder (its lock file names the process).
+    #[error("{} is in use by another run{}; if none runs, remove its {}", dir.display(), pid.map(|p| format!(" (process {p})")).unwrap_or_default(), crate::io::run_lock::LOCK_FILE)]
+    RunFolderLocked {
+        /// The run folder.
+        dir: PathBuf,
+        /// The holder's process id, when the lock file says.
+        pid: Option<u32>,
+    },
     /// A prediction named an adapter the classifier does not hold.
     #[error("no adapter named `{name}` (loaded: {loaded})")]
     UnknownAdapter {

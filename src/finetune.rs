@@ -39,6 +39,7 @@ use crate::data::{
 };
 use crate::defaults;
 use crate::error::{Error, Result};
+use crate::io::RunLock;
 use crate::lora::{LoraConfig, ModuleSelector, Quantization, inject_adapters, packing_report};
 use crate::models::{AnyBackbone, Backbone, Pretrained};
 use crate::train::{Decay, MessageSink, Progress, TrainConfig, Trainer, TrainerCheckpoint};
@@ -425,9 +426,16 @@ impl Finetune {
     /// [`overwrite`](Finetune::overwrite) says what to do with it.
     pub fn run(&self, device: &Device) -> Result<FinetuneReport> {
         self.validate()?;
-        if let Some(out) = &self.out {
-            refuse_to_clobber(out, self.resume, self.overwrite)?;
-        } else if self.resume {
+        // One writer per output folder, from before anything is written until the report.
+        let _lock = match &self.out {
+            Some(out) => {
+                let lock = RunLock::acquire(out)?;
+                refuse_to_clobber(out, self.resume, self.overwrite)?;
+                Some(lock)
+            }
+            None => None,
+        };
+        if self.out.is_none() && self.resume {
             return Err(Error::InvalidSetting {
                 name: "resume",
                 message: "needs an output folder (`out`) holding the run".into(),
@@ -868,7 +876,12 @@ fn metrics_json(m: &MultiLabelMetrics, t: &Thresholds) -> serde_json::Value {
 /// An earlier run's folder is kept unless the job says what to do with it: `resume`
 /// continues it, `overwrite` writes over it.
 fn refuse_to_clobber(out: &Path, resume: bool, overwrite: bool) -> Result<()> {
-    let has_files = std::fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some());
+    // The run's own lock file does not count.
+    let has_files = std::fs::read_dir(out).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name() != crate::io::run_lock::LOCK_FILE)
+    });
     if has_files && !resume && !overwrite {
         return Err(Error::InvalidState(format!(
             "{} already holds a run: resume it (--resume) or replace it (--overwrite)",

@@ -421,3 +421,24 @@ fn silent_outcomes_are_errors() {
     );
     std::fs::remove_dir_all(&adapter).unwrap();
 }
+
+/// One writer per output folder: a run on a folder another run holds fails at once, naming
+/// the holder, and writes nothing there.
+#[test]
+fn a_second_run_on_a_held_folder_is_refused() {
+    let out = temp("held");
+    let lock = burn_lora::io::RunLock::acquire(&out).unwrap();
+    let err = Finetune::new(minilm(), data_dir())
+        .train_limit(16)
+        .out(&out)
+        .run(&device())
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::RunFolderLocked { pid: Some(p), .. } if p == std::process::id()),
+        "{err}"
+    );
+    let entries: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().collect();
+    assert_eq!(entries.len(), 1, "only the holder's lock file");
+    drop(lock);
+    std::fs::remove_dir_all(&out).unwrap();
+}
