@@ -338,32 +338,34 @@ impl Finetune {
                 format!("{} must be in [0, 1]", self.train.warmup_ratio),
             );
         }
-        for (name, value) in [
-            ("epochs", Some(self.train.epochs)),
-            ("batch_size", Some(self.train.batch_size)),
-            ("grad_accum", Some(self.train.grad_accum)),
-            ("max_len", Some(self.max_len)),
-            ("max_steps", self.train.max_steps),
-            ("eval_every", self.train.eval_every),
-            ("patience", self.train.patience),
-            ("train_limit", self.train_limit),
-            ("valid_limit", self.valid_limit),
-            ("test_limit", self.test_limit),
+        // Counts must be at least 1; those that size loops and products also at most
+        // MAX_COUNT (limits and a step cap only shorten a run).
+        let max = crate::limits::MAX_COUNT;
+        for (name, value, bounded) in [
+            ("epochs", Some(self.train.epochs), true),
+            ("batch_size", Some(self.train.batch_size), true),
+            ("grad_accum", Some(self.train.grad_accum), true),
+            ("max_len", Some(self.max_len), true),
+            ("eval_every", self.train.eval_every, true),
+            ("patience", self.train.patience, true),
+            ("max_steps", self.train.max_steps, false),
+            ("train_limit", self.train_limit, false),
+            ("valid_limit", self.valid_limit, false),
+            ("test_limit", self.test_limit, false),
         ] {
             match value {
                 Some(0) => return bad(name, "must be at least 1".into()),
-                Some(v)
-                    if v > crate::limits::MAX_COUNT
-                        && !name.ends_with("_limit")
-                        && name != "max_steps" =>
-                {
-                    return bad(
-                        name,
-                        format!("{v} is more than {}", crate::limits::MAX_COUNT),
-                    );
+                Some(v) if bounded && v > max => {
+                    return bad(name, format!("{v} is more than {max}"));
                 }
                 _ => {}
             }
+        }
+        if self.resume && self.out.is_none() {
+            return bad(
+                "resume",
+                "needs an output folder (`out`) holding the run".into(),
+            );
         }
         if let DataSource::Examples(splits) = &self.data {
             check_examples(splits)?;
@@ -414,7 +416,7 @@ impl Finetune {
             "batch_size": self.train.batch_size, "lr": self.train.lr, "max_len": self.max_len,
             "train_limit": self.train_limit, "valid_limit": self.valid_limit,
             "test_limit": self.test_limit, "loss": loss_name(&self.loss),
-            "threshold": threshold_name(self.threshold), "seed": self.train.seed,
+            "threshold": self.threshold, "seed": self.train.seed,
             "head_bias_init": self.head_bias_init.name(),
             "quantize": self.quantize.map_or_else(|| "none".to_string(), |q| q.to_string()),
         })
@@ -435,12 +437,6 @@ impl Finetune {
             }
             None => None,
         };
-        if self.out.is_none() && self.resume {
-            return Err(Error::InvalidSetting {
-                name: "resume",
-                message: "needs an output folder (`out`) holding the run".into(),
-            });
-        }
         let model_path = crate::models::resolve_model(&self.model)?;
         device.seed(self.train.seed);
         let train_device = device.clone().autodiff();
@@ -554,7 +550,6 @@ impl Finetune {
                 &train_device,
             );
         }
-        let config = self.train.clone();
 
         let t0 = Instant::now();
         let encode = |examples: &[Example]| {
@@ -577,13 +572,13 @@ impl Finetune {
 
         let (trainer, state) = match (self.resume, checkpoint) {
             (true, Some(checkpoint)) => {
-                let (t, s) = Trainer::resume(model, loss, config.clone(), checkpoint, device)?;
+                let (t, s) = Trainer::resume(model, loss, self.train.clone(), checkpoint, device)?;
                 self.say(&format!("resumed at step {} (epoch {})", s.step, s.epoch));
                 (t, Some(s))
             }
             (_, checkpoint) => {
                 let report = inject_adapters(&mut model, &lora, &train_device)?;
-                self.check_every_target_matched(&report.adapted)?;
+                check_every_target_matched(&lora, &report.adapted)?;
                 self.say(&format!(
                     "LoRA r={} alpha={} on {} modules: {} adapter + {} head = {} trainable parameters",
                     lora.r,
@@ -593,7 +588,10 @@ impl Finetune {
                     model.head.num_params(),
                     report.trainable_params + model.head.num_params()
                 ));
-                (Trainer::new(model, loss, config.clone(), checkpoint), None)
+                (
+                    Trainer::new(model, loss, self.train.clone(), checkpoint),
+                    None,
+                )
             }
         };
         let mut trainer = match &self.messages {
@@ -663,83 +661,18 @@ impl Finetune {
             model: best,
         };
         if let Some(out) = &self.out {
-            let written = Written {
-                lora: &lora,
-                template: template.as_ref(),
-                model_path: &model_path,
-                pooling,
-            };
-            self.write_outputs(out, &report, &written, device)?;
+            let template = template.as_ref().map(PromptTemplate::as_str);
+            let mut info = AdapterInfo::new(&lora, &report.labels, self.max_len)
+                .with_thresholds(&report.thresholds);
+            info.template = template;
+            info.base_model = model_path.to_str();
+            let mut recipe = self.recipe();
+            recipe["pooling"] = json!(pooling);
+            recipe["device"] = json!(crate::device::device_name(device));
+            recipe["template"] = json!(template);
+            write_outputs(out, &report, &info, recipe)?;
         }
         Ok(report)
-    }
-
-    /// A name in an explicit target list that adapts nothing is a typo (`valeu`): PEFT only
-    /// refuses a list that matches nothing at all, but a job that silently trains fewer
-    /// modules than asked for is worse than one that stops.
-    fn check_every_target_matched(&self, adapted: &[String]) -> Result<()> {
-        let names = self.targets.trim();
-        if matches!(names, "peft" | "all-linear") {
-            return Ok(());
-        }
-        for name in names.split(',').map(str::trim) {
-            let suffix = format!(".{name}");
-            if !adapted.iter().any(|p| p == name || p.ends_with(&suffix)) {
-                return Err(Error::InvalidSetting {
-                    name: "targets",
-                    message: format!(
-                        "`{name}` matches no linear layer of this model (adapted: {} modules)",
-                        adapted.len()
-                    ),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// `adapter/`, `metrics.json` and `breakdown.json`, each written atomically.
-    fn write_outputs(
-        &self,
-        out: &Path,
-        report: &FinetuneReport,
-        written: &Written<'_>,
-        device: &Device,
-    ) -> Result<()> {
-        let Written {
-            lora,
-            template,
-            model_path,
-            pooling,
-        } = *written;
-        let mut info = AdapterInfo::new(lora, &report.labels, self.max_len);
-        info.thresholds = Some(&report.thresholds);
-        info.template = template.map(PromptTemplate::as_str);
-        info.base_model = model_path.to_str();
-        report.model.save_adapter(out.join("adapter"), &info)?;
-        let mut recipe = self.recipe();
-        recipe["pooling"] = json!(pooling);
-        recipe["device"] = json!(crate::device::device_name(device));
-        recipe["template"] = json!(template.map(PromptTemplate::as_str));
-        let metrics = json!({
-            "valid": metrics_json(&report.valid, &report.thresholds),
-            "test": metrics_json(&report.test, &report.thresholds),
-            "train_seconds": report.train_seconds,
-            "train_tokens_per_second": report.train_tokens_per_second,
-            "trainable_params": report.trainable_params,
-            "peak_rss_mib": report.peak_rss_mib,
-            "steps": report.steps,
-            "best_step": report.best_step,
-            "recipe": recipe,
-        });
-        crate::io::write_atomic(
-            out.join("metrics.json"),
-            serde_json::to_string_pretty(&metrics)?.as_bytes(),
-        )?;
-        crate::io::write_atomic(
-            out.join("breakdown.json"),
-            serde_json::to_string_pretty(&json!({ "test": report.breakdown }))?.as_bytes(),
-        )?;
-        Ok(())
     }
 
     /// Probabilities for a whole set with the best model, showing progress (the test set
@@ -762,15 +695,6 @@ impl Finetune {
         bar.finish();
         probs
     }
-}
-
-/// What the run folder records beside the report.
-#[derive(Clone, Copy)]
-struct Written<'a> {
-    lora: &'a LoraConfig,
-    template: Option<&'a PromptTemplate>,
-    model_path: &'a Path,
-    pooling: Pooling,
 }
 
 /// What a finished [`Finetune::run`] measured, and the model it chose.
@@ -819,6 +743,57 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// `adapter/`, `metrics.json` and `breakdown.json` of a finished run, each written
+/// atomically.
+fn write_outputs(
+    out: &Path,
+    report: &FinetuneReport,
+    info: &AdapterInfo<'_>,
+    recipe: serde_json::Value,
+) -> Result<()> {
+    report.model.save_adapter(out.join("adapter"), info)?;
+    let metrics = json!({
+        "valid": metrics_json(&report.valid, &report.thresholds),
+        "test": metrics_json(&report.test, &report.thresholds),
+        "train_seconds": report.train_seconds,
+        "train_tokens_per_second": report.train_tokens_per_second,
+        "trainable_params": report.trainable_params,
+        "peak_rss_mib": report.peak_rss_mib,
+        "steps": report.steps,
+        "best_step": report.best_step,
+        "recipe": recipe,
+    });
+    crate::io::write_atomic(
+        out.join("metrics.json"),
+        serde_json::to_string_pretty(&metrics)?.as_bytes(),
+    )?;
+    crate::io::write_atomic(
+        out.join("breakdown.json"),
+        serde_json::to_string_pretty(&json!({ "test": report.breakdown }))?.as_bytes(),
+    )
+}
+
+/// A name in an explicit target list that adapts nothing is a typo (`valeu`): PEFT only
+/// refuses a list that matches nothing at all, but a job that silently trains fewer modules
+/// than asked for is worse than one that stops.
+fn check_every_target_matched(lora: &LoraConfig, adapted: &[String]) -> Result<()> {
+    let unmatched = lora
+        .target_modules
+        .as_ref()
+        .map(|targets| targets.unmatched_names(adapted))
+        .unwrap_or_default();
+    match unmatched.first() {
+        Some(name) => Err(Error::InvalidSetting {
+            name: "targets",
+            message: format!(
+                "`{name}` matches no linear layer of this model (adapted: {} modules)",
+                adapted.len()
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// In-memory splits: non-empty, label indices inside the label set.
 fn check_examples(splits: &DataSplits) -> Result<()> {
     for (name, split) in [
@@ -854,13 +829,6 @@ fn loss_name(loss: &LossKind) -> &'static str {
         LossKind::Bce => "bce",
         LossKind::Focal { .. } => "focal",
         LossKind::Asl { .. } => "asl",
-    }
-}
-
-fn threshold_name(mode: ThresholdMode) -> &'static str {
-    match mode {
-        ThresholdMode::Global => "global",
-        ThresholdMode::PerLabel => "per-label",
     }
 }
 

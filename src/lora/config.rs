@@ -32,6 +32,27 @@ impl ModuleSelector {
     pub fn names<S: AsRef<str>>(names: &[S]) -> Self {
         ModuleSelector::Names(names.iter().map(|s| s.as_ref().to_string()).collect())
     }
+
+    /// The names of a list that match none of the module `paths` (a misspelt target);
+    /// none for a regex or `all-linear`.
+    pub fn unmatched_names<'a>(&'a self, paths: &[String]) -> Vec<&'a str> {
+        match self {
+            ModuleSelector::Names(names) => names
+                .iter()
+                .filter(|n| !paths.iter().any(|p| name_matches(n, p)))
+                .map(String::as_str)
+                .collect(),
+            ModuleSelector::Regex(_) | ModuleSelector::AllLinear => Vec::new(),
+        }
+    }
+}
+
+/// PEFT's list match: `name` is the whole module path or a dotted suffix of it.
+fn name_matches(name: &str, path: &str) -> bool {
+    path == name
+        || path
+            .strip_suffix(name)
+            .is_some_and(|rest| rest.ends_with('.'))
 }
 
 impl Serialize for ModuleSelector {
@@ -526,9 +547,7 @@ fn check_alpha(module: &str, alpha: f64) -> Result<()> {
 fn selector_matches(field: &'static str, selector: &ModuleSelector, path: &str) -> Result<bool> {
     Ok(match selector {
         ModuleSelector::Regex(p) => compile_full(field, p)?.is_match(path),
-        ModuleSelector::Names(names) => names
-            .iter()
-            .any(|n| n == path || path.ends_with(&format!(".{n}"))),
+        ModuleSelector::Names(names) => names.iter().any(|n| name_matches(n, path)),
         ModuleSelector::AllLinear => {
             let leaf = path.rsplit('.').next().unwrap_or(path);
             !OUTPUT_HEAD_NAMES.contains(&leaf)
