@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use burn_lora::device::parse_device;
+use burn_lora::device::probe_device;
 use burn_lora::models::{Backbone, BertModel, EncoderInput};
 
 #[path = "common/allocator.rs"]
@@ -56,11 +56,28 @@ fn main() {
 
 fn run() -> burn_lora::Result<()> {
     let args = Args::parse();
-    let device = parse_device(&args.device)?;
+    let device = probe_device(&args.device)?;
     let model = BertModel::load(&args.model, &device)?;
+    // Sizes a model can take: no empty batch, no row past the position table.
+    for (flag, value) in [
+        ("batch", args.batch),
+        ("seq", args.seq),
+        ("runs", args.runs),
+    ] {
+        if !(1..=1 << 16).contains(&value) {
+            return Err(burn_lora::Error::InvalidSetting {
+                name: flag,
+                message: format!("{value} is not in 1..=65536"),
+            });
+        }
+    }
+    burn_lora::models::check_max_len(&model, args.seq)?;
     let n = args.batch * args.seq;
-    // Deterministic ids in the vocabulary's ordinary range, no padding.
-    let ids: Vec<i64> = (0..n).map(|i| 1000 + (i as i64 * 7919) % 20000).collect();
+    // Deterministic ids in the vocabulary's ordinary range (any vocabulary), no padding.
+    let vocab = model.vocab_size() as i64;
+    let ids: Vec<i64> = (0..n)
+        .map(|i| (1000 + (i as i64 * 7919) % 20000) % vocab)
+        .collect();
     let input = EncoderInput {
         input_ids: Tensor::<2, Int>::from_data(
             TensorData::new(ids, [args.batch, args.seq]),

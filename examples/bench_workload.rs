@@ -216,6 +216,7 @@ fn bench<B: Backbone>(
         num_labels: workload.num_labels,
         pad_id: workload.pad_id,
     };
+    check_workload(workload, &set)?;
     let mut lora = LoraConfig::new(args.rank, args.alpha, &[] as &[&str]);
     lora.lora_dropout = args.lora_dropout;
     lora.target_modules = args.targets.0.clone(); // None: the family's PEFT default
@@ -229,6 +230,7 @@ fn bench<B: Backbone>(
                 &train_device,
             )?;
             inject_adapters(&mut model, &lora, &train_device)?;
+            model.check_inputs(&set)?;
             let trainable = model.trainable_params();
             let config = TrainConfig::default()
                 .with_lr(5e-4)
@@ -255,6 +257,7 @@ fn bench<B: Backbone>(
             let mut model =
                 MultiLabelClassifier::new(backbone, workload.num_labels, pooling, 0.1, device)?;
             inject_adapters(&mut model, &lora, device)?;
+            model.check_inputs(&set)?;
             let (seconds, tokens) = timed(&workload.infer_batches, workload.warmup, |indices| {
                 let batch = set.batch(indices, device);
                 // Reading the result back waits for the whole forward.
@@ -281,6 +284,25 @@ fn bench<B: Backbone>(
             "rank": args.rank, "alpha": args.alpha, "targets": args.targets_spec,
         })
     );
+    Ok(())
+}
+
+/// A workload file whose batches name examples it lacks, or whose labels pass its label
+/// count, is refused (it would index out of range mid-run).
+fn check_workload(workload: &Workload, set: &EncodedSet) -> Result<()> {
+    let bad = |message: String| {
+        Err(burn_lora::Error::Format {
+            path: PathBuf::from("<workload>"),
+            message,
+        })
+    };
+    if let Some(l) = set.labels.iter().flatten().find(|&&l| l >= set.num_labels) {
+        return bad(format!("label {l} past num_labels {}", set.num_labels));
+    }
+    let batches = workload.train_batches.iter().chain(&workload.infer_batches);
+    if let Some(i) = batches.flatten().find(|&&i| i >= set.ids.len()) {
+        return bad(format!("a batch names example {i} of {}", set.ids.len()));
+    }
     Ok(())
 }
 

@@ -65,6 +65,8 @@ fn run() -> burn_lora::Result<()> {
         a.required("adapter"),
         a.required("out"),
     );
+    // One writer per output: a second export to the same folder fails at once.
+    let _lock = burn_lora::io::RunLock::acquire_beside(&out)?;
     let has_files = std::fs::read_dir(&out).is_ok_and(|mut e| e.next().is_some());
     if has_files && !a.flag("overwrite") {
         return Err(burn_lora::Error::InvalidState(format!(

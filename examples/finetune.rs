@@ -14,8 +14,8 @@
 use std::path::PathBuf;
 
 use burn_lora::classify::{LossKind, Pooling, ThresholdMode};
-use burn_lora::data::UnknownLabelPolicy;
-use burn_lora::device::parse_device;
+use burn_lora::data::{EmptyTextPolicy, UnknownLabelPolicy};
+use burn_lora::device::probe_device;
 use burn_lora::finetune::HeadBiasInit;
 use burn_lora::lora::Quantization;
 use burn_lora::train::Decay;
@@ -50,12 +50,20 @@ const FLAGS: &[args::Flag] = &[
         "comma-separated target modules, all-linear, or peft (the family's PEFT default list, e.g. query,value) (default all-linear)",
     ),
     switch("rslora", "rank-stabilised scaling alpha/sqrt(r)"),
+    switch(
+        "dora",
+        "DoRA (PEFT's use_dora): a trained magnitude per output row beside A and B",
+    ),
     value("epochs", "epochs (default 2)"),
     value("max-steps", "stop after N optimizer steps"),
     value("batch-size", "examples per batch (default 16)"),
     value("grad-accum", "micro-batches per optimizer step (default 1)"),
     value("lr", "peak learning rate (default 2e-3)"),
     value("weight-decay", "AdamW weight decay (default 0.01)"),
+    value(
+        "loraplus-lr-ratio",
+        "LoRA+: B, DoRA magnitudes and the head bias learn at lr x RATIO (PEFT's loraplus_lr_ratio; off by default)",
+    ),
     value(
         "warmup-ratio",
         "fraction of steps warming up (default 0.06)",
@@ -116,6 +124,10 @@ const FLAGS: &[args::Flag] = &[
         "error | drop: valid/test labels missing from labels.txt (default error; training labels outside it are always dropped and counted)",
     ),
     switch("skip-unknown-labels", "the same as --unknown-labels drop"),
+    value(
+        "empty-texts",
+        "error | drop | keep: examples whose text is empty or only whitespace (default error, naming their lines)",
+    ),
     switch("no-progress", "no progress display"),
 ];
 
@@ -137,6 +149,7 @@ fn job(a: &args::Args) -> Finetune {
     )
     .out(a.required::<PathBuf>("out"))
     .rslora(a.flag("rslora"))
+    .dora(a.flag("dora"))
     .pos_weight(a.flag("pos-weight"))
     .at_least_one(a.flag("at-least-one"))
     .resume(a.flag("resume"))
@@ -155,6 +168,7 @@ fn job(a: &args::Args) -> Finetune {
         "targets" => targets: String, "epochs" => epochs: usize, "max-steps" => max_steps: usize,
         "batch-size" => batch_size: usize, "grad-accum" => grad_accum: usize, "lr" => lr: f64,
         "weight-decay" => weight_decay: f64, "warmup-ratio" => warmup_ratio: f64,
+        "loraplus-lr-ratio" => loraplus_lr_ratio: f64,
         "schedule" => schedule: Decay, "max-len" => max_len: usize,
         "train-limit" => train_limit: usize, "valid-limit" => valid_limit: usize,
         "test-limit" => test_limit: usize, "loss" => loss: LossKind,
@@ -162,6 +176,7 @@ fn job(a: &args::Args) -> Finetune {
         "template" => template: String, "pooling" => pooling: Pooling,
         "eval-every" => eval_every: usize, "patience" => patience: usize, "seed" => seed: u64,
         "unknown-labels" => unknown_labels: UnknownLabelPolicy,
+        "empty-texts" => empty_texts: EmptyTextPolicy,
     }
     // `none` is the float base, not a packing.
     if let Some(q) = a.get::<String>("quantize").filter(|q| q != "none") {
@@ -229,7 +244,7 @@ fn run() -> burn_lora::Result<()> {
     }
     let device_name = a.get_or("device", "flex".to_string());
     pin_default_device(&device_name);
-    let device = parse_device(&device_name)?;
+    let device = probe_device(&device_name)?;
     let report = job.run(&device)?;
     print_report(&report, &a.get_or("threshold", "global".to_string()));
     Ok(())

@@ -16,7 +16,7 @@ use std::io::{BufRead, Read};
 use std::path::PathBuf;
 
 use burn_lora::data::Example;
-use burn_lora::device::parse_device;
+use burn_lora::device::probe_device;
 use burn_lora::lora::Quantization;
 use burn_lora::{Classifier, Prediction};
 use serde_json::json;
@@ -130,7 +130,7 @@ fn run() -> burn_lora::Result<()> {
         eprintln!("error: {message}");
         std::process::exit(2);
     }
-    let device = parse_device(&args.device)?;
+    let device = probe_device(&args.device)?;
     // The adapters, then the input, are read before the base model loads (a mistyped
     // folder fails before stdin is waited on).
     for dir in &args.adapters {

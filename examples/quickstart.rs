@@ -24,8 +24,10 @@ fn main() -> burn_lora::Result<()> {
     } = models::load("models/all-MiniLM-L6-v2", 128, &train_device)?;
     let data = DataSplits::load("data/debtags-min200", UnknownLabelPolicy::Error)?;
     let labels = data.labels.clone();
-    let train = EncodedSet::encode(&data.train[..256], &tokenizer, None, labels.len())?;
-    let valid = EncodedSet::encode(&data.valid[..128], &tokenizer, None, labels.len())?;
+    let train = &data.train[..data.train.len().min(256)];
+    let train = EncodedSet::encode(train, &tokenizer, None, labels.len())?;
+    let valid = &data.valid[..data.valid.len().min(128)];
+    let valid = EncodedSet::encode(valid, &tokenizer, None, labels.len())?;
 
     let lora = LoraConfig::new(8, 16.0, &["query", "value"]);
     let mut model =

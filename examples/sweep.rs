@@ -110,7 +110,8 @@ fn run() -> Result<(), String> {
         Some(path) => path,
         None => sibling("finetune")?,
     };
-    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    // One sweep per folder (each grid point's finetune locks its own subfolder too).
+    let _lock = burn_lora::io::RunLock::acquire(&out).map_err(|e| e.to_string())?;
 
     let mut points = Vec::new();
     for &rs in &rslora {

@@ -2,8 +2,9 @@
 # Rust -> Python interop, run end to end: a few finetune steps here (MiniLM with mean and
 # with pooler pooling, SmolLM2-135M from its GGUF), predict's probabilities on test texts,
 # then Python PEFT loads each adapter (scripts/check_rust_adapter_in_peft.py) and must give
-# the same probabilities within 1e-4. Needs the reference venv (made if missing) and the
-# checkpoints (scripts/fetch-models.sh); not part of CI.
+# the same probabilities within 1e-4; the same for DoRA adapters (--dora: PEFT reads their
+# lora_magnitude_vector tensors). Needs the reference venv (made if missing) and the
+# checkpoints (scripts/fetch-models.sh); not part of CI. ONLY=NAME runs one check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/burn-lora-target}"
@@ -21,6 +22,7 @@ zcat data/debtags-min200/test.jsonl.gz | head -8 > "$OUT/texts.jsonl" || true # 
 
 check() { # name model [extra finetune flags...]
   local name=$1 model=$2; shift 2
+  if [ -n "${ONLY:-}" ] && [ "$ONLY" != "$name" ]; then return 0; fi
   "$bin/finetune" --model "$model" --data data/debtags-min200 --out "$OUT/$name" --overwrite \
     --train-limit 64 --valid-limit 32 --test-limit 32 --max-steps 6 --batch-size 8 --lr 1e-2 \
     --max-len 64 --template '{text}' --no-progress "$@" > "$OUT/$name.log"
@@ -34,3 +36,5 @@ check() { # name model [extra finetune flags...]
 check minilm-mean models/all-MiniLM-L6-v2
 check minilm-pooler models/all-MiniLM-L6-v2 --pooling pooler
 check smollm2 models/SmolLM2-135M-Instruct.Q4_1.gguf
+check minilm-dora models/all-MiniLM-L6-v2 --dora
+check smollm2-dora models/SmolLM2-135M-Instruct.Q4_1.gguf --dora --targets all-linear

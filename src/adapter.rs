@@ -187,6 +187,13 @@ pub fn save_adapter<B: Backbone>(
             }
             tensors.insert(format!("{prefix}{path}.lora_A.weight"), f32_values(a)?);
             tensors.insert(format!("{prefix}{path}.lora_B.weight"), f32_values(b)?);
+            // PEFT saves DoRA's magnitude without a `.weight` suffix.
+            if let Some(m) = linear.lora_magnitude() {
+                tensors.insert(
+                    format!("{prefix}{path}.lora_magnitude_vector"),
+                    f32_values(m)?,
+                );
+            }
             adapted.push(path.to_string());
         }
         Ok(())
@@ -390,7 +397,20 @@ pub fn load_adapter_weights<B: Backbone>(
         };
         let a = get("lora_A")?;
         let b = get("lora_B")?;
-        linear.set_lora_weights(a, b)
+        linear.set_lora_weights(a, b)?;
+        if linear.adapter.as_ref().is_some_and(|a| a.is_dora()) {
+            // PEFT writes `…lora_magnitude_vector`; `.weight` is its in-memory name.
+            let suffix = format!("{p}.lora_magnitude_vector");
+            let key = resolve(&suffix)
+                .or_else(|| resolve(&format!("{suffix}.weight")))
+                .ok_or_else(|| Error::MissingTensor {
+                    name: format!("{PEFT_ROOT}{task}{suffix}"),
+                    path: path.clone(),
+                })?;
+            used.insert(key.clone());
+            linear.set_lora_magnitude(st.finite_tensor::<1>(&key, None, device)?)?;
+        }
+        Ok(())
     })?;
     let head = model.head_name.clone();
     let weight_key = resolve(&format!("{head}.weight")).ok_or_else(|| Error::MissingTensor {

@@ -149,6 +149,19 @@ pub enum Error {
         /// Its value now.
         now: String,
     },
+    /// Examples whose text is empty or only whitespace, under [`EmptyTextPolicy::Error`](crate::data::EmptyTextPolicy).
+    #[error(
+        "{count} {split} example(s) with an empty or whitespace-only text: {at} \
+         (drop or keep them: EmptyTextPolicy, finetune's --empty-texts drop|keep)"
+    )]
+    EmptyText {
+        /// `train`, `valid` or `test`.
+        split: String,
+        /// How many.
+        count: usize,
+        /// Where: the file and its first lines, or example numbers.
+        at: String,
+    },
     /// A data file holds no examples.
     #[error("{}: no examples", .0.display())]
     EmptyData(PathBuf),
@@ -203,12 +216,14 @@ pub enum Error {
         base: String,
     },
     /// Another run holds the output folder (its lock file names the process).
-    #[error("{} is in use by another run{}; if none runs, remove its {}", dir.display(), pid.map(|p| format!(" (process {p})")).unwrap_or_default(), crate::io::run_lock::LOCK_FILE)]
+    #[error("{} is in use by another run{}; if none runs, remove {}", dir.display(), pid.map(|p| format!(" (process {p})")).unwrap_or_default(), lock.display())]
     RunFolderLocked {
         /// The run folder.
         dir: PathBuf,
         /// The holder's process id, when the lock file says.
         pid: Option<u32>,
+        /// The lock file.
+        lock: PathBuf,
     },
     /// A prediction named an adapter the classifier does not hold.
     #[error("no adapter named `{name}` (loaded: {loaded})")]

@@ -35,12 +35,15 @@ use crate::classify::{
     ThresholdMode, Thresholds, breakdown, evaluate, predict_probs_observed, tune_thresholds,
 };
 use crate::data::{
-    DataSplits, EncodedSet, Example, LabelSet, PromptTemplate, UnknownLabelPolicy, label_counts,
+    DataSplits, EmptyTextPolicy, EmptyTexts, EncodedSet, Example, LabelSet, PromptTemplate,
+    UnknownLabelPolicy, label_counts,
 };
 use crate::defaults;
 use crate::error::{Error, Result};
 use crate::io::RunLock;
-use crate::lora::{LoraConfig, ModuleSelector, Quantization, inject_adapters, packing_report};
+use crate::lora::{
+    InjectionReport, LoraConfig, ModuleSelector, Quantization, inject_adapters, packing_report,
+};
 use crate::models::{AnyBackbone, Backbone, Pretrained};
 use crate::train::{Decay, MessageSink, Progress, TrainConfig, Trainer, TrainerCheckpoint};
 
@@ -105,6 +108,7 @@ pub struct Finetune {
     dropout: f64,
     targets: String,
     rslora: bool,
+    dora: bool,
     max_len: usize,
     train_limit: Option<usize>,
     valid_limit: Option<usize>,
@@ -120,6 +124,7 @@ pub struct Finetune {
     resume: bool,
     overwrite: bool,
     unknown_labels: UnknownLabelPolicy,
+    empty_texts: EmptyTextPolicy,
     messages: Option<MessageSink>,
 }
 
@@ -169,15 +174,25 @@ impl Finetune {
         )
     }
 
-    /// The job on examples in memory (label indices into `labels`).
+    /// The job on examples in memory (label indices into `labels`; a repeated index counts
+    /// once, as in a data file).
     pub fn from_examples(
         model: impl AsRef<Path>,
         labels: LabelSet,
-        train: Vec<Example>,
-        valid: Vec<Example>,
-        test: Vec<Example>,
+        mut train: Vec<Example>,
+        mut valid: Vec<Example>,
+        mut test: Vec<Example>,
     ) -> Self {
+        for example in train.iter_mut().chain(&mut valid).chain(&mut test) {
+            example.labels.sort_unstable();
+            example.labels.dedup();
+        }
         let splits = DataSplits {
+            empty_texts: [
+                EmptyTexts::in_memory(&train),
+                EmptyTexts::in_memory(&valid),
+                EmptyTexts::in_memory(&test),
+            ],
             labels,
             train,
             valid,
@@ -198,6 +213,7 @@ impl Finetune {
             dropout: defaults::DROPOUT,
             targets: defaults::TARGETS.to_string(),
             rslora: false,
+            dora: false,
             max_len: defaults::MAX_LEN,
             train_limit: None,
             valid_limit: None,
@@ -213,6 +229,7 @@ impl Finetune {
             resume: false,
             overwrite: false,
             unknown_labels: UnknownLabelPolicy::Error,
+            empty_texts: EmptyTextPolicy::Error,
             messages: None,
         }
     }
@@ -254,6 +271,9 @@ impl Finetune {
         dropout: f64,
         /// Rank-stabilised scaling `α/√r`.
         rslora: bool,
+        /// DoRA (PEFT's `use_dora`): a trained magnitude per output row of every adapted
+        /// linear, beside A and B.
+        dora: bool,
         /// Truncation length in tokens (default 128); longer texts are cut, in training and
         /// in prediction alike.
         max_len: usize,
@@ -285,6 +305,9 @@ impl Finetune {
         overwrite: bool,
         /// Valid/test labels missing from the label set: an error (default) or dropped.
         unknown_labels: UnknownLabelPolicy,
+        /// Examples with an empty or whitespace-only text: an error naming their lines
+        /// (default), dropped from every split, or kept.
+        empty_texts: EmptyTextPolicy,
     }
 
     train_setters! {
@@ -300,6 +323,9 @@ impl Finetune {
         lr => lr: f64,
         /// AdamW weight decay (default 0.01).
         weight_decay => weight_decay: f64,
+        /// LoRA+: B, DoRA's magnitudes and the head's bias learn at `lr × ratio` (PEFT's
+        /// `loraplus_lr_ratio`; its paper suggests 16). Default: off.
+        loraplus_lr_ratio => loraplus_lr_ratio: f64,
         /// Fraction of the steps warming up, in `[0, 1]` (default 0.06).
         warmup_ratio => warmup_ratio: f64,
         /// Learning-rate decay after warmup (default linear).
@@ -320,43 +346,22 @@ impl Finetune {
     pub fn validate(&self) -> Result<()> {
         let bad =
             |name: &'static str, message: String| Err(Error::InvalidSetting { name, message });
-        if !(self.train.lr.is_finite() && self.train.lr > 0.0) {
-            return bad(
-                "lr",
-                format!("{} must be a finite number > 0", self.train.lr),
-            );
-        }
-        if !(self.train.weight_decay.is_finite() && self.train.weight_decay >= 0.0) {
-            return bad(
-                "weight_decay",
-                format!("{} must be finite and >= 0", self.train.weight_decay),
-            );
-        }
-        if !(0.0..=1.0).contains(&self.train.warmup_ratio) {
-            return bad(
-                "warmup_ratio",
-                format!("{} must be in [0, 1]", self.train.warmup_ratio),
-            );
-        }
-        // Counts must be at least 1; those that size loops and products also at most
-        // MAX_COUNT (limits and a step cap only shorten a run).
-        let max = crate::limits::MAX_COUNT;
+        self.train.validate()?;
+        // The job's own counts: at least 1; max_len also at most MAX_COUNT (limits only
+        // shorten a run).
         for (name, value, bounded) in [
-            ("epochs", Some(self.train.epochs), true),
-            ("batch_size", Some(self.train.batch_size), true),
-            ("grad_accum", Some(self.train.grad_accum), true),
             ("max_len", Some(self.max_len), true),
-            ("eval_every", self.train.eval_every, true),
-            ("patience", self.train.patience, true),
-            ("max_steps", self.train.max_steps, false),
             ("train_limit", self.train_limit, false),
             ("valid_limit", self.valid_limit, false),
             ("test_limit", self.test_limit, false),
         ] {
             match value {
                 Some(0) => return bad(name, "must be at least 1".into()),
-                Some(v) if bounded && v > max => {
-                    return bad(name, format!("{v} is more than {max}"));
+                Some(v) if bounded && v > crate::limits::MAX_COUNT => {
+                    return bad(
+                        name,
+                        format!("{v} is more than {}", crate::limits::MAX_COUNT),
+                    );
                 }
                 _ => {}
             }
@@ -378,6 +383,7 @@ impl Finetune {
         let mut lora = LoraConfig::new(self.rank, self.alpha, &[] as &[&str]);
         lora.lora_dropout = self.dropout;
         lora.use_rslora = self.rslora;
+        lora.use_dora = self.dora;
         // PEFT's spelling: `all-linear` is every linear but the head, not a module name;
         // `peft` leaves the list unset, so the model family's PEFT default applies.
         lora.target_modules = match self.targets.trim() {
@@ -412,8 +418,9 @@ impl Finetune {
     fn recipe(&self) -> serde_json::Value {
         json!({
             "rank": self.rank, "alpha": self.alpha, "dropout": self.dropout,
-            "targets": self.targets, "rslora": self.rslora, "epochs": self.train.epochs,
-            "batch_size": self.train.batch_size, "lr": self.train.lr, "max_len": self.max_len,
+            "targets": self.targets, "rslora": self.rslora, "dora": self.dora, "epochs": self.train.epochs,
+            "batch_size": self.train.batch_size, "lr": self.train.lr,
+            "loraplus_lr_ratio": self.train.loraplus_lr_ratio, "max_len": self.max_len,
             "train_limit": self.train_limit, "valid_limit": self.valid_limit,
             "test_limit": self.test_limit, "loss": loss_name(&self.loss),
             "threshold": self.threshold, "seed": self.train.seed,
@@ -445,6 +452,7 @@ impl Finetune {
             DataSource::Folder(dir) => DataSplits::load(dir, self.unknown_labels)?,
             DataSource::Examples(splits) => (**splits).clone(),
         };
+        self.handle_empty_texts(&mut data)?;
         for (split, limit) in [
             (&mut data.train, self.train_limit),
             (&mut data.valid, self.valid_limit),
@@ -459,19 +467,6 @@ impl Finetune {
             if dropped > 0 {
                 self.say(&format!(
                     "{split}: {dropped} label occurrences not in the label set dropped"
-                ));
-            }
-        }
-        for (split, examples) in [
-            ("train", &data.train),
-            ("valid", &data.valid),
-            ("test", &data.test),
-        ] {
-            let empty = examples.iter().filter(|e| e.text.trim().is_empty()).count();
-            if empty > 0 {
-                self.say(&format!(
-                    "{split}: {empty} examples with an empty text (kept: the model sees only \
-                     its special tokens)"
                 ));
             }
         }
@@ -578,7 +573,7 @@ impl Finetune {
             }
             (_, checkpoint) => {
                 let report = inject_adapters(&mut model, &lora, &train_device)?;
-                check_every_target_matched(&lora, &report.adapted)?;
+                check_every_target_matched(&report)?;
                 self.say(&format!(
                     "LoRA r={} alpha={} on {} modules: {} adapter + {} head = {} trainable parameters",
                     lora.r,
@@ -673,6 +668,55 @@ impl Finetune {
             write_outputs(out, &report, &info, recipe)?;
         }
         Ok(report)
+    }
+
+    /// Apply the [`EmptyTextPolicy`] to every split, before the limits (a dropped example
+    /// does not count against `--train-limit`).
+    fn handle_empty_texts(&self, data: &mut DataSplits) -> Result<()> {
+        let DataSplits {
+            train,
+            valid,
+            test,
+            empty_texts,
+            ..
+        } = data;
+        for ((split, examples), empty) in ["train", "valid", "test"]
+            .into_iter()
+            .zip([train, valid, test])
+            .zip(empty_texts.iter())
+        {
+            if empty.positions.is_empty() {
+                continue;
+            }
+            let count = empty.positions.len();
+            match self.empty_texts {
+                EmptyTextPolicy::Error => {
+                    return Err(Error::EmptyText {
+                        split: split.to_string(),
+                        count,
+                        at: empty.describe(),
+                    });
+                }
+                EmptyTextPolicy::Drop => {
+                    let mut position = 0;
+                    examples.retain(|_| {
+                        let keep = empty.positions.binary_search(&position).is_err();
+                        position += 1;
+                        keep
+                    });
+                    self.say(&format!(
+                        "{split}: {count} examples with an empty text dropped ({})",
+                        empty.describe()
+                    ));
+                }
+                EmptyTextPolicy::Keep => self.say(&format!(
+                    "{split}: {count} examples with an empty text kept: the model sees only \
+                     its special tokens ({})",
+                    empty.describe()
+                )),
+            }
+        }
+        Ok(())
     }
 
     /// Probabilities for a whole set with the best model, showing progress (the test set
@@ -776,22 +820,24 @@ fn write_outputs(
 /// A name in an explicit target list that adapts nothing is a typo (`valeu`): PEFT only
 /// refuses a list that matches nothing at all, but a job that silently trains fewer modules
 /// than asked for is worse than one that stops.
-fn check_every_target_matched(lora: &LoraConfig, adapted: &[String]) -> Result<()> {
-    let unmatched = lora
-        .target_modules
-        .as_ref()
-        .map(|targets| targets.unmatched_names(adapted))
-        .unwrap_or_default();
-    match unmatched.first() {
-        Some(name) => Err(Error::InvalidSetting {
-            name: "targets",
-            message: format!(
-                "`{name}` matches no linear layer of this model (adapted: {} modules)",
-                adapted.len()
-            ),
-        }),
-        None => Ok(()),
+fn check_every_target_matched(report: &InjectionReport) -> Result<()> {
+    if report.unmatched_targets.is_empty() {
+        return Ok(());
     }
+    Err(Error::InvalidSetting {
+        name: "targets",
+        message: format!(
+            "{} match(es) no linear layer of this model (its linears: {}; adapted: {} modules)",
+            report
+                .unmatched_targets
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            report.linear_names.join(", "),
+            report.adapted.len()
+        ),
+    })
 }
 
 /// In-memory splits: non-empty, label indices inside the label set.

@@ -140,11 +140,7 @@ fn classifier_scores_equal_the_predict_examples_probabilities() {
     assert_eq!(clf.labels().len(), 71);
 
     let input = temp("predict-input.jsonl");
-    let lines: Vec<String> = TEXTS
-        .iter()
-        .map(|t| serde_json::json!({ "text": t }).to_string())
-        .collect();
-    std::fs::write(&input, lines.join("\n")).unwrap();
+    common::write_texts_jsonl(&input, &TEXTS);
     let model = minilm();
     let rows = common::predict_jsonl(&[
         "--model".as_ref(),
@@ -370,7 +366,7 @@ fn silent_outcomes_are_errors() {
     let device = device();
     // `valeu` is a typo: the run stops before training instead of adapting `query` alone.
     let err = Finetune::new(minilm(), data_dir())
-        .targets("query,valeu")
+        .targets("query,valeu,kye")
         .train_limit(16)
         .valid_limit(8)
         .test_limit(8)
@@ -378,7 +374,8 @@ fn silent_outcomes_are_errors() {
         .run(&device)
         .unwrap_err();
     assert!(
-        matches!(err, Error::InvalidSetting { name: "targets", ref message } if message.contains("valeu")),
+        matches!(err, Error::InvalidSetting { name: "targets", ref message }
+            if message.contains("`valeu`, `kye`") && message.contains("query, key, value, dense")),
         "{err}"
     );
 
@@ -440,5 +437,140 @@ fn a_second_run_on_a_held_folder_is_refused() {
     let entries: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().collect();
     assert_eq!(entries.len(), 1, "only the holder's lock file");
     drop(lock);
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// Examples whose text is empty or only whitespace: an error naming the file and lines by
+/// default; dropped from the split (and said) or kept (and said) when asked.
+#[test]
+fn empty_texts_are_an_error_naming_their_lines_or_dropped_or_kept() {
+    use burn_lora::data::EmptyTextPolicy;
+    let dir = temp("empty-texts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("labels.txt"), "a\nb\n").unwrap();
+    let line =
+        |text: &str, label: &str| format!("{{\"text\": {text:?}, \"labels\": [{label:?}]}}\n");
+    let mut train = String::new();
+    for i in 0..12 {
+        // Lines 3 and 8 are empty and whitespace-only.
+        let text = match i {
+            2 => String::new(),
+            7 => " \t ".into(),
+            _ => format!("package number {i} for tool {}", i % 3),
+        };
+        train.push_str(&line(&text, if i % 2 == 0 { "a" } else { "b" }));
+    }
+    std::fs::write(dir.join("train.jsonl"), train).unwrap();
+    let plain: String = (0..4).map(|i| line(&format!("text {i}"), "a")).collect();
+    std::fs::write(dir.join("valid.jsonl"), &plain).unwrap();
+    std::fs::write(dir.join("test.jsonl"), &plain).unwrap();
+
+    let job = |policy: Option<EmptyTextPolicy>,
+               messages: std::sync::Arc<std::sync::Mutex<Vec<String>>>| {
+        let mut job = Finetune::new(minilm(), &dir)
+            .epochs(1)
+            .batch_size(8)
+            .max_len(16)
+            .progress(false)
+            .on_message(move |l| messages.lock().unwrap().push(l.to_string()));
+        if let Some(p) = policy {
+            job = job.empty_texts(p);
+        }
+        job.run(&device())
+    };
+    let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let err = job(None, said.clone()).unwrap_err();
+    match &err {
+        Error::EmptyText { split, count, at } => {
+            assert_eq!((split.as_str(), *count), ("train", 2), "{err}");
+            assert!(at.contains("train.jsonl") && at.contains("3, 8"), "{err}");
+        }
+        other => panic!("expected EmptyText, got {other}"),
+    }
+
+    let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    job(Some(EmptyTextPolicy::Drop), said.clone()).unwrap();
+    let lines = said.lock().unwrap().join("\n");
+    assert!(
+        lines.contains("train: 2 examples with an empty text dropped"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("data: 10 train / 4 valid / 4 test"),
+        "{lines}"
+    );
+
+    let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    job(Some(EmptyTextPolicy::Keep), said.clone()).unwrap();
+    let lines = said.lock().unwrap().join("\n");
+    assert!(
+        lines.contains("train: 2 examples with an empty text kept"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("data: 12 train / 4 valid / 4 test"),
+        "{lines}"
+    );
+    assert!("skip".parse::<EmptyTextPolicy>().is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A DoRA run (`dora(true)`) saves PEFT's DoRA adapter (`use_dora`, one
+/// `lora_magnitude_vector` per adapted linear) and `Classifier` serves it with the run's own
+/// best model's probabilities (≤ 1e-6): the trained magnitudes went to disk and came back.
+#[test]
+fn a_dora_run_saves_and_serves_its_magnitudes() {
+    let out = temp("dora-run");
+    let report = Finetune::new(minilm(), data_dir())
+        .dora(true)
+        .targets("query,value")
+        .train_limit(32)
+        .valid_limit(16)
+        .test_limit(8)
+        .epochs(1)
+        .batch_size(16)
+        .max_len(48)
+        .seed(5)
+        .progress(false)
+        .out(&out)
+        .run(&device())
+        .unwrap();
+    let adapter = out.join("adapter");
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["use_dora"], true);
+    let st =
+        burn_lora::io::SafetensorsFile::open(adapter.join("adapter_model.safetensors")).unwrap();
+    let magnitudes = st
+        .names()
+        .into_iter()
+        .filter(|n| n.ends_with(".lora_magnitude_vector"))
+        .count();
+    assert_eq!(magnitudes, 12, "query and value of 6 layers");
+
+    let clf = Classifier::load(minilm(), &adapter, &device()).unwrap();
+    let served: Vec<f32> = clf
+        .predict(&TEXTS)
+        .unwrap()
+        .into_iter()
+        .flat_map(|p| p.scores)
+        .collect();
+    let tokenizer =
+        burn_lora::tokenize::TextTokenizer::from_file(minilm().join("tokenizer.json"), 48).unwrap();
+    let examples: Vec<Example> = TEXTS
+        .iter()
+        .map(|t| Example {
+            id: None,
+            text: t.to_string(),
+            labels: vec![],
+        })
+        .collect();
+    let set = burn_lora::data::EncodedSet::encode(&examples, &tokenizer, None, clf.labels().len())
+        .unwrap();
+    let own = burn_lora::classify::predict_probs(&report.model, &set, 8, &device()).unwrap();
+    let diff = common::max_abs_diff(&served, &own);
+    assert!(diff <= 1e-6, "served DoRA probabilities differ by {diff}");
     std::fs::remove_dir_all(&out).unwrap();
 }

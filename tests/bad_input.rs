@@ -309,11 +309,17 @@ fn refused_naming(out: std::process::Output, flag: &str, value: &str) {
 #[test]
 fn absurd_config_sizes_and_ranks_are_errors() {
     let device = device();
-    for (name, key) in [
-        ("tiny-bert", "num_hidden_layers"),
-        ("tiny-bert", "vocab_size"),
-        ("tiny-llama", "num_hidden_layers"),
-        ("tiny-llama", "intermediate_size"),
+    for (name, key, value) in [
+        ("tiny-bert", "num_hidden_layers", 1u64 << 40),
+        ("tiny-bert", "vocab_size", 1 << 40),
+        ("tiny-llama", "num_hidden_layers", 1 << 40),
+        ("tiny-llama", "intermediate_size", 1 << 40),
+        // Zero widths: a division by zero or empty layers further on.
+        ("tiny-llama", "intermediate_size", 0),
+        ("tiny-llama", "hidden_size", 0),
+        ("tiny-llama", "head_dim", 0),
+        ("tiny-llama", "num_key_value_heads", 0),
+        ("tiny-llama", "vocab_size", 0),
     ] {
         let dir = std::env::temp_dir().join(format!("burn-lora-huge-{key}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -327,7 +333,7 @@ fn absurd_config_sizes_and_ranks_are_errors() {
             &std::fs::read_to_string(fixture(name).join("config.json")).unwrap(),
         )
         .unwrap();
-        config[key] = serde_json::json!(1u64 << 40);
+        config[key] = serde_json::json!(value);
         std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
         let load_error = || {
             if name == "tiny-bert" {
@@ -339,7 +345,7 @@ fn absurd_config_sizes_and_ranks_are_errors() {
         let err = load_error();
         assert!(
             matches!(&err, Error::Unsupported { .. }) && err.to_string().contains(key),
-            "{name} {key}: {err}"
+            "{name} {key} = {value}: {err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -435,4 +441,116 @@ fn an_adapter_for_another_base_is_a_shape_error() {
             "{packing:?}: {err}"
         );
     }
+}
+
+/// One export per output folder: an export whose folder another process holds stops before
+/// reading anything, naming the holder and the lock file (beside the folder, since the
+/// export swaps the folder in whole).
+#[test]
+fn an_export_to_a_held_folder_is_refused() {
+    let parent = std::env::temp_dir().join(format!("burn-lora-export-lock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&parent);
+    let out = parent.join("merged");
+    let lock = burn_lora::io::RunLock::acquire_beside(&out).unwrap();
+    let output = std::process::Command::new(common::example_binary("export"))
+        .args([
+            "--model",
+            "no-such-model",
+            "--adapter",
+            "no-such-adapter",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "in use by another run (process {})",
+            std::process::id()
+        )) && stderr.contains(".merged.burn_lora.lock"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "a refused export wrote its folder");
+    drop(lock);
+    std::fs::remove_dir_all(&parent).unwrap();
+}
+
+/// Numbers that reach the library without a flag parser in between: a training config
+/// with an absurd count, a head dropout burn-nn would assert on, a padding id past the
+/// vocabulary. Each is a typed error before any work.
+#[test]
+fn library_numbers_are_checked_before_work() {
+    let device = device();
+    let train_device = device.clone().autodiff();
+    for (config, name) in [
+        (TrainConfig::default().with_epochs(usize::MAX), "epochs"),
+        (TrainConfig::default().with_batch_size(0), "batch_size"),
+        (
+            TrainConfig::default().with_eval_batch_size(0),
+            "eval_batch_size",
+        ),
+        (
+            TrainConfig::default().with_grad_accum(1 << 30),
+            "grad_accum",
+        ),
+        (
+            TrainConfig::default().with_max_grad_norm(Some(f64::NAN)),
+            "max_grad_norm",
+        ),
+        (TrainConfig::default().with_lr(-1.0), "lr"),
+    ] {
+        let err = config.validate().unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidSetting { name: n, .. } if n == name),
+            "{name}: {err}"
+        );
+    }
+    // run_loop checks before the first batch.
+    let backbone = BertModel::load(fixture("tiny-bert"), &train_device).unwrap();
+    let model = MultiLabelClassifier::new(backbone, 2, Pooling::Mean, 0.0, &train_device).unwrap();
+    let config = TrainConfig::default()
+        .with_epochs(usize::MAX)
+        .with_progress(false);
+    let mut trainer = Trainer::new(
+        model,
+        MultiLabelLoss::new(LossKind::Bce),
+        config.clone(),
+        None,
+    );
+    let data = set(vec![vec![2, 5, 3]]);
+    let err = run_loop(&mut trainer, &data, &data, &config, &device, None).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidSetting { name: "epochs", .. }),
+        "{err}"
+    );
+
+    for dropout in [1.0, -0.1, f64::NAN] {
+        let backbone = BertModel::load(fixture("tiny-bert"), &device).unwrap();
+        let err = MultiLabelClassifier::new(backbone, 2, Pooling::Mean, dropout, &device)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidSetting {
+                    name: "head dropout",
+                    ..
+                }
+            ),
+            "{dropout}: {err}"
+        );
+    }
+
+    let backbone = BertModel::load(fixture("tiny-bert"), &device).unwrap();
+    let vocab = backbone.vocab_size() as u32;
+    let model = MultiLabelClassifier::new(backbone, 2, Pooling::Mean, 0.0, &device).unwrap();
+    let mut rows = set(vec![vec![2, 5, 3], vec![2, 3]]);
+    rows.pad_id = vocab;
+    let err = model.check_inputs(&rows).unwrap_err();
+    assert!(
+        matches!(err, Error::InputOutOfRange(ref m) if m.contains("padding id")),
+        "{err}"
+    );
 }

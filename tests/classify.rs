@@ -393,13 +393,7 @@ fn predict_serves_several_adapters_on_one_base() {
     )
     .unwrap();
     let input = scratch.join("texts.jsonl");
-    let lines: Vec<String> = reference["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| serde_json::json!({ "text": t }).to_string())
-        .collect();
-    std::fs::write(&input, lines.join("\n")).unwrap();
+    common::write_texts_jsonl(&input, reference["texts"].as_array().unwrap());
     let model = common::repo_root().join("models/all-MiniLM-L6-v2");
     let minilm_adapter = fixture("peft_seqcls_minilm");
     let rows = common::predict_jsonl(&[
@@ -436,6 +430,61 @@ fn predict_serves_several_adapters_on_one_base() {
     assert_eq!(
         rows[3]["adapter"],
         serde_json::json!(other.display().to_string())
+    );
+    std::fs::remove_dir_all(&scratch).unwrap();
+}
+
+/// A DoRA SEQ_CLS adapter written by Python PEFT (`use_dora`, trained five AdamW steps, so
+/// A, B, the magnitudes and the head are all off their initial values) gives PEFT's
+/// probabilities through the predict example within 1e-4; without its magnitudes the
+/// adapter is refused, not run as plain LoRA.
+#[test]
+fn python_peft_dora_adapter_matches_through_predict() {
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("peft_seqcls_minilm_dora.reference.json")).unwrap(),
+    )
+    .unwrap();
+    let scratch = std::env::temp_dir().join(format!("burn-lora-dora-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    let input = scratch.join("texts.jsonl");
+    common::write_texts_jsonl(&input, reference["texts"].as_array().unwrap());
+    let model = common::repo_root().join("models/all-MiniLM-L6-v2");
+    let adapter = fixture("peft_seqcls_minilm_dora");
+    let rows = common::predict_jsonl(&[
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--adapter".as_ref(),
+        adapter.as_os_str(),
+        "--input".as_ref(),
+        input.as_os_str(),
+    ]);
+    let probs: Vec<f32> = rows
+        .iter()
+        .flat_map(|r| serde_json::from_value::<Vec<f32>>(r["probs"].clone()).unwrap())
+        .collect();
+    let want: Vec<f32> = serde_json::from_value::<Vec<Vec<f32>>>(reference["probs"].clone())
+        .unwrap()
+        .concat();
+    let err = common::max_abs_diff(&probs, &want);
+    assert!(err <= 1e-4, "PEFT's DoRA probabilities differ by {err}");
+
+    // The same folder without the magnitudes: a missing tensor, named.
+    let stripped = scratch.join("no-magnitudes");
+    std::fs::create_dir_all(&stripped).unwrap();
+    for entry in std::fs::read_dir(&adapter).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), stripped.join(entry.file_name())).unwrap();
+    }
+    common::rewrite_file_without(
+        &stripped.join("adapter_model.safetensors"),
+        "base_model.model.bert.encoder.layer.0.attention.self.query.lora_magnitude_vector",
+    );
+    let device = device();
+    let err = burn_lora::Classifier::load(&model, &stripped, &device).unwrap_err();
+    assert!(
+        matches!(err, burn_lora::Error::MissingTensor { ref name, .. } if name.ends_with("query.lora_magnitude_vector")),
+        "{err}"
     );
     std::fs::remove_dir_all(&scratch).unwrap();
 }

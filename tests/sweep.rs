@@ -60,5 +60,31 @@ fn finished_points_are_kept_and_reported() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/finetune"));
+
+    // One sweep per folder: one held by another process is refused before any point runs.
+    let lock = burn_lora::io::RunLock::acquire(&out).unwrap();
+    std::fs::remove_file(out.join("sweep.csv")).unwrap();
+    let output = Command::new(common::example_binary("sweep"))
+        .args([
+            "--model", "m", "--data", "d", "--ranks", "2", "--alphas", "1",
+        ])
+        .args(["--finetune", "/nonexistent/finetune", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "in use by another run (process {})",
+            std::process::id()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !out.join("sweep.csv").exists(),
+        "a refused sweep wrote its report"
+    );
+    drop(lock);
     std::fs::remove_dir_all(&out).unwrap();
 }

@@ -123,33 +123,6 @@ fn adapter_tensor(dir: &Path, name: &str) -> Vec<f32> {
         .0
 }
 
-/// Delegates to a [`Trainer`] and "crashes" right after the first evaluation (once its
-/// checkpoint is written), as a killed process would.
-struct CrashAfterFirstEval<'a> {
-    inner: &'a mut Trainer<BertModel>,
-}
-
-impl TrainingLoop for CrashAfterFirstEval<'_> {
-    fn train_step(&mut self, batch: &Batch) -> burn_lora::Result<f32> {
-        self.inner.train_step(batch)
-    }
-    fn optimizer_step(&mut self, lr: f64) -> burn_lora::Result<()> {
-        self.inner.optimizer_step(lr)
-    }
-    fn eval_step(&mut self, batch: &Batch) -> burn_lora::Result<Vec<f32>> {
-        self.inner.eval_step(batch)
-    }
-    fn on_evaluation(
-        &mut self,
-        s: &LoopState,
-        e: &EvalResult,
-        improved: bool,
-    ) -> burn_lora::Result<()> {
-        self.inner.on_evaluation(s, e, improved)?;
-        Err(Error::InvalidState("simulated crash".into()))
-    }
-}
-
 #[test]
 fn learns_checkpoints_and_resumes_exactly() {
     let _rng = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
@@ -190,7 +163,12 @@ fn learns_checkpoints_and_resumes_exactly() {
     let m = model(&model_dir, &train_device, true);
     let mut t1 = Trainer::new(m, loss(), config(8), Some(checkpoint(&out.join("b"))));
     let err = run_loop(
-        &mut CrashAfterFirstEval { inner: &mut t1 },
+        &mut Crash {
+            inner: &mut t1,
+            at: CrashPoint::AfterEvaluation(1),
+            micro_batches: 0,
+            evaluations: 0,
+        },
         &train,
         &valid,
         &config(8),
@@ -486,4 +464,258 @@ fn burn_train_learner_drives_the_classifier() {
         common::values(batch.targets)
     );
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Where [`Crash`] stops a run, as a kill would.
+#[derive(Clone, Copy)]
+enum CrashPoint {
+    /// Before this micro-batch (1-based, counted from the start of this process's part):
+    /// between checkpoints, with work since the last one lost.
+    BeforeMicroBatch(usize),
+    /// Right after this evaluation's checkpoint is written.
+    AfterEvaluation(usize),
+}
+
+/// Delegates to a [`Trainer`] and fails at a [`CrashPoint`].
+struct Crash<'a> {
+    inner: &'a mut Trainer<BertModel>,
+    at: CrashPoint,
+    micro_batches: usize,
+    evaluations: usize,
+}
+
+impl TrainingLoop for Crash<'_> {
+    fn train_step(&mut self, batch: &Batch) -> burn_lora::Result<f32> {
+        self.micro_batches += 1;
+        if matches!(self.at, CrashPoint::BeforeMicroBatch(n) if n == self.micro_batches) {
+            return Err(Error::InvalidState("simulated kill".into()));
+        }
+        self.inner.train_step(batch)
+    }
+    fn optimizer_step(&mut self, lr: f64) -> burn_lora::Result<()> {
+        self.inner.optimizer_step(lr)
+    }
+    fn eval_step(&mut self, batch: &Batch) -> burn_lora::Result<Vec<f32>> {
+        self.inner.eval_step(batch)
+    }
+    fn on_evaluation(
+        &mut self,
+        s: &LoopState,
+        e: &EvalResult,
+        improved: bool,
+    ) -> burn_lora::Result<()> {
+        self.inner.on_evaluation(s, e, improved)?;
+        self.evaluations += 1;
+        if matches!(self.at, CrashPoint::AfterEvaluation(n) if n == self.evaluations) {
+            return Err(Error::InvalidState("simulated kill".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Every tensor of a saved adapter, by name.
+fn adapter_tensors(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let file = SafetensorsFile::open(dir.join("adapter_model.safetensors")).unwrap();
+    let mut names = file.names();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let v = file.read_f32(&n).unwrap().0;
+            (n, v)
+        })
+        .collect()
+}
+
+/// Exact resume with every random thing active (hidden, attention, head and LoRA dropout;
+/// accumulation; evaluations inside epochs): a run killed between checkpoints and, once
+/// resumed, killed again right after a checkpoint, then resumed to the end, ends with
+/// adapter, head, best model, validation probabilities and scores bit-identical to an
+/// uninterrupted run. On every usable device (flex; wgpu on lavapipe in CI).
+#[test]
+fn resume_after_kills_is_bit_identical_with_dropout() {
+    let _rng = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let lora = || {
+        let mut c = LoraConfig::new(4, 8.0, &["query", "value"]);
+        c.lora_dropout = 0.1;
+        c
+    };
+    let config = || config(2).with_grad_accum(2).with_eval_every(Some(2));
+    let ck = |dir: &Path| TrainerCheckpoint {
+        lora: lora(),
+        ..checkpoint(dir)
+    };
+    // tiny-bert's own config: hidden and attention dropout 0.1.
+    let model_dir = fixture("tiny-bert");
+    let (train, valid) = (synthetic(64, 11), synthetic(24, 12));
+    let loss = || MultiLabelLoss::new(LossKind::Bce);
+    for (name, device) in common::devices() {
+        let train_device = device.clone().autodiff();
+        let build = |adapters: bool| {
+            let backbone = BertModel::load(&model_dir, &train_device).unwrap();
+            let mut m =
+                MultiLabelClassifier::new(backbone, 3, Pooling::Mean, 0.1, &train_device).unwrap();
+            if adapters {
+                inject_adapters(&mut m, &lora(), &train_device).unwrap();
+            }
+            m
+        };
+        let out = std::env::temp_dir().join(format!(
+            "burn-lora-exact-resume-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&out);
+
+        device.seed(5);
+        let mut full = Trainer::new(build(true), loss(), config(), Some(ck(&out.join("full"))));
+        let full_state = full.fit(&train, &valid, &device, None).unwrap();
+        // 2 epochs of 8 micro-batches, 4 steps each; evaluations at steps 2, 4, 6 and 8.
+        assert_eq!(full_state.step, 8);
+
+        let killed = out.join("killed");
+        device.seed(5);
+        let mut t = Trainer::new(build(true), loss(), config(), Some(ck(&killed)));
+        let kill = |t: &mut Trainer<BertModel>, at, state| {
+            let mut crash = Crash {
+                inner: t,
+                at,
+                micro_batches: 0,
+                evaluations: 0,
+            };
+            let r = run_loop(&mut crash, &train, &valid, &config(), &device, state);
+            assert!(matches!(r, Err(Error::InvalidState(_))), "{name}: no kill");
+        };
+        // Killed at micro-batch 7: after the checkpoint of step 2, before step 4's.
+        kill(&mut t, CrashPoint::BeforeMicroBatch(7), None);
+        let (mut t, state) =
+            Trainer::resume(build(false), loss(), config(), ck(&killed), &device).unwrap();
+        assert_eq!(state.step, 2);
+        // Killed again right after the next checkpoint (step 4).
+        kill(&mut t, CrashPoint::AfterEvaluation(1), Some(state));
+        let (mut t, state) =
+            Trainer::resume(build(false), loss(), config(), ck(&killed), &device).unwrap();
+        assert_eq!(state.step, 4);
+        let resumed = t.fit(&train, &valid, &device, Some(state)).unwrap();
+
+        assert_eq!(
+            (resumed.step, resumed.best_step, resumed.tokens),
+            (full_state.step, full_state.best_step, full_state.tokens),
+            "{name}"
+        );
+        assert_eq!(
+            resumed.best_micro_f1.to_bits(),
+            full_state.best_micro_f1.to_bits(),
+            "{name}: best micro-F1"
+        );
+        assert_eq!(resumed.last_loss.to_bits(), full_state.last_loss.to_bits());
+        for folder in ["last", "best"] {
+            let a = adapter_tensors(&out.join("full").join(folder));
+            let b = adapter_tensors(&killed.join(folder));
+            assert!(a.len() >= 9, "{name}: {folder} holds {} tensors", a.len());
+            for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+                assert_eq!(na, nb);
+                let diff = common::max_abs_diff(va, vb);
+                assert!(diff == 0.0, "{name}: {folder}/{na} differs by {diff}");
+            }
+        }
+        let probs = |t: &Trainer<BertModel>| t.best_eval.as_ref().unwrap().probs.clone();
+        assert_eq!(
+            probs(&full),
+            probs(&t),
+            "{name}: best validation probabilities"
+        );
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}
+
+/// Every trainable tensor of the model by PEFT's kind (`lora_A`, `lora_B`,
+/// `lora_magnitude_vector`, `head.weight`, `head.bias`), values concatenated in visiting order.
+fn trainable_by_kind(
+    model: &MultiLabelClassifier<BertModel>,
+) -> std::collections::BTreeMap<&'static str, Vec<f32>> {
+    use burn_lora::lora::LoraTargets;
+    let mut kinds: std::collections::BTreeMap<&'static str, Vec<f32>> = Default::default();
+    let mut copy = model.clone();
+    copy.backbone
+        .visit_linears("", &mut |_, linear| {
+            if let (Some(a), Some(b)) = (linear.lora_a(), linear.lora_b()) {
+                kinds.entry("lora_A").or_default().extend(common::values(a));
+                kinds.entry("lora_B").or_default().extend(common::values(b));
+            }
+            if let Some(m) = linear.lora_magnitude() {
+                let values = common::values(m);
+                kinds
+                    .entry("lora_magnitude_vector")
+                    .or_default()
+                    .extend(values);
+            }
+            Ok(())
+        })
+        .unwrap();
+    kinds.insert("head.weight", common::values(model.head.weight.val()));
+    let bias = model.head.bias.as_ref().unwrap().val();
+    kinds.insert("head.bias", common::values(bias));
+    kinds
+}
+
+/// LoRA+ (`loraplus_lr_ratio`) puts each kind of parameter in the learning-rate group PEFT's
+/// `create_loraplus_optimizer` does (fixture: scripts/make_loraplus_fixture.py, a DoRA
+/// adapter so the magnitudes are there too). Read from one AdamW step: at step 1 Adam moves
+/// each entry by `lr_group · g/(|g| + ε)` after the decoupled decay `p·(1 − lr_group·wd)`, so
+/// `(p·(1 − lr·wd) − p') / lr` has median magnitude 1 exactly when `lr` is the group's rate
+/// (a rate off by the ratio gives 16 or 1/16).
+#[test]
+fn loraplus_groups_match_peft() {
+    let _rng = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let fixture_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("loraplus_groups.json")).unwrap())
+            .unwrap();
+    let (lr, ratio) = (
+        fixture_json["lr"].as_f64().unwrap(),
+        fixture_json["loraplus_lr_ratio"].as_f64().unwrap(),
+    );
+    let wd = fixture_json["loraplus_weight_decay"].as_f64().unwrap();
+    let device = device();
+    let train_device = device.clone().autodiff();
+    device.seed(9);
+    let backbone = BertModel::load(tiny_bert_no_dropout(), &train_device).unwrap();
+    let mut model =
+        MultiLabelClassifier::new(backbone, 3, Pooling::Mean, 0.0, &train_device).unwrap();
+    let mut lora = LoraConfig::new(4, 8.0, &["query", "value"]);
+    lora.use_dora = true;
+    // Random A and B: every factor gets a gradient at the first step.
+    lora.init_lora_weights = burn_lora::lora::InitLoraWeights::Random;
+    inject_adapters(&mut model, &lora, &train_device).unwrap();
+    let config = TrainConfig::default()
+        .with_weight_decay(wd)
+        .with_max_grad_norm(None)
+        .with_loraplus_lr_ratio(Some(ratio))
+        .with_progress(false);
+    let mut trainer = Trainer::new(model, MultiLabelLoss::new(LossKind::Bce), config, None);
+    let before = trainable_by_kind(trainer.model());
+    let train = synthetic(16, 4);
+    let batch = train.batch(&(0..16).collect::<Vec<_>>(), &train_device);
+    trainer.train_step(&batch).unwrap();
+    trainer.optimizer_step(lr).unwrap();
+    let after = trainable_by_kind(trainer.model());
+    let groups = fixture_json["groups"].as_object().unwrap();
+    assert_eq!(groups.len(), 5);
+    for (kind, group) in groups {
+        let (group_lr, group_wd) = (
+            group["lr"].as_f64().unwrap(),
+            group["weight_decay"].as_f64().unwrap(),
+        );
+        let (old, new) = (&before[kind.as_str()], &after[kind.as_str()]);
+        let mut steps: Vec<f64> = old
+            .iter()
+            .zip(new)
+            .map(|(&p, &q)| ((p as f64 * (1.0 - group_lr * group_wd) - q as f64) / group_lr).abs())
+            .collect();
+        steps.sort_by(f64::total_cmp);
+        let median = steps[steps.len() / 2];
+        assert!(
+            (median - 1.0).abs() < 0.02,
+            "{kind}: step / lr {median} (PEFT's group: lr {group_lr}, wd {group_wd})"
+        );
+    }
 }

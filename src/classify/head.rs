@@ -99,9 +99,23 @@ pub struct ClassificationHead {
 }
 
 impl ClassificationHead {
-    /// transformers' init: weight ~ N(0, 0.02), bias 0.
-    pub fn init(hidden: usize, labels: usize, bias: bool, dropout: f64, device: &Device) -> Self {
-        ClassificationHead {
+    /// transformers' init: weight ~ N(0, 0.02), bias 0. A `dropout` outside [0, 1) (or
+    /// NaN) is [`Error::InvalidSetting`].
+    pub fn init(
+        hidden: usize,
+        labels: usize,
+        bias: bool,
+        dropout: f64,
+        device: &Device,
+    ) -> Result<Self> {
+        // burn-nn's Dropout asserts its probability: checked here instead.
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(Error::InvalidSetting {
+                name: "head dropout",
+                message: format!("{dropout} is not in [0, 1)"),
+            });
+        }
+        Ok(ClassificationHead {
             weight: Param::from_tensor(Tensor::random(
                 [hidden, labels],
                 Distribution::Normal(0.0, 0.02),
@@ -109,7 +123,7 @@ impl ClassificationHead {
             )),
             bias: bias.then(|| Param::from_tensor(Tensor::zeros([labels], device))),
             dropout: DropoutConfig::new(dropout).init(),
-        }
+        })
     }
 
     /// Replace the weights with PyTorch-oriented `[labels, hidden]` and bias.
@@ -227,6 +241,14 @@ impl<B: Backbone> MultiLabelClassifier<B> {
         let vocab = self.backbone.vocab_size();
         let longest = set.ids.iter().map(Vec::len).max().unwrap_or(0);
         crate::models::check_max_len(&self.backbone, longest)?;
+        // Shorter rows are padded with this id: it is looked up like any other.
+        if set.pad_id as usize >= vocab {
+            return Err(Error::InputOutOfRange(format!(
+                "padding id {}, but the vocabulary has {vocab} entries (the tokenizer's pad \
+                 token does not belong to this model?)",
+                set.pad_id
+            )));
+        }
         let beyond = set.ids.iter().enumerate().find_map(|(row, ids)| {
             ids.iter()
                 .find(|&&id| id as usize >= vocab)
@@ -269,7 +291,7 @@ impl<B: Backbone> MultiLabelClassifier<B> {
             !backbone.is_decoder(),
             dropout,
             device,
-        );
+        )?;
         Ok(MultiLabelClassifier {
             backbone,
             head,

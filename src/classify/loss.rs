@@ -134,7 +134,7 @@ impl MultiLabelLoss {
                 if p == 0 {
                     max_weight
                 } else {
-                    ((examples - p) as f32 / p as f32).min(max_weight)
+                    (examples.saturating_sub(p) as f32 / p as f32).min(max_weight)
                 }
             })
             .collect();

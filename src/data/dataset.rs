@@ -145,13 +145,53 @@ impl std::str::FromStr for UnknownLabelPolicy {
     }
 }
 
+/// What to do with examples whose text is empty or only whitespace (the model would see
+/// only its special tokens and learn their labels from nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum EmptyTextPolicy {
+    /// Fail with [`Error::EmptyText`] naming the file and lines (the default: such rows
+    /// are usually a broken export, and one silently kept moves the metrics).
+    #[default]
+    Error,
+    /// Drop those examples from every split, saying how many and where.
+    Drop,
+    /// Keep them, saying how many and where.
+    Keep,
+}
+
+impl std::str::FromStr for EmptyTextPolicy {
+    type Err = Error;
+
+    /// `error | drop | keep` (the example's `--empty-texts`).
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "error" => Ok(EmptyTextPolicy::Error),
+            "drop" => Ok(EmptyTextPolicy::Drop),
+            "keep" => Ok(EmptyTextPolicy::Keep),
+            other => Err(Error::Unsupported {
+                what: "empty-text policy",
+                detail: format!("`{other}` (error, drop, keep)"),
+            }),
+        }
+    }
+}
+
+/// Whether a text gives the model nothing to read.
+pub fn is_empty_text(text: &str) -> bool {
+    text.trim().is_empty()
+}
+
 /// Counts from loading one file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LoadStats {
     /// Examples read.
     pub examples: usize,
     /// Unknown label occurrences dropped (with [`UnknownLabelPolicy::Skip`]).
     pub unknown_labels_skipped: usize,
+    /// 1-based lines (CSV: records) of examples whose text is empty or only whitespace.
+    pub empty_text_lines: Vec<usize>,
 }
 
 /// A raw record before label lookup. `labels` has no default: a misspelt key (`label`,
@@ -282,6 +322,9 @@ pub fn load_jsonl(
     let mut examples = Vec::new();
     for (line, id, text, raw_labels) in read_jsonl_raw(path)? {
         let labels = lookup(&raw_labels, labels, policy, path, line, &mut stats)?;
+        if is_empty_text(&text) {
+            stats.empty_text_lines.push(line);
+        }
         examples.push(Example { id, text, labels });
     }
     stats.examples = examples.len();
@@ -365,6 +408,9 @@ pub fn load_csv(
             .map(String::from)
             .collect();
         let labels = lookup(&raw, labels, policy, path, line, &mut stats)?;
+        if is_empty_text(&record[text_col]) {
+            stats.empty_text_lines.push(line);
+        }
         examples.push(Example {
             id: id_col.map(|c| record[c].clone()),
             text: record[text_col].clone(),
@@ -392,6 +438,53 @@ pub struct DataSplits {
     pub test: Vec<Example>,
     /// Unknown labels skipped per split (train, valid, test).
     pub skipped: [usize; 3],
+    /// Where each split's examples with an empty text are (train, valid, test).
+    pub empty_texts: [EmptyTexts; 3],
+}
+
+/// Examples of one split whose text is empty or only whitespace, and where they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EmptyTexts {
+    /// The split's file, or `None` for examples given in memory.
+    pub path: Option<PathBuf>,
+    /// 0-based positions in the split's example list.
+    pub positions: Vec<usize>,
+    /// 1-based file lines (CSV: records), or 1-based example numbers in memory.
+    pub lines: Vec<usize>,
+}
+
+impl EmptyTexts {
+    /// Find them in examples given in memory.
+    pub fn in_memory(examples: &[Example]) -> Self {
+        let positions: Vec<usize> = (0..examples.len())
+            .filter(|&i| is_empty_text(&examples[i].text))
+            .collect();
+        let lines = positions.iter().map(|i| i + 1).collect();
+        EmptyTexts {
+            path: None,
+            positions,
+            lines,
+        }
+    }
+
+    /// Where they are, for a message: `FILE lines 3, 9` or `examples 3, 9` (the first ten).
+    pub fn describe(&self) -> String {
+        const SHOWN: usize = 10;
+        let mut list: Vec<String> = self
+            .lines
+            .iter()
+            .take(SHOWN)
+            .map(|l| l.to_string())
+            .collect();
+        if self.lines.len() > SHOWN {
+            list.push(format!("... ({} more)", self.lines.len() - SHOWN));
+        }
+        let list = list.join(", ");
+        match &self.path {
+            Some(path) => format!("{} line(s) {list}", path.display()),
+            None => format!("example(s) {list}"),
+        }
+    }
 }
 
 impl DataSplits {
@@ -417,6 +510,17 @@ impl DataSplits {
             LabelSet::infer(records.iter().map(|r| r.3.as_slice()))?
         };
         let (train, s0) = load_jsonl(&train_path, &labels, UnknownLabelPolicy::Skip)?;
+        let empty = |path: &Path, examples: &[Example], stats: &LoadStats| {
+            let positions: Vec<usize> = (0..examples.len())
+                .filter(|&i| is_empty_text(&examples[i].text))
+                .collect();
+            EmptyTexts {
+                path: Some(path.to_path_buf()),
+                positions,
+                lines: stats.empty_text_lines.clone(),
+            }
+        };
+        let empty_train = empty(&train_path, &train, &s0);
         if train.iter().all(|e| e.labels.is_empty()) {
             return Err(Error::NoLabels {
                 path: labels_path,
@@ -427,9 +531,15 @@ impl DataSplits {
                 ),
             });
         }
-        let (valid, s1) = load_jsonl(find_split(dir, "valid")?, &labels, policy)?;
-        let (test, s2) = load_jsonl(find_split(dir, "test")?, &labels, policy)?;
+        let (valid_path, test_path) = (find_split(dir, "valid")?, find_split(dir, "test")?);
+        let (valid, s1) = load_jsonl(&valid_path, &labels, policy)?;
+        let (test, s2) = load_jsonl(&test_path, &labels, policy)?;
         Ok(DataSplits {
+            empty_texts: [
+                empty_train,
+                empty(&valid_path, &valid, &s1),
+                empty(&test_path, &test, &s2),
+            ],
             labels,
             train,
             valid,

@@ -6,8 +6,8 @@ pub mod dataset;
 
 pub use batch::{Batch, EncodedExample, EncodedSet, ExampleBatcher, SplitMix64, epoch_batches};
 pub use dataset::{
-    CsvOptions, DataSplits, Example, LabelSet, LoadStats, UnknownLabelPolicy, label_counts,
-    load_csv, load_jsonl,
+    CsvOptions, DataSplits, EmptyTextPolicy, EmptyTexts, Example, LabelSet, LoadStats,
+    UnknownLabelPolicy, is_empty_text, label_counts, load_csv, load_jsonl,
 };
 // Templates are applied at tokenisation; re-exported here where data sets use them.
 pub use crate::tokenize::PromptTemplate;

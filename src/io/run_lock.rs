@@ -25,7 +25,29 @@ impl RunLock {
     pub fn acquire(dir: impl AsRef<Path>) -> Result<RunLock> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let path = dir.join(LOCK_FILE);
+        Self::take(dir, dir.join(LOCK_FILE))
+    }
+
+    /// Take the lock of an output folder that is written whole and swapped in (a merged
+    /// export): the lock file sits beside it, `PARENT/.NAME.burn_lora.lock`, since a file
+    /// inside would go with the old folder.
+    pub fn acquire_beside(dir: impl AsRef<Path>) -> Result<RunLock> {
+        let dir = dir.as_ref();
+        let name = dir.file_name().ok_or_else(|| Error::InvalidSetting {
+            name: "out",
+            message: format!("{} names no folder", dir.display()),
+        })?;
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        let file = format!(".{}.{LOCK_FILE}", name.to_string_lossy());
+        Self::take(dir, parent.join(file))
+    }
+
+    /// Create `path` exclusively with this process's id; `dir` is what it guards.
+    fn take(dir: &Path, path: PathBuf) -> Result<RunLock> {
         // Two tries: the second after taking over a stale lock (another process may win
         // that race; then its lock stands and this run is refused).
         for _ in 0..2 {
@@ -50,6 +72,7 @@ impl RunLock {
                             return Err(Error::RunFolderLocked {
                                 dir: dir.to_path_buf(),
                                 pid: holder,
+                                lock: path,
                             });
                         }
                     }
@@ -60,6 +83,7 @@ impl RunLock {
         Err(Error::RunFolderLocked {
             dir: dir.to_path_buf(),
             pid: None,
+            lock: path,
         })
     }
 }
@@ -103,6 +127,22 @@ mod tests {
         assert!(!dir.join(LOCK_FILE).exists());
         assert!(RunLock::acquire(&dir).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_lock_beside_survives_the_folder_being_swapped() {
+        let parent = scratch("beside");
+        let out = parent.join("merged");
+        let first = RunLock::acquire_beside(&out).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::remove_dir_all(&out).unwrap();
+        assert!(matches!(
+            RunLock::acquire_beside(&out),
+            Err(Error::RunFolderLocked { .. })
+        ));
+        drop(first);
+        assert!(RunLock::acquire_beside(&out).is_ok());
+        std::fs::remove_dir_all(&parent).unwrap();
     }
 
     #[cfg(target_os = "linux")]

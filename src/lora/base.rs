@@ -24,6 +24,10 @@ pub trait FrozenBase: Module {
     fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D>;
     /// The (dequantised) weight in PEFT/PyTorch orientation `[out, in]`.
     fn weight_out_in(&self) -> Tensor<2>;
+    /// The (dequantised) weight as stored for the forward, `[in, out]`.
+    fn weight_in_out(&self) -> Tensor<2> {
+        self.weight_out_in().transpose()
+    }
     /// The bias, if any.
     fn bias(&self) -> Option<Tensor<1>>;
     /// `W ← W + Δ`, with `delta` given as `[in, out]` (the transposed PEFT orientation).
@@ -125,6 +129,10 @@ impl FrozenBase for DenseBase {
         self.weight.val().transpose()
     }
 
+    fn weight_in_out(&self) -> Tensor<2> {
+        self.weight.val()
+    }
+
     fn bias(&self) -> Option<Tensor<1>> {
         self.bias.as_ref().map(|b| b.val())
     }
@@ -197,6 +205,10 @@ impl FrozenBase for FrozenWeight {
 
     fn weight_out_in(&self) -> Tensor<2> {
         each_base!(self, b => b.weight_out_in())
+    }
+
+    fn weight_in_out(&self) -> Tensor<2> {
+        each_base!(self, b => b.weight_in_out())
     }
 
     fn bias(&self) -> Option<Tensor<1>> {

@@ -254,7 +254,8 @@ pub struct LoraConfig {
     /// PEFT's `fan_in_fan_out` (GPT-2 `Conv1D` weights); must be `false` here.
     #[serde(default)]
     pub fan_in_fan_out: bool,
-    /// DoRA; not implemented yet, must be `false`.
+    /// DoRA (weight-decomposed LoRA): a magnitude vector per adapted linear, PEFT's
+    /// `lora_magnitude_vector`.
     #[serde(default)]
     pub use_dora: bool,
     /// PEFT's inference flag, kept for round trips.
@@ -301,6 +302,8 @@ pub struct ModuleLoraParams {
     pub alpha: f64,
     /// The scaling applied to the adapter output.
     pub scaling: f64,
+    /// DoRA: a trained magnitude per output row (PEFT's `use_dora`).
+    pub dora: bool,
 }
 
 fn compile_full(field: &'static str, pattern: &str) -> Result<Regex> {
@@ -368,10 +371,16 @@ impl LoraConfig {
                 detail: format!("`{name}` (supported: true, false, \"gaussian\")"),
             });
         }
-        if self.use_dora {
+        // PEFT's `lora_bias` (a trainable bias on B) has no counterpart here; silently
+        // dropping it would change every output.
+        if self
+            .extra
+            .get("lora_bias")
+            .is_some_and(|v| v != &serde_json::Value::Bool(false))
+        {
             return Err(Error::Unsupported {
-                what: "use_dora",
-                detail: "DoRA is not implemented yet".into(),
+                what: "lora_bias",
+                detail: format!("`{}` (only false)", self.extra["lora_bias"]),
             });
         }
         if self.fan_in_fan_out {
@@ -479,8 +488,12 @@ impl LoraConfig {
                 pattern,
                 message: e.to_string(),
             })?;
-            if let Some(c) = re.captures(path) {
-                let index: usize = c[1].parse().unwrap_or(usize::MAX);
+            // The layer index is the regex's last group: a pattern may hold groups of its
+            // own (`(h)?layers`), which must not shift it or, unmatched, be read.
+            if let Some(c) = re.captures(path)
+                && let Some(index) = c.get(c.len() - 1)
+            {
+                let index: usize = index.as_str().parse().unwrap_or(usize::MAX);
                 return Ok(indices.contains(index));
             }
         }
@@ -511,6 +524,7 @@ impl LoraConfig {
             r,
             alpha,
             scaling: scaling(alpha, r, self.use_rslora),
+            dora: self.use_dora,
         })
     }
 }
@@ -616,6 +630,14 @@ mod tests {
         c.exclude_modules = Some(names(&["layers.0.self_attn.q_proj"]));
         assert!(!c.is_target("model.layers.0.self_attn.q_proj", &d).unwrap());
         assert!(c.is_target("model.layers.2.self_attn.q_proj", &d).unwrap());
+        // A layers_pattern with groups of its own: the layer index is still the number
+        // after it (an unmatched optional group was once read as the index, and panicked).
+        c.exclude_modules = None;
+        c.layers_to_transform = Some(LayerIndices::Many(vec![1]));
+        c.layers_pattern = Some(LayersPattern::One("(h)?layers".into()));
+        assert!(c.is_target("model.layers.1.self_attn.q_proj", &d).unwrap());
+        assert!(!c.is_target("model.layers.0.self_attn.q_proj", &d).unwrap());
+        assert!(c.is_target("model.hlayers.1.self_attn.q_proj", &d).unwrap());
     }
 
     #[test]

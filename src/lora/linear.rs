@@ -37,6 +37,11 @@ pub struct LoraWeights {
     pub(crate) enabled: bool,
     /// Whether `s·BA` has been folded into the base weight.
     pub(crate) merged: bool,
+    /// DoRA's magnitude per output row, `[out]` (PEFT's `lora_magnitude_vector`); `None`
+    /// for plain LoRA.
+    pub(crate) magnitude: Option<Param<Tensor<1>>>,
+    /// DoRA: the row norms `‖W + s·BA‖` a merge divided by, so unmerge undoes it exactly.
+    pub(crate) merged_norm: Option<Tensor<1>>,
 }
 
 impl LoraWeights {
@@ -59,10 +64,20 @@ impl LoraWeights {
     pub fn is_enabled(&self) -> bool {
         self.enabled
     }
+
+    /// Whether this is a DoRA adapter (it carries a magnitude vector).
+    pub fn is_dora(&self) -> bool {
+        self.magnitude.is_some()
+    }
 }
 
 /// A linear layer with an optional LoRA adapter:
 /// `y = x Wᵀ + b + s · (dropout(x) Aᵀ) Bᵀ`.
+///
+/// With DoRA (PEFT's `use_dora`), each output row is rescaled by `g = m / ‖W + s·BA‖_row`
+/// (the norm held constant for gradients, as PEFT detaches it), where `m` is a trained
+/// magnitude: `y = g ⊙ (x Wᵀ + s·(x Aᵀ) Bᵀ) + b` without dropout, and while dropout is active
+/// (`d = dropout(x)`) PEFT's `y = x Wᵀ + b + (g − 1) ⊙ d Wᵀ + g ⊙ s·(d Aᵀ) Bᵀ`.
 ///
 /// Without an adapter it is exactly the frozen base. Generic over the base so a
 /// quantised weight can stand in for [`DenseBase`].
@@ -151,7 +166,7 @@ impl<W: FrozenBase> LoraLinear<W> {
             self.out_features(),
             device,
         );
-        self.adapter = Some(LoraWeights {
+        let mut adapter = LoraWeights {
             a: Param::from_tensor(transpose_contiguous(a)),
             b: Param::from_tensor(transpose_contiguous(b)),
             dropout: DropoutConfig::new(dropout).init(),
@@ -160,14 +175,28 @@ impl<W: FrozenBase> LoraLinear<W> {
             scaling: params.scaling,
             enabled: true,
             merged: false,
-        });
+            magnitude: None,
+            merged_norm: None,
+        };
+        if params.dora {
+            // PEFT's DoRA init: m = ‖W + s·BA‖ per row, after A and B are drawn (‖W‖
+            // under the default B = 0).
+            let norm = self.dora_weight_norm(&adapter);
+            adapter.magnitude = Some(Param::from_tensor(norm.detach()));
+        }
+        self.adapter = Some(adapter);
         Ok(())
     }
 
-    /// Replace the adapter's factors with PEFT-oriented `A [r, in]` and `B [out, r]`
-    /// (e.g. loaded from `adapter_model.safetensors`).
-    pub fn set_lora_weights(&mut self, a: Tensor<2>, b: Tensor<2>) -> Result<()> {
-        let (in_f, out_f) = (self.in_features(), self.out_features());
+    /// DoRA's `‖W + s·BA‖` per output row, `[out]`, as a constant (no gradient).
+    fn dora_weight_norm(&self, adapter: &LoraWeights) -> Tensor<1> {
+        let w = self.base.weight_in_out().detach();
+        row_norms(w + Self::delta_in_out(adapter))
+    }
+
+    /// The adapter, for replacing its weights: there must be one, and unmerged (new
+    /// weights under a merged base would leave the base holding the old ones).
+    fn replaceable_adapter(&mut self) -> Result<&mut LoraWeights> {
         let adapter = self
             .adapter
             .as_mut()
@@ -177,6 +206,57 @@ impl<W: FrozenBase> LoraLinear<W> {
                 "cannot replace the weights of a merged adapter; unmerge first".into(),
             ));
         }
+        Ok(adapter)
+    }
+
+    /// Replace a DoRA adapter's magnitude vector (`[out]`, PEFT's `lora_magnitude_vector`).
+    pub fn set_lora_magnitude(&mut self, magnitude: Tensor<1>) -> Result<()> {
+        let out = self.out_features();
+        let adapter = self.replaceable_adapter()?;
+        let Some(param) = adapter.magnitude.as_mut() else {
+            return Err(Error::InvalidState(
+                "a magnitude vector for an adapter without DoRA".into(),
+            ));
+        };
+        if magnitude.dims() != [out] {
+            return Err(Error::ShapeMismatch {
+                name: "lora_magnitude_vector".into(),
+                expected: vec![out],
+                actual: magnitude.dims().to_vec(),
+            });
+        }
+        replace_value(param, magnitude);
+        Ok(())
+    }
+
+    /// Set a DoRA adapter's magnitude to its starting value for the current W, A and B:
+    /// `m = ‖W + s·BA‖` per output row, as [`attach_adapter`](Self::attach_adapter) does
+    /// (PEFT's `DoraLinearLayer.update_layer`). Useful after replacing A and B.
+    pub fn reset_dora_magnitude(&mut self) -> Result<()> {
+        let norm = match &self.adapter {
+            Some(adapter) if adapter.is_dora() && !adapter.merged => self.dora_weight_norm(adapter),
+            _ => {
+                return Err(Error::InvalidState(
+                    "no unmerged DoRA adapter on this layer".into(),
+                ));
+            }
+        };
+        self.set_lora_magnitude(norm)
+    }
+
+    /// DoRA's magnitude vector `[out]`, for a DoRA adapter.
+    pub fn lora_magnitude(&self) -> Option<Tensor<1>> {
+        self.adapter
+            .as_ref()
+            .and_then(|a| a.magnitude.as_ref())
+            .map(|m| m.val())
+    }
+
+    /// Replace the adapter's factors with PEFT-oriented `A [r, in]` and `B [out, r]`
+    /// (e.g. loaded from `adapter_model.safetensors`).
+    pub fn set_lora_weights(&mut self, a: Tensor<2>, b: Tensor<2>) -> Result<()> {
+        let (in_f, out_f) = (self.in_features(), self.out_features());
+        let adapter = self.replaceable_adapter()?;
         let r = adapter.rank;
         for (name, t, expected) in [("lora_A", &a, [r, in_f]), ("lora_B", &b, [out_f, r])] {
             if t.dims() != expected {
@@ -196,6 +276,10 @@ impl<W: FrozenBase> LoraLinear<W> {
     /// PEFT's `lora.Linear.forward` (dropout only while training, skipped when merged or disabled).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match &self.adapter {
+            Some(adapter) if adapter.enabled && !adapter.merged && adapter.is_dora() => {
+                let out = self.out_features();
+                over_rows(x, out, |x| self.dora_forward(adapter, x))
+            }
             Some(adapter) if adapter.enabled && !adapter.merged => {
                 let base = self.base.forward(x.clone());
                 let h = crate::ops::dropout(&adapter.dropout, x);
@@ -210,6 +294,36 @@ impl<W: FrozenBase> LoraLinear<W> {
             }
             _ => self.base.forward(x),
         }
+    }
+
+    /// DoRA's forward on rows `[n, in]`, in PEFT's order of operations
+    /// (`DoraLinearLayer.forward` and `DoraLinearVariant.forward`).
+    fn dora_forward(&self, adapter: &LoraWeights, x: Tensor<2>) -> Tensor<2> {
+        let out = self.out_features();
+        let magnitude = adapter.magnitude.as_ref().expect("a DoRA adapter").val();
+        let result = self.base.forward(x.clone());
+        let dropout_active = crate::ops::dropout_is_active(&adapter.dropout, &x.device());
+        let h = crate::ops::dropout(&adapter.dropout, x);
+        let scale = magnitude
+            .div(self.dora_weight_norm(adapter))
+            .reshape([1, out]);
+        let lora = linear_rows(
+            linear_rows(h.clone(), adapter.a.val(), None),
+            adapter.b.val(),
+            None,
+        );
+        // The base output without its bias: the dropped-out input's own product while
+        // dropout is active, the layer's output less the bias otherwise.
+        let base = if dropout_active {
+            linear_rows(h, self.base.weight_in_out().detach(), None)
+        } else {
+            match self.base.bias() {
+                Some(bias) => result.clone() - bias.reshape([1, out]),
+                None => result.clone(),
+            }
+        };
+        let dora = (scale.clone() - 1.0) * base + scale * lora.mul_scalar(adapter.scaling);
+        result + dora
     }
 
     /// PEFT-oriented `lora_A` weight `[r, in]`.
@@ -242,9 +356,23 @@ impl<W: FrozenBase> LoraLinear<W> {
             return Err(Error::InvalidState("merge: adapter already merged".into()));
         }
         let delta = Self::delta_in_out(adapter);
-        self.base.add_delta(delta)?;
+        let Some(magnitude) = &adapter.magnitude else {
+            self.base.add_delta(delta)?;
+            if let Some(adapter) = self.adapter.as_mut() {
+                adapter.merged = true;
+            }
+            return Ok(());
+        };
+        // DoRA: W' = (m / ‖W + s·BA‖) ⊙ (W + s·BA) per output row (PEFT's merge).
+        let out = self.out_features();
+        let weight = self.base.weight_in_out().detach();
+        let combined = weight.clone() + delta;
+        let norm = row_norms(combined.clone());
+        let scale = magnitude.val().detach().div(norm.clone()).reshape([1, out]);
+        self.base.add_delta(combined * scale - weight)?;
         if let Some(adapter) = self.adapter.as_mut() {
             adapter.merged = true;
+            adapter.merged_norm = Some(norm);
         }
         Ok(())
     }
@@ -258,10 +386,26 @@ impl<W: FrozenBase> LoraLinear<W> {
         if !adapter.merged {
             return Err(Error::InvalidState("unmerge: adapter is not merged".into()));
         }
-        let delta = Self::delta_in_out(adapter).neg();
-        self.base.add_delta(delta)?;
+        let delta = Self::delta_in_out(adapter);
+        match (&adapter.magnitude, &adapter.merged_norm) {
+            // DoRA: W = W' / (m / n) − s·BA with the merge's own norms n.
+            (Some(magnitude), Some(norm)) => {
+                let out = self.out_features();
+                let scale = magnitude.val().detach().div(norm.clone()).reshape([1, out]);
+                let merged = self.base.weight_in_out().detach();
+                let weight = merged.clone() / scale - delta;
+                self.base.add_delta(weight - merged)?;
+            }
+            (Some(_), None) => {
+                return Err(Error::InvalidState(
+                    "unmerge: a DoRA merge without its norms".into(),
+                ));
+            }
+            (None, _) => self.base.add_delta(delta.neg())?,
+        }
         if let Some(adapter) = self.adapter.as_mut() {
             adapter.merged = false;
+            adapter.merged_norm = None;
         }
         Ok(())
     }
@@ -283,10 +427,18 @@ impl<W: FrozenBase> LoraLinear<W> {
         Ok(())
     }
 
-    /// Number of trainable parameters (A and B), 0 without an adapter.
+    /// Number of trainable parameters (A and B, and DoRA's magnitudes), 0 without an
+    /// adapter.
     pub fn trainable_params(&self) -> usize {
-        self.adapter
-            .as_ref()
-            .map_or(0, |a| a.rank * (self.in_features() + self.out_features()))
+        self.adapter.as_ref().map_or(0, |a| {
+            let magnitudes = if a.is_dora() { self.out_features() } else { 0 };
+            a.rank * (self.in_features() + self.out_features()) + magnitudes
+        })
     }
+}
+
+/// The L2 norm of each output row of a weight stored `[in, out]`: `[out]`.
+fn row_norms(w_in_out: Tensor<2>) -> Tensor<1> {
+    let out = w_in_out.dims()[1];
+    w_in_out.powi_scalar(2).sum_dim(0).sqrt().reshape([out])
 }

@@ -43,6 +43,12 @@ pub struct InjectionReport {
     pub linears_seen: usize,
     /// Trainable adapter parameters added.
     pub trainable_params: usize,
+    /// Names of a target list that matched no module (PEFT adapts the others without a
+    /// word; the finetune job refuses them as misspelt).
+    pub unmatched_targets: Vec<String>,
+    /// The distinct last components of every linear's path (`query`, `dense`, `q_proj`,
+    /// ...), to say what a target list could name.
+    pub linear_names: Vec<String>,
 }
 
 /// Take `model`, inject adapters as [`inject_adapters`] does, and hand it back with the
@@ -95,6 +101,18 @@ pub fn inject_adapters<M: LoraTargets>(
         }
         Ok(())
     })?;
+    report.unmatched_targets = config
+        .targets_or(&default_targets)
+        .unmatched_names(&all_paths)
+        .into_iter()
+        .map(String::from)
+        .collect();
+    for path in &all_paths {
+        let leaf = path.rsplit('.').next().unwrap_or(path);
+        if !report.linear_names.iter().any(|n| n == leaf) {
+            report.linear_names.push(leaf.to_string());
+        }
+    }
     if report.adapted.is_empty() {
         let shown: Vec<_> = all_paths.iter().take(8).cloned().collect();
         return Err(Error::NoTargetMatched {

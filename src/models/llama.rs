@@ -172,6 +172,22 @@ impl LlamaConfig {
             limits::HEADS,
         )?;
         check_size("num_key_value_heads", self.kv_heads(), limits::HEADS)?;
+        // A zero size builds layers of no width: a division by zero or an empty tensor
+        // further on, never a model.
+        for (name, value) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("head_dim", self.head_dim()),
+            ("num_key_value_heads", self.num_key_value_heads.unwrap_or(1)),
+        ] {
+            if value == 0 {
+                return Err(Error::Unsupported {
+                    what: "model config",
+                    detail: format!("{name} = 0: every size must be at least 1"),
+                });
+            }
+        }
         if !LLAMA_FAMILY.contains(&self.model_type.as_str()) {
             return Err(Error::Unsupported {
                 what: "model_type",

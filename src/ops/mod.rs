@@ -189,12 +189,18 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     burn::tensor::activation::silu(x)
 }
 
+/// Whether [`dropout`] changes its input on `device`: training (an autodiff device, the
+/// layer not frozen in place) with a rate above 0. PEFT's DoRA takes another path then.
+pub fn dropout_is_active(layer: &Dropout, device: &Device) -> bool {
+    layer.training.is_enabled() && device.is_autodiff() && layer.prob > 0.0
+}
+
 /// `layer`'s dropout (rate `p`, kept values scaled by `1/(1-p)`, active only while training
 /// on an autodiff device, as `nn::Dropout::forward`), with the keep-mask drawn on all cores
 /// on burn-flex.
 pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
-    if !layer.training.is_enabled() || !device.is_autodiff() || layer.prob == 0.0 {
+    if !dropout_is_active(layer, &device) {
         return x;
     }
     #[cfg(feature = "flex")]

@@ -31,7 +31,7 @@ pub use trainer::{Trainer, TrainerCheckpoint};
 use crate::classify::{
     MultiLabelMetrics, Scores, ThresholdMode, Thresholds, evaluate, tune_thresholds,
 };
-use crate::data::{Batch, EncodedSet, epoch_batches};
+use crate::data::{Batch, EncodedSet, SplitMix64, epoch_batches};
 use crate::error::{Error, Result};
 
 /// Where a run's lines go (evaluations, progress notes): a shared callback.
@@ -56,6 +56,9 @@ pub struct TrainConfig {
     pub lr: f64,
     /// AdamW decoupled weight decay (not applied to biases).
     pub weight_decay: f64,
+    /// LoRA+ (PEFT's `create_loraplus_optimizer`): B, DoRA's magnitudes and the head's bias
+    /// learn at `lr × ratio`, A and the head's weight at `lr`. `None`: one rate for all.
+    pub loraplus_lr_ratio: Option<f64>,
     /// Fraction of optimizer steps spent warming up.
     pub warmup_ratio: f64,
     /// Decay after warmup.
@@ -66,7 +69,8 @@ pub struct TrainConfig {
     pub eval_every: Option<usize>,
     /// Stop after this many evaluations without a better validation micro-F1.
     pub patience: Option<usize>,
-    /// Seed for data order (and, through the caller, initialisation).
+    /// Seed for data order and the dropout masks of each micro-batch (and, through the
+    /// caller, initialisation).
     pub seed: u64,
     /// Batch examples of similar length together.
     pub bucket: bool,
@@ -88,6 +92,7 @@ impl Default for TrainConfig {
             grad_accum: defaults::GRAD_ACCUM,
             lr: defaults::LR,
             weight_decay: defaults::WEIGHT_DECAY,
+            loraplus_lr_ratio: None,
             warmup_ratio: defaults::WARMUP_RATIO,
             decay: Decay::Linear,
             max_grad_norm: Some(defaults::MAX_GRAD_NORM),
@@ -125,12 +130,72 @@ impl TrainConfig {
         with_warmup_ratio => warmup_ratio: f64,
         with_decay => decay: Decay,
         with_max_grad_norm => max_grad_norm: Option<f64>,
+        with_loraplus_lr_ratio => loraplus_lr_ratio: Option<f64>,
         with_eval_every => eval_every: Option<usize>,
         with_patience => patience: Option<usize>,
         with_seed => seed: u64,
         with_bucket => bucket: bool,
         with_eval_batch_size => eval_batch_size: usize,
         with_progress => progress: bool,
+    }
+
+    /// Check every setting: [`Error::InvalidSetting`] naming the field. [`run_loop`] does
+    /// this first, so no setting reaches an overflow or a division by zero.
+    pub fn validate(&self) -> Result<()> {
+        let bad =
+            |name: &'static str, message: String| Err(Error::InvalidSetting { name, message });
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", format!("{} must be a finite number > 0", self.lr));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(
+                "weight_decay",
+                format!("{} must be finite and >= 0", self.weight_decay),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.warmup_ratio) {
+            return bad(
+                "warmup_ratio",
+                format!("{} must be in [0, 1]", self.warmup_ratio),
+            );
+        }
+        if let Some(ratio) = self.loraplus_lr_ratio
+            && !(ratio.is_finite() && ratio > 0.0)
+        {
+            return bad(
+                "loraplus_lr_ratio",
+                format!("{ratio} must be a finite number > 0"),
+            );
+        }
+        if let Some(norm) = self.max_grad_norm
+            && !(norm.is_finite() && norm > 0.0)
+        {
+            return bad(
+                "max_grad_norm",
+                format!("{norm} must be a finite number > 0"),
+            );
+        }
+        // Counts must be at least 1; those that size loops and products also at most
+        // MAX_COUNT (a step cap only shortens a run).
+        let max = crate::limits::MAX_COUNT;
+        for (name, value, bounded) in [
+            ("epochs", Some(self.epochs), true),
+            ("batch_size", Some(self.batch_size), true),
+            ("grad_accum", Some(self.grad_accum), true),
+            ("eval_batch_size", Some(self.eval_batch_size), true),
+            ("eval_every", self.eval_every, true),
+            ("patience", self.patience, true),
+            ("max_steps", self.max_steps, false),
+        ] {
+            match value {
+                Some(0) => return bad(name, "must be at least 1".into()),
+                Some(v) if bounded && v > max => {
+                    return bad(name, format!("{v} is more than {max}"));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Optimizer steps the run will take for `examples` training examples.
@@ -246,11 +311,24 @@ pub fn evaluate_loop<L: TrainingLoop>(
     })
 }
 
+/// The device seed for one micro-batch: a function of the run's seed and the batch's place
+/// (epoch, index in the epoch) alone, so a resumed run draws the masks it would have drawn.
+fn micro_batch_seed(seed: u64, epoch: usize, batch_in_epoch: usize) -> u64 {
+    let mut rng = SplitMix64::new(seed);
+    let mut rng = SplitMix64::new(rng.next_u64() ^ epoch as u64);
+    let mut rng = SplitMix64::new(rng.next_u64() ^ batch_in_epoch as u64);
+    rng.next_u64()
+}
+
 /// Drive `l` through training on `train`, evaluating on `valid`.
 ///
 /// `device` is the plain (non-autodiff) device; training batches go to its autodiff
 /// twin. Starting from `state` resumes a run: the same epoch, the same batch order, the
-/// same optimizer step. A NaN or infinite loss stops the run with
+/// same optimizer step, the same dropout masks (the device's generator is seeded before
+/// each micro-batch from the seed and the batch's place in the run, so nothing random is
+/// carried from one step to the next). The device's generator is shared by everything on
+/// it in the process: two runs training at once on one device do not get their own
+/// streams. A NaN or infinite loss stops the run with
 /// [`Error::NonFiniteLoss`]; a [`TrainingLoop::optimizer_step`] that returns
 /// [`Error::NonFiniteGradient`] gets the step number filled in here. Resuming with another
 /// number of training examples is [`Error::ResumeMismatch`] (the batch order would differ).
@@ -262,6 +340,7 @@ pub fn run_loop<L: TrainingLoop>(
     device: &Device,
     state: Option<LoopState>,
 ) -> Result<LoopState> {
+    config.validate()?;
     if train.is_empty() || valid.is_empty() {
         return Err(Error::InvalidState(
             "training and validation data must be non-empty".into(),
@@ -300,7 +379,7 @@ pub fn run_loop<L: TrainingLoop>(
             state.best_step = state.step;
             state.evals_without_improvement = 0;
         } else {
-            state.evals_without_improvement += 1;
+            state.evals_without_improvement = state.evals_without_improvement.saturating_add(1);
         }
         // The progress line is cleared first; its next update draws it again.
         bar.borrow_mut().finish();
@@ -331,9 +410,14 @@ pub fn run_loop<L: TrainingLoop>(
         while state.batch_in_epoch < batches.len() {
             let started = Instant::now();
             let batch = train.batch(&batches[state.batch_in_epoch], &train_device);
+            device.seed(micro_batch_seed(
+                config.seed,
+                state.epoch,
+                state.batch_in_epoch,
+            ));
             let loss = l.train_step(&batch)?;
             state.batch_in_epoch += 1;
-            state.tokens += batch.tokens;
+            state.tokens = state.tokens.saturating_add(batch.tokens);
             if !loss.is_finite() {
                 bar.borrow_mut().finish();
                 return Err(Error::NonFiniteLoss {

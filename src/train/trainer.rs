@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -163,7 +164,9 @@ impl<B: Backbone> Trainer<B> {
     }
 
     /// Train on `train`, evaluating on `valid`, under this trainer's own config:
-    /// [`run_loop`](super::run_loop) with it. `state` continues a resumed run.
+    /// [`run_loop`](super::run_loop) with it. `state` continues a resumed run; its best
+    /// model (read back by [`resume`](Self::resume)) is scored on `valid` first, so
+    /// [`best_eval`](Self::best_eval) holds what the uninterrupted run would hold.
     pub fn fit(
         &mut self,
         train: &EncodedSet,
@@ -172,6 +175,22 @@ impl<B: Backbone> Trainer<B> {
         state: Option<LoopState>,
     ) -> Result<LoopState> {
         let config = self.config.clone();
+        if self.best_eval.is_none()
+            && !valid.is_empty()
+            && let Some(best) = self.best_model.clone()
+        {
+            // The same evaluation path as during training (eval_step's batches).
+            self.eval_model = Some(best);
+            let eval = super::evaluate_loop(
+                self,
+                valid,
+                &valid.multi_hot(),
+                config.eval_batch_size,
+                device,
+            );
+            self.eval_model = None;
+            self.best_eval = Some(eval?);
+        }
         super::run_loop(self, train, valid, &config, device, state)
     }
 
@@ -202,6 +221,9 @@ impl<B: Backbone> Trainer<B> {
             if let Some(a) = &linear.adapter {
                 ids.insert(format!("{path}.lora_A"), a.a.id.val());
                 ids.insert(format!("{path}.lora_B"), a.b.id.val());
+                if let Some(m) = &a.magnitude {
+                    ids.insert(format!("{path}.lora_magnitude_vector"), m.id.val());
+                }
             }
             Ok(())
         })?;
@@ -257,7 +279,9 @@ impl<B: Backbone> Trainer<B> {
     }
 
     /// Restore a run from `DIR/last`: adapter and head weights, parameter ids, optimizer
-    /// moments and the loop state (epoch, position in the epoch, step). The model must be
+    /// moments and the loop state (epoch, position in the epoch, step), and the best model
+    /// so far from `DIR/best`. Dropout masks need no saved state (see
+    /// [`run_loop`](super::run_loop)). The model must be
     /// built as for the original run (same backbone, labels and pooling) but **without**
     /// adapters: they are injected from the saved config.
     ///
@@ -292,6 +316,20 @@ impl<B: Backbone> Trainer<B> {
             message: e.to_string(),
         })?;
         check_same_run(&adapter, &saved.config, &checkpoint, &config)?;
+        // The best model so far, as the run held it: without it a resumed run whose later
+        // evaluations never beat the saved best would have no model to report.
+        let best_model = match existing_dir(checkpoint.dir.join("best")) {
+            Some(best_dir) => {
+                let mut best = model.clone();
+                load_adapter_weights(
+                    &read_adapter(&best_dir)?,
+                    &mut best,
+                    &device.clone().autodiff(),
+                )?;
+                Some(best.valid())
+            }
+            None => None,
+        };
         load_adapter_weights(&adapter, &mut model, &device.clone().autodiff())?;
         let ids = &saved.param_ids;
         let id_of = |key: &str| -> Result<ParamId> {
@@ -302,21 +340,25 @@ impl<B: Backbone> Trainer<B> {
                     path: state_path.clone(),
                 })
         };
-        let rebind2 = |p: &Param<Tensor<2>>, id: ParamId| -> Param<Tensor<2>> {
+        fn rebind<const D: usize>(p: &Param<Tensor<D>>, id: ParamId) -> Param<Tensor<D>> {
             Param::initialized(id, p.val().detach().set_require_grad(true))
-        };
+        }
         model.backbone.visit_linears("", &mut |path, linear| {
             if let Some(a) = linear.adapter.as_mut() {
-                a.a = rebind2(&a.a, id_of(&format!("{path}.lora_A"))?);
-                a.b = rebind2(&a.b, id_of(&format!("{path}.lora_B"))?);
+                a.a = rebind(&a.a, id_of(&format!("{path}.lora_A"))?);
+                a.b = rebind(&a.b, id_of(&format!("{path}.lora_B"))?);
+                if let Some(m) = a.magnitude.as_mut() {
+                    *m = rebind(m, id_of(&format!("{path}.lora_magnitude_vector"))?);
+                }
             }
             Ok(())
         })?;
-        model.head.weight = rebind2(&model.head.weight, id_of("head.weight")?);
+        model.head.weight = rebind(&model.head.weight, id_of("head.weight")?);
         if let Some(b) = model.head.bias.as_mut() {
-            *b = Param::initialized(id_of("head.bias")?, b.val().detach().set_require_grad(true));
+            *b = rebind(b, id_of("head.bias")?);
         }
         let mut trainer = Trainer::new(model, loss, config, Some(checkpoint));
+        trainer.best_model = best_model;
         // Read into memory: burn's file loader reads lazily, and the next checkpoint
         // replaces this folder (the file would be gone before all of it was read).
         let optim_path = last.join(OPTIMIZER_FILE);
@@ -330,6 +372,24 @@ impl<B: Backbone> Trainer<B> {
             })?;
         Ok((trainer, saved.state))
     }
+}
+
+/// The parameters LoRA+ trains at `lr × ratio`: PEFT's `create_loraplus_optimizer` puts
+/// every `lora_B` and every 1-D parameter (DoRA's magnitudes, biases) there; `lora_A` and
+/// the head's weight keep `lr`.
+fn loraplus_fast_params<B: Backbone>(model: &MultiLabelClassifier<B>) -> Result<Vec<ParamId>> {
+    let mut ids = Vec::new();
+    // The visitor needs `&mut`; a clone shares the tensors.
+    let mut copy = model.clone();
+    copy.backbone.visit_linears("", &mut |_, linear| {
+        if let Some(a) = &linear.adapter {
+            ids.push(a.b.id);
+            ids.extend(a.magnitude.as_ref().map(|m| m.id));
+        }
+        Ok(())
+    })?;
+    ids.extend(model.head.bias.as_ref().map(|b| b.id));
+    Ok(ids)
 }
 
 /// Refuse to resume a saved run under other settings (see [`Trainer::resume`]).
@@ -359,6 +419,7 @@ fn check_same_run(
     same("lora_alpha", &a.lora_alpha, &b.lora_alpha)?;
     same("lora_dropout", &a.lora_dropout, &b.lora_dropout)?;
     same("use_rslora", &a.use_rslora, &b.use_rslora)?;
+    same("use_dora", &a.use_dora, &b.use_dora)?;
     // Name lists compare as sets: `value,query` is the run saved with `query,value`.
     let targets = |s: &Option<ModuleSelector>| match s {
         Some(ModuleSelector::Names(n)) => {
@@ -402,6 +463,11 @@ fn check_same_run(
     same("warmup_ratio", &saved.warmup_ratio, &now.warmup_ratio)?;
     same("the decay schedule", &saved.decay, &now.decay)?;
     same("max_grad_norm", &saved.max_grad_norm, &now.max_grad_norm)?;
+    same(
+        "loraplus_lr_ratio",
+        &saved.loraplus_lr_ratio,
+        &now.loraplus_lr_ratio,
+    )?;
     same("the seed", &saved.seed, &now.seed)?;
     same("length bucketing", &saved.bucket, &now.bucket)
 }
@@ -454,7 +520,16 @@ impl<B: Backbone> TrainingLoop for Trainer<B> {
             self.model = Some(model);
             return Err(Error::NonFiniteGradient { norm, step: 0 });
         }
-        self.model = Some(self.optim.step(lr, model, grads));
+        self.model = Some(match self.config.loraplus_lr_ratio {
+            Some(ratio) => {
+                let fast = ParamGroup::from_ids(loraplus_fast_params(&model)?);
+                let rates = ModuleLrScheduler::new(lr)
+                    .with_group(fast, lr * ratio)
+                    .step();
+                self.optim.step(rates, model, grads)
+            }
+            None => self.optim.step(lr, model, grads),
+        });
         self.eval_model = None;
         Ok(())
     }

@@ -107,6 +107,11 @@ pub fn rewrite_values(path: &Path, mut edit: impl FnMut(&str, &mut Vec<f32>)) {
     });
 }
 
+/// Rewrite the f32 safetensors file `path` without the tensor `unwanted`.
+pub fn rewrite_file_without(path: &Path, unwanted: &str) {
+    rewrite(path, |name, _| name != unwanted);
+}
+
 /// Rewrite an f32 safetensors file, keeping the tensors for which `keep` (which may
 /// change the values) says true.
 fn rewrite(path: &Path, mut keep: impl FnMut(&str, &mut Vec<f32>) -> bool) {
@@ -128,6 +133,15 @@ fn rewrite(path: &Path, mut keep: impl FnMut(&str, &mut Vec<f32>) -> bool) {
         })
         .collect();
     safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// Write `texts` as predict's JSON-lines input (`{"text": ...}` per line).
+pub fn write_texts_jsonl<T: serde::Serialize>(path: &Path, texts: &[T]) {
+    let lines: Vec<String> = texts
+        .iter()
+        .map(|t| serde_json::json!({ "text": t }).to_string())
+        .collect();
+    std::fs::write(path, lines.join("\n")).unwrap();
 }
 
 /// Run the predict example with `args` plus `--format jsonl`; its output rows (the run
