@@ -112,6 +112,8 @@ struct Args {
     targets: Targets,
     /// `--targets` as given, for the JSON line.
     targets_spec: String,
+    dora: bool,
+    gradient_checkpointing: bool,
 }
 
 impl Args {
@@ -134,6 +136,11 @@ impl Args {
                      llama q_proj,v_proj), all-linear (every linear but the head) or \
                      comma-separated names (default peft)",
                 ),
+                args::switch("dora", "DoRA adapters (use_dora)"),
+                args::switch(
+                    "gradient-checkpointing",
+                    "train on burn's checkpointing autodiff device",
+                ),
             ],
         );
         let targets_spec = a.get_or("targets", "peft".to_string());
@@ -146,6 +153,8 @@ impl Args {
             lora_dropout: a.get_or("lora-dropout", 0.1),
             targets: a.get_or("targets", Targets(None)),
             targets_spec: targets_spec.trim().to_string(),
+            dora: a.flag("dora"),
+            gradient_checkpointing: a.flag("gradient-checkpointing"),
         }
     }
 }
@@ -185,7 +194,7 @@ fn run() -> Result<()> {
         burn_lora::Error::InvalidState("--workload is required for train and infer".into())
     })?)?;
     device.seed(42);
-    let train_device = device.clone().autodiff();
+    let train_device = train_config(&args).train_device(&device);
     let model_device = if args.mode == Mode::Train {
         &train_device
     } else {
@@ -207,7 +216,7 @@ fn bench<B: Backbone>(
     args: &Args,
     device: &Device,
 ) -> Result<()> {
-    let train_device = device.clone().autodiff();
+    let train_device = train_config(args).train_device(device);
     // The head the finetune example puts on this checkpoint (pooling, bias or not).
     let pooling = Pooling::default_for(Some(&workload.model), &backbone);
     let set = EncodedSet {
@@ -219,6 +228,7 @@ fn bench<B: Backbone>(
     check_workload(workload, &set)?;
     let mut lora = LoraConfig::new(args.rank, args.alpha, &[] as &[&str]);
     lora.lora_dropout = args.lora_dropout;
+    lora.use_dora = args.dora;
     lora.target_modules = args.targets.0.clone(); // None: the family's PEFT default
     let (batches, seconds, tokens, trainable, gflop) = match args.mode {
         Mode::Train => {
@@ -232,10 +242,7 @@ fn bench<B: Backbone>(
             inject_adapters(&mut model, &lora, &train_device)?;
             model.check_inputs(&set)?;
             let trainable = model.trainable_params();
-            let config = TrainConfig::default()
-                .with_lr(5e-4)
-                .with_decay(Decay::Constant)
-                .with_progress(false);
+            let config = train_config(args);
             let mut trainer = Trainer::new(model, MultiLabelLoss::new(LossKind::Bce), config, None);
             let (seconds, tokens) = timed(&workload.train_batches, workload.warmup, |indices| {
                 let batch = set.batch(indices, &train_device);
@@ -282,9 +289,19 @@ fn bench<B: Backbone>(
             "gflops": gflop.map(|g| g / seconds), "trainable_params": trainable,
             "blas": burn_lora::ops::blas_library(),
             "rank": args.rank, "alpha": args.alpha, "targets": args.targets_spec,
+            "dora": args.dora, "gradient_checkpointing": args.gradient_checkpointing,
         })
     );
     Ok(())
+}
+
+/// The training settings of the timed steps.
+fn train_config(args: &Args) -> TrainConfig {
+    TrainConfig::default()
+        .with_lr(5e-4)
+        .with_decay(Decay::Constant)
+        .with_progress(false)
+        .with_gradient_checkpointing(args.gradient_checkpointing)
 }
 
 /// A workload file whose batches name examples it lacks, or whose labels pass its label

@@ -17,7 +17,7 @@ use burn_lora::classify::{LossKind, Pooling, ThresholdMode};
 use burn_lora::data::{EmptyTextPolicy, UnknownLabelPolicy};
 use burn_lora::device::probe_device;
 use burn_lora::finetune::HeadBiasInit;
-use burn_lora::lora::Quantization;
+use burn_lora::lora::{BaseDtype, Quantization};
 use burn_lora::train::Decay;
 use burn_lora::{Error, Finetune, FinetuneReport};
 
@@ -128,6 +128,14 @@ const FLAGS: &[args::Flag] = &[
         "empty-texts",
         "error | drop | keep: examples whose text is empty or only whitespace (default error, naming their lines)",
     ),
+    switch(
+        "gradient-checkpointing",
+        "recompute activations in the backward instead of keeping them (burn's balanced strategy)",
+    ),
+    value(
+        "base-dtype",
+        "f32 | f16 | bf16: how the frozen base's linear weights are stored (default f32; half precision is cast to f32 per layer in each forward)",
+    ),
     switch("no-progress", "no progress display"),
 ];
 
@@ -150,6 +158,7 @@ fn job(a: &args::Args) -> Finetune {
     .out(a.required::<PathBuf>("out"))
     .rslora(a.flag("rslora"))
     .dora(a.flag("dora"))
+    .gradient_checkpointing(a.flag("gradient-checkpointing"))
     .pos_weight(a.flag("pos-weight"))
     .at_least_one(a.flag("at-least-one"))
     .resume(a.flag("resume"))
@@ -177,6 +186,7 @@ fn job(a: &args::Args) -> Finetune {
         "eval-every" => eval_every: usize, "patience" => patience: usize, "seed" => seed: u64,
         "unknown-labels" => unknown_labels: UnknownLabelPolicy,
         "empty-texts" => empty_texts: EmptyTextPolicy,
+        "base-dtype" => base_dtype: BaseDtype,
     }
     // `none` is the float base, not a packing.
     if let Some(q) = a.get::<String>("quantize").filter(|q| q != "none") {

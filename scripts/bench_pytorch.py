@@ -209,7 +209,7 @@ def build_model(workload, args):
     else:
         backbone = BertModel.from_pretrained(*a, **kw)
     cfg = LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=args.lora_dropout,
-                     target_modules=targets,
+                     target_modules=targets, use_dora=args.dora,
                      bias="none")
     return Classifier(get_peft_model(backbone, cfg), workload["num_labels"],
                       pooling="last" if llama else "mean", bias=not llama)
@@ -305,6 +305,7 @@ def main():
     r.add_argument("--lora-dropout", type=float, default=0.1)
     r.add_argument("--targets", default="peft",
                    help="peft (the family's PEFT default), all-linear, or comma-separated names")
+    r.add_argument("--dora", action="store_true", help="DoRA adapters (use_dora)")
     g = sub.add_parser("gemm", help="f32 matmul GFLOP/s through torch")
     g.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()

@@ -42,7 +42,8 @@ use crate::defaults;
 use crate::error::{Error, Result};
 use crate::io::RunLock;
 use crate::lora::{
-    InjectionReport, LoraConfig, ModuleSelector, Quantization, inject_adapters, packing_report,
+    BaseDtype, InjectionReport, LoraConfig, ModuleSelector, Quantization, cast_frozen,
+    inject_adapters, packing_report,
 };
 use crate::models::{AnyBackbone, Backbone, Pretrained};
 use crate::train::{Decay, MessageSink, Progress, TrainConfig, Trainer, TrainerCheckpoint};
@@ -120,6 +121,7 @@ pub struct Finetune {
     at_least_one: bool,
     template: Option<String>,
     quantize: Option<Quantization>,
+    base_dtype: BaseDtype,
     pooling: Option<Pooling>,
     resume: bool,
     overwrite: bool,
@@ -225,6 +227,7 @@ impl Finetune {
             at_least_one: false,
             template: None,
             quantize: None,
+            base_dtype: BaseDtype::F32,
             pooling: None,
             resume: false,
             overwrite: false,
@@ -295,6 +298,10 @@ impl Finetune {
         at_least_one: bool,
         /// Store the frozen base packed (QLoRA: NF4), dequantised per layer in each forward.
         quantize: Quantization,
+        /// Store the frozen base's linear weights in half precision (`f16`, `bf16`), cast
+        /// to f32 layer by layer in each forward; adapters, head and optimizer state stay
+        /// f32. Not with [`quantize`](Self::quantize); the device must store the dtype.
+        base_dtype: BaseDtype,
         /// Pooling (default: the checkpoint's own).
         pooling: Pooling,
         /// Continue the run in the output folder from its `last` checkpoint. burn rebuilds
@@ -323,6 +330,9 @@ impl Finetune {
         lr => lr: f64,
         /// AdamW weight decay (default 0.01).
         weight_decay => weight_decay: f64,
+        /// Gradient checkpointing (burn's balanced strategy): less activation memory in
+        /// training for some recomputation. Default: off.
+        gradient_checkpointing => gradient_checkpointing: bool,
         /// LoRA+: B, DoRA's magnitudes and the head's bias learn at `lr × ratio` (PEFT's
         /// `loraplus_lr_ratio`; its paper suggests 16). Default: off.
         loraplus_lr_ratio => loraplus_lr_ratio: f64,
@@ -365,6 +375,15 @@ impl Finetune {
                 }
                 _ => {}
             }
+        }
+        if self.base_dtype != BaseDtype::F32 && self.quantize.is_some() {
+            return bad(
+                "base_dtype",
+                format!(
+                    "{} with a quantised base: the packed weights have their own storage",
+                    self.base_dtype
+                ),
+            );
         }
         if self.resume && self.out.is_none() {
             return bad(
@@ -420,12 +439,14 @@ impl Finetune {
             "rank": self.rank, "alpha": self.alpha, "dropout": self.dropout,
             "targets": self.targets, "rslora": self.rslora, "dora": self.dora, "epochs": self.train.epochs,
             "batch_size": self.train.batch_size, "lr": self.train.lr,
-            "loraplus_lr_ratio": self.train.loraplus_lr_ratio, "max_len": self.max_len,
+            "loraplus_lr_ratio": self.train.loraplus_lr_ratio,
+            "gradient_checkpointing": self.train.gradient_checkpointing, "max_len": self.max_len,
             "train_limit": self.train_limit, "valid_limit": self.valid_limit,
             "test_limit": self.test_limit, "loss": loss_name(&self.loss),
             "threshold": self.threshold, "seed": self.train.seed,
             "head_bias_init": self.head_bias_init.name(),
             "quantize": self.quantize.map_or_else(|| "none".to_string(), |q| q.to_string()),
+            "base_dtype": self.base_dtype.to_string(),
         })
     }
 
@@ -444,9 +465,19 @@ impl Finetune {
             }
             None => None,
         };
+        if self.base_dtype != BaseDtype::F32 && !device.supports_dtype(self.base_dtype.dtype()) {
+            return Err(Error::Unsupported {
+                what: "base dtype",
+                detail: format!(
+                    "{} on {}: the device does not store it",
+                    self.base_dtype,
+                    crate::device::device_name(device)
+                ),
+            });
+        }
         let model_path = crate::models::resolve_model(&self.model)?;
         device.seed(self.train.seed);
-        let train_device = device.clone().autodiff();
+        let train_device = self.train.train_device(device);
 
         let mut data = match &self.data {
             DataSource::Folder(dir) => DataSplits::load(dir, self.unknown_labels)?,
@@ -485,6 +516,16 @@ impl Finetune {
             tokenizer,
             ..
         } = crate::models::load_packed(&model_path, self.max_len, self.quantize, &train_device)?;
+        if self.base_dtype != BaseDtype::F32 {
+            let r = cast_frozen(&mut backbone, self.base_dtype)?;
+            self.say(&format!(
+                "frozen base: {} linears as {}, {:.1} MiB -> {:.1} MiB",
+                r.layers,
+                self.base_dtype,
+                r.bytes_before as f64 / 1048576.0,
+                r.bytes_after as f64 / 1048576.0,
+            ));
+        }
         if let Some(q) = self.quantize {
             let r = packing_report(&mut backbone)?;
             self.say(&format!(

@@ -308,6 +308,15 @@ fn finetune_refuses_bad_settings_before_any_work() {
     setting(job().targets(""), "targets");
     setting(job().targets("query,,value"), "targets");
     setting(Finetune::new("m", "d").resume(true), "resume");
+    // The variants' settings (issue 28).
+    setting(job().loraplus_lr_ratio(0.0), "loraplus_lr_ratio");
+    setting(job().loraplus_lr_ratio(f64::NAN), "loraplus_lr_ratio");
+    setting(
+        job()
+            .quantize(burn_lora::lora::Quantization::Nf4)
+            .base_dtype(burn_lora::lora::BaseDtype::Bf16),
+        "base_dtype",
+    );
     assert!(matches!(
         job().rank(0).run(&device()),
         Err(Error::InvalidRank { .. })

@@ -554,3 +554,68 @@ fn library_numbers_are_checked_before_work() {
         "{err}"
     );
 }
+
+/// Two finetune processes on one output folder: the second, started while the first runs,
+/// fails at once naming the first's process; the first finishes and its folder holds its
+/// own run (its seed in the recipe) and no lock.
+#[test]
+fn a_second_finetune_on_a_running_folder_fails_and_the_first_finishes() {
+    let out = std::env::temp_dir().join(format!("burn-lora-two-runs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let model = common::repo_root().join("models/all-MiniLM-L6-v2");
+    let data = common::repo_root().join("data/debtags-min200");
+    let run = |seed: &str| {
+        let mut cmd = std::process::Command::new(common::example_binary("finetune"));
+        cmd.arg("--model")
+            .arg(&model)
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .args([
+                "--train-limit",
+                "64",
+                "--valid-limit",
+                "16",
+                "--test-limit",
+                "16",
+            ])
+            .args([
+                "--epochs",
+                "1",
+                "--max-len",
+                "32",
+                "--no-progress",
+                "--seed",
+                seed,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let mut first = run("1").spawn().unwrap();
+    let lock = out.join("burn_lora.lock");
+    let started = std::time::Instant::now();
+    while !lock.exists() {
+        assert!(
+            started.elapsed().as_secs() < 120 && first.try_wait().unwrap().is_none(),
+            "the first run never took its lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = run("2").output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(
+        stderr.contains(&format!("in use by another run (process {})", first.id())),
+        "{stderr}"
+    );
+    let status = first.wait().unwrap();
+    assert!(status.success(), "the first run failed");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["recipe"]["seed"], 1);
+    assert!(out.join("adapter/adapter_model.safetensors").is_file());
+    assert!(!lock.exists(), "the lock outlived its run");
+    std::fs::remove_dir_all(&out).unwrap();
+}

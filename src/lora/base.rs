@@ -6,7 +6,7 @@
 //! type serves quantised and unquantised runs.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 
@@ -32,6 +32,74 @@ pub trait FrozenBase: Module {
     fn bias(&self) -> Option<Tensor<1>>;
     /// `W ← W + Δ`, with `delta` given as `[in, out]` (the transposed PEFT orientation).
     fn add_delta(&mut self, delta_in_out: Tensor<2>) -> Result<()>;
+}
+
+/// How a dense frozen weight is stored (`--base-dtype`): f32, or half precision cast to f32
+/// layer by layer in each forward (adapters, head and optimizer state stay f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum BaseDtype {
+    /// 32-bit float (the default).
+    #[default]
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16 (f32's range, 8 bits of mantissa).
+    Bf16,
+}
+
+impl BaseDtype {
+    /// burn's dtype for it.
+    pub fn dtype(self) -> DType {
+        match self {
+            BaseDtype::F32 => DType::F32,
+            BaseDtype::F16 => DType::F16,
+            BaseDtype::Bf16 => DType::BF16,
+        }
+    }
+
+    fn float_dtype(self) -> FloatDType {
+        match self {
+            BaseDtype::F32 => FloatDType::F32,
+            BaseDtype::F16 => FloatDType::F16,
+            BaseDtype::Bf16 => FloatDType::BF16,
+        }
+    }
+
+    /// Bytes per stored value.
+    pub fn bytes(self) -> usize {
+        match self {
+            BaseDtype::F32 => 4,
+            BaseDtype::F16 | BaseDtype::Bf16 => 2,
+        }
+    }
+}
+
+impl std::str::FromStr for BaseDtype {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(BaseDtype::F32),
+            "f16" => Ok(BaseDtype::F16),
+            "bf16" => Ok(BaseDtype::Bf16),
+            other => Err(Error::Unsupported {
+                what: "base dtype",
+                detail: format!("`{other}` (f32, f16, bf16)"),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for BaseDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BaseDtype::F32 => "f32",
+            BaseDtype::F16 => "f16",
+            BaseDtype::Bf16 => "bf16",
+        })
+    }
 }
 
 /// A dense float weight, stored `[in, out]` so the forward is one matmul with no transpose.
@@ -110,6 +178,31 @@ impl DenseBase {
             bias: bias.map(|b| Param::from_tensor(b.detach()).set_require_grad(false)),
         }
     }
+
+    /// How the weight is stored.
+    pub fn dtype(&self) -> BaseDtype {
+        match self.weight.val().dtype() {
+            DType::F16 => BaseDtype::F16,
+            DType::BF16 => BaseDtype::Bf16,
+            _ => BaseDtype::F32,
+        }
+    }
+
+    /// Store the weight as `dtype` (rounded to nearest); the bias stays f32.
+    pub fn cast_to(&mut self, dtype: BaseDtype) {
+        let weight = self.weight.val().detach().cast(dtype.float_dtype());
+        self.weight = Param::from_tensor(weight).set_require_grad(false);
+    }
+
+    /// The weight `[in, out]` in f32, cast from its storage when that is half precision.
+    fn weight_f32(&self) -> Tensor<2> {
+        let weight = self.weight.val();
+        if weight.dtype() == DType::F32 {
+            weight
+        } else {
+            weight.cast(FloatDType::F32)
+        }
+    }
 }
 
 impl FrozenBase for DenseBase {
@@ -122,15 +215,15 @@ impl FrozenBase for DenseBase {
     }
 
     fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear_rows(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        linear_rows(x, self.weight_f32(), self.bias.as_ref().map(|b| b.val()))
     }
 
     fn weight_out_in(&self) -> Tensor<2> {
-        self.weight.val().transpose()
+        self.weight_f32().transpose()
     }
 
     fn weight_in_out(&self) -> Tensor<2> {
-        self.weight.val()
+        self.weight_f32()
     }
 
     fn bias(&self) -> Option<Tensor<1>> {
@@ -146,9 +239,12 @@ impl FrozenBase for DenseBase {
                 actual: delta_in_out.dims().to_vec(),
             });
         }
-        let delta = delta_in_out.detach();
-        let weight = self.weight.clone();
-        self.weight = weight.map(|w| (w + delta).detach()).set_require_grad(false);
+        // In f32, stored back in the weight's own dtype (a half-precision base rounds the
+        // merged weight, as PEFT's merge into a bf16 base does).
+        let stored = self.dtype();
+        let merged = (self.weight_f32() + delta_in_out.detach()).detach();
+        self.weight = Param::from_tensor(merged).set_require_grad(false);
+        self.cast_to(stored);
         Ok(())
     }
 }
@@ -218,4 +314,36 @@ impl FrozenBase for FrozenWeight {
     fn add_delta(&mut self, delta_in_out: Tensor<2>) -> Result<()> {
         each_base!(self, b => b.add_delta(delta_in_out))
     }
+}
+
+/// What [`cast_frozen`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CastReport {
+    /// Linears whose weight was cast.
+    pub layers: usize,
+    /// Their weights' bytes before.
+    pub bytes_before: usize,
+    /// Their weights' bytes after.
+    pub bytes_after: usize,
+}
+
+/// Store every dense frozen linear weight of `model` as `dtype` (the `--base-dtype` of the
+/// finetune example). Packed bases are refused: they have their own storage.
+pub fn cast_frozen<M: super::LoraTargets>(model: &mut M, dtype: BaseDtype) -> Result<CastReport> {
+    let mut report = CastReport::default();
+    model.visit_linears("", &mut |path, linear| {
+        let FrozenWeight::Dense(dense) = &mut linear.base else {
+            return Err(Error::Unsupported {
+                what: "base dtype",
+                detail: format!("{path}: {dtype} over a packed (quantised) base"),
+            });
+        };
+        let values = dense.in_features() * dense.out_features();
+        report.layers += 1;
+        report.bytes_before += values * dense.dtype().bytes();
+        report.bytes_after += values * dtype.bytes();
+        dense.cast_to(dtype);
+        Ok(())
+    })?;
+    Ok(report)
 }

@@ -8,7 +8,7 @@ pub mod linear;
 pub mod packed;
 pub mod wrap;
 
-pub use base::{DenseBase, FrozenBase, FrozenWeight};
+pub use base::{BaseDtype, CastReport, DenseBase, FrozenBase, FrozenWeight, cast_frozen};
 pub use config::{
     InitLoraWeights, LayerIndices, LayersPattern, LoraConfig, ModuleLoraParams, ModuleSelector,
     scaling,

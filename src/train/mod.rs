@@ -65,6 +65,10 @@ pub struct TrainConfig {
     pub decay: Decay,
     /// Clip the global gradient norm to this value.
     pub max_grad_norm: Option<f64>,
+    /// Gradient checkpointing: burn's balanced strategy recomputes memory-bound
+    /// activations in the backward instead of keeping them. The model and the batches must
+    /// live on [`train_device`](TrainConfig::train_device).
+    pub gradient_checkpointing: bool,
     /// Evaluate every N optimizer steps (`None`: at the end of each epoch).
     pub eval_every: Option<usize>,
     /// Stop after this many evaluations without a better validation micro-F1.
@@ -96,6 +100,7 @@ impl Default for TrainConfig {
             warmup_ratio: defaults::WARMUP_RATIO,
             decay: Decay::Linear,
             max_grad_norm: Some(defaults::MAX_GRAD_NORM),
+            gradient_checkpointing: false,
             eval_every: None,
             patience: None,
             seed: defaults::SEED,
@@ -131,6 +136,7 @@ impl TrainConfig {
         with_decay => decay: Decay,
         with_max_grad_norm => max_grad_norm: Option<f64>,
         with_loraplus_lr_ratio => loraplus_lr_ratio: Option<f64>,
+        with_gradient_checkpointing => gradient_checkpointing: bool,
         with_eval_every => eval_every: Option<usize>,
         with_patience => patience: Option<usize>,
         with_seed => seed: u64,
@@ -196,6 +202,18 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+
+    /// The autodiff twin of the plain `device` that training runs on: with
+    /// [`gradient_checkpointing`](TrainConfig::gradient_checkpointing), burn's checkpointing
+    /// autodiff device. Put the model there ([`run_loop`] puts the batches there).
+    pub fn train_device(&self, device: &Device) -> Device {
+        let autodiff = device.clone().autodiff();
+        if self.gradient_checkpointing {
+            autodiff.gradient_checkpointing()
+        } else {
+            autodiff
+        }
     }
 
     /// Optimizer steps the run will take for `examples` training examples.
@@ -348,7 +366,7 @@ pub fn run_loop<L: TrainingLoop>(
     }
     l.check_inputs(train)?;
     l.check_inputs(valid)?;
-    let train_device = device.clone().autodiff();
+    let train_device = config.train_device(device);
     let mut state = state.unwrap_or_default();
     if state.train_examples != 0 && state.train_examples != train.len() {
         return Err(Error::ResumeMismatch {

@@ -324,13 +324,13 @@ impl<B: Backbone> Trainer<B> {
                 load_adapter_weights(
                     &read_adapter(&best_dir)?,
                     &mut best,
-                    &device.clone().autodiff(),
+                    &config.train_device(device),
                 )?;
                 Some(best.valid())
             }
             None => None,
         };
-        load_adapter_weights(&adapter, &mut model, &device.clone().autodiff())?;
+        load_adapter_weights(&adapter, &mut model, &config.train_device(device))?;
         let ids = &saved.param_ids;
         let id_of = |key: &str| -> Result<ParamId> {
             ids.get(key)

@@ -1,0 +1,107 @@
+//! A half-precision frozen base (`--base-dtype f16|bf16`): the weight stored as f16/bf16 and
+//! cast to f32 per forward gives exactly the f32 layer's output on the same weight rounded
+//! to that precision (the reference rounding: the `half` crate's round-to-nearest-even);
+//! merging rounds the merged weight into the same storage; a quantised base is refused.
+
+mod common;
+
+use burn::tensor::{DType, Distribution, Tensor};
+use burn_lora::lora::{
+    BaseDtype, FrozenBase, LinearVisitor, LoraLinear, LoraTargets, ModuleSelector, cast_frozen,
+};
+use common::{devices, max_rel_err, values};
+
+/// One linear as a model (`proj`).
+#[derive(Clone)]
+struct One(LoraLinear);
+
+impl LoraTargets for One {
+    fn visit_linears(
+        &mut self,
+        prefix: &str,
+        visitor: &mut LinearVisitor<'_>,
+    ) -> burn_lora::Result<()> {
+        visitor(&burn_lora::lora::join_path(prefix, "proj"), &mut self.0)
+    }
+
+    fn default_targets(&self) -> ModuleSelector {
+        ModuleSelector::names(&["proj"])
+    }
+}
+
+fn rounded(values: &[f32], dtype: BaseDtype) -> Vec<f32> {
+    values
+        .iter()
+        .map(|&v| match dtype {
+            BaseDtype::F16 => half::f16::from_f32(v).to_f32(),
+            BaseDtype::Bf16 => half::bf16::from_f32(v).to_f32(),
+            _ => v,
+        })
+        .collect()
+}
+
+#[test]
+fn half_precision_base_is_the_rounded_f32_layer() {
+    for (dev_name, device) in devices() {
+        for dtype in [BaseDtype::F16, BaseDtype::Bf16] {
+            if !device.supports_dtype(dtype.dtype()) {
+                eprintln!("{dev_name}: no {dtype} storage; skipped");
+                continue;
+            }
+            let weight = Tensor::<2>::random([24, 32], Distribution::Default, &device);
+            let bias = Tensor::<1>::random([24], Distribution::Default, &device);
+            let x = Tensor::<3>::random([2, 5, 32], Distribution::Default, &device);
+            let mut model =
+                One(LoraLinear::from_out_in(weight.clone(), Some(bias.clone())).unwrap());
+            let report = cast_frozen(&mut model, dtype).unwrap();
+            let half = model.0;
+            assert_eq!(
+                (report.layers, report.bytes_before, report.bytes_after),
+                (1, 24 * 32 * 4, 24 * 32 * 2)
+            );
+            let dense = half.base.dense().unwrap();
+            assert_eq!(dense.dtype(), dtype);
+            assert_eq!(dense.weight.val().dtype(), dtype.dtype());
+
+            let w_rounded = Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(rounded(&values(weight.clone()), dtype), [24, 32]),
+                &device,
+            );
+            let reference = LoraLinear::from_out_in(w_rounded, Some(bias.clone())).unwrap();
+            let y = values(half.forward(x.clone()));
+            let want = values(reference.forward(x.clone()));
+            let err = max_rel_err(&y, &want);
+            assert!(err <= 1e-6, "{dev_name} {dtype}: rel err {err}");
+            // The rounding is real: the f32 layer differs.
+            let full = LoraLinear::from_out_in(weight.clone(), Some(bias.clone())).unwrap();
+            assert!(max_rel_err(&values(full.forward(x.clone())), &want) > 1e-6);
+
+            // A merge lands in the same storage, rounded.
+            let mut merged = half.clone();
+            let delta = Tensor::<2>::random([32, 24], Distribution::Default, &device) * 0.01;
+            merged.base.add_delta(delta.clone()).unwrap();
+            let dense = merged.base.dense().unwrap();
+            assert_eq!(dense.weight.val().dtype(), dtype.dtype());
+            let want = rounded(&values(half.base.weight_in_out() + delta), dtype);
+            assert_eq!(values(merged.base.weight_in_out()), want);
+        }
+    }
+    // The storage is asked for by name.
+    assert_eq!("bf16".parse::<BaseDtype>().unwrap(), BaseDtype::Bf16);
+    assert!("f8".parse::<BaseDtype>().is_err());
+    assert_eq!(BaseDtype::F32.dtype(), DType::F32);
+}
+
+/// A quantised base has its own storage: casting it is refused, naming the layer.
+#[test]
+fn a_packed_base_is_not_cast() {
+    let device = burn_lora::device::parse_device("flex").unwrap();
+    let weight = Tensor::<2>::random([64, 64], Distribution::Default, &device);
+    let layer =
+        LoraLinear::from_out_in_packed(weight, None, Some(burn_lora::lora::Quantization::Nf4))
+            .unwrap();
+    assert!(matches!(
+        cast_frozen(&mut One(layer), BaseDtype::Bf16),
+        Err(burn_lora::Error::Unsupported { .. })
+    ));
+}
