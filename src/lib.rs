@@ -29,8 +29,8 @@
 //!
 //! ## Layers
 //!
-//! Each module imports only from those before it in this order, so a change in a higher
-//! layer never reaches a lower one:
+//! Each module imports only from those before it in this order (checked by
+//! `tests/layers.rs`), so a change in a higher layer never reaches a lower one:
 //!
 //! 1. [`error`], [`device`], [`defaults`], the size limits and `ops` (burn-flex's fast
 //!    paths: an implementation detail, hidden from the docs);
@@ -38,7 +38,8 @@
 //! 3. [`lora`]: `LoraLinear`, its config and the injection into any [`lora::LoraTargets`];
 //! 4. [`tokenize`]: tokenizers, prompt templates and the pad-or-eos rule (the GGUF
 //!    tokenizer needs it, so it sits below the models that also use it);
-//! 5. [`models`]: the backbones, each family's facts, and [`models::load`];
+//! 5. [`models`]: the backbones, each family's facts, where their tensors come from
+//!    ([`models::TensorSource`]: a checkpoint folder, a GGUF file) and [`models::load`];
 //! 6. [`data`]: examples, label sets, encoded sets and batches;
 //! 7. [`classify`]: the multi-label head, losses, metrics and thresholds;
 //! 8. [`adapter`]: a classifier's adapters as PEFT folders, then [`export`]: a merged

@@ -619,3 +619,78 @@ fn a_second_finetune_on_a_running_folder_fails_and_the_first_finishes() {
     assert!(!lock.exists(), "the lock outlived its run");
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// Typed config values: an activation, a LoRA bias mode or an eos id the crate does not know
+/// is an error naming the value when the file is read; one it knows but does not compute
+/// (a GELU Llama, PEFT's `bias: all`) is refused, not silently replaced.
+#[test]
+fn config_values_are_typed_and_unknown_ones_named() {
+    let scratch = std::env::temp_dir().join(format!("burn-lora-typed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    let with = |fixture_name: &str, key: &str, value: serde_json::Value| {
+        let mut config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture(fixture_name).join("config.json")).unwrap(),
+        )
+        .unwrap();
+        config[key] = value;
+        config.to_string()
+    };
+    // BERT: an unknown activation, named.
+    let err = burn_lora::models::BertConfig::from_json(&with(
+        "tiny-bert",
+        "hidden_act",
+        "quick_gelu".into(),
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("quick_gelu"), "{err}");
+    let ok = burn_lora::models::BertConfig::from_json(&with(
+        "tiny-bert",
+        "hidden_act",
+        "gelu_new".into(),
+    ))
+    .unwrap();
+    assert_eq!(ok.hidden_act, burn_lora::models::HiddenAct::GeluNew);
+
+    // Llama: a known activation its SwiGLU MLP does not compute; several eos ids.
+    let path = scratch.join("config.json");
+    std::fs::write(&path, with("tiny-llama", "hidden_act", "gelu".into())).unwrap();
+    let err = burn_lora::models::LlamaConfig::from_file(&path).unwrap_err();
+    assert!(
+        matches!(err, Error::Unsupported { .. }) && err.to_string().contains("gelu"),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        with("tiny-llama", "eos_token_id", serde_json::json!([7, 9])),
+    )
+    .unwrap();
+    let config = burn_lora::models::LlamaConfig::from_file(&path).unwrap();
+    assert_eq!(
+        config.eos_token_id.as_ref().and_then(|e| e.first()),
+        Some(7)
+    );
+
+    // PEFT's bias: `lora_only` is refused, an unknown mode named.
+    let adapter = |bias: &str| {
+        let mut config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture("peft_seqcls_minilm/adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        config["bias"] = bias.into();
+        let path = scratch.join("adapter_config.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        burn_lora::lora::LoraConfig::from_json_file(&path)
+    };
+    assert!(adapter("none").is_ok());
+    assert!(matches!(
+        adapter("lora_only"),
+        Err(Error::Unsupported { what: "bias", .. })
+    ));
+    let err = adapter("some").unwrap_err();
+    assert!(
+        matches!(err, Error::Format { ref message, .. } if message.contains("some")),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&scratch).unwrap();
+}

@@ -371,7 +371,7 @@ fn invalid_configs_are_rejected_specifically() {
     c.rank_pattern.insert("query".into(), 0);
     assert!(matches!(c.validate(), Err(Error::InvalidRank { .. })));
     let mut c = base.clone();
-    c.bias = "all".into();
+    c.bias = burn_lora::lora::LoraBias::All;
     assert!(matches!(
         c.validate(),
         Err(Error::Unsupported { what: "bias", .. })

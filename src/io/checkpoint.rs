@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor};
 
 use super::safetensors::SafetensorsFile;
-use super::source::TensorSource;
 use crate::error::{Error, Result};
 
 /// Every tensor of a checkpoint, by name, across shards.
@@ -128,24 +127,5 @@ impl Checkpoint {
             path: self.dir.clone(),
         })?;
         self.files[id].tensor(name, Some(shape), device)
-    }
-}
-
-impl TensorSource for Checkpoint {
-    fn origin(&self) -> &Path {
-        &self.dir
-    }
-
-    fn contains(&self, name: &str) -> bool {
-        Checkpoint::contains(self, name)
-    }
-
-    fn tensor<const D: usize>(
-        &self,
-        name: &str,
-        shape: [usize; D],
-        device: &Device,
-    ) -> Result<Tensor<D>> {
-        Checkpoint::tensor(self, name, shape, device)
     }
 }

@@ -7,10 +7,8 @@ pub mod gguf;
 pub mod hub;
 pub mod run_lock;
 pub mod safetensors;
-pub mod source;
 
 pub use atomic::{existing_dir, replace_dir, write_atomic};
 pub use checkpoint::Checkpoint;
 pub use run_lock::RunLock;
 pub use safetensors::SafetensorsFile;
-pub use source::TensorSource;

@@ -166,8 +166,24 @@ fn default_alpha() -> f64 {
 fn default_init() -> InitLoraWeights {
     InitLoraWeights::Default
 }
-fn default_bias() -> String {
-    "none".to_string()
+
+/// PEFT's `bias`: which biases train beside the adapters. Only `none` is supported here;
+/// the others are refused by [`LoraConfig::validate`], an unknown value when the config is
+/// read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoraBias {
+    /// No bias trains (PEFT's default).
+    #[default]
+    None,
+    /// Every bias of the model trains.
+    All,
+    /// The biases of adapted layers train.
+    LoraOnly,
+}
+
+fn default_bias() -> LoraBias {
+    LoraBias::None
 }
 fn default_peft_type() -> String {
     "LORA".to_string()
@@ -235,7 +251,7 @@ pub struct LoraConfig {
     pub init_lora_weights: InitLoraWeights,
     /// Which biases train: only `"none"` is supported.
     #[serde(default = "default_bias")]
-    pub bias: String,
+    pub bias: LoraBias,
     /// Modules trained in full and saved with the adapter (e.g. a classification head).
     #[serde(default)]
     pub modules_to_save: Option<Vec<String>>,
@@ -359,10 +375,10 @@ impl LoraConfig {
         if !self.lora_dropout.is_finite() || !(0.0..1.0).contains(&self.lora_dropout) {
             return Err(Error::InvalidDropout(self.lora_dropout));
         }
-        if self.bias != "none" {
+        if self.bias != LoraBias::None {
             return Err(Error::Unsupported {
                 what: "bias",
-                detail: format!("`{}` (only \"none\")", self.bias),
+                detail: format!("`{:?}` (only \"none\")", self.bias),
             });
         }
         if let InitLoraWeights::Other(name) = &self.init_lora_weights {

@@ -10,8 +10,8 @@ pub mod wrap;
 
 pub use base::{BaseDtype, CastReport, DenseBase, FrozenBase, FrozenWeight, cast_frozen};
 pub use config::{
-    InitLoraWeights, LayerIndices, LayersPattern, LoraConfig, ModuleLoraParams, ModuleSelector,
-    scaling,
+    InitLoraWeights, LayerIndices, LayersPattern, LoraBias, LoraConfig, ModuleLoraParams,
+    ModuleSelector, scaling,
 };
 pub use linear::{LoraLinear, LoraWeights};
 

@@ -7,13 +7,14 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Int, Tensor};
 
-use super::config::BertConfig;
+use super::config::{BertConfig, HiddenAct};
 use super::layers::{
     FrozenEmbedding, LayerNorm, attention, merge_heads, padding_bias, split_heads,
 };
+use super::source::TensorSource;
 use super::{Backbone, EncoderInput};
 use crate::error::{Error, Result};
-use crate::io::{Checkpoint, TensorSource};
+use crate::io::Checkpoint;
 use crate::lora::{
     InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets, ModuleSelector,
     Quantization, join_path, with_adapters,
@@ -310,8 +311,8 @@ impl BertModel {
                 output: linear(&n(names.ffn_out), h, config.intermediate_size)?,
                 output_norm: norm(&n(names.out_norm))?,
                 dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
-                relu: config.hidden_act == "relu",
-                gelu_tanh: config.hidden_act == "gelu_new",
+                relu: config.hidden_act == HiddenAct::Relu,
+                gelu_tanh: config.hidden_act == HiddenAct::GeluNew,
             });
         }
         let pooler = if ckpt.contains(&format!("{prefix}pooler.dense.weight")) {

@@ -6,6 +6,24 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+/// A `config.json`'s `hidden_act` (transformers' `ACT2FN` names this crate computes); any
+/// other name is an error naming it when the config is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HiddenAct {
+    /// Exact GELU (erf).
+    Gelu,
+    /// GELU's tanh approximation (`gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`).
+    #[serde(alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
+    GeluNew,
+    /// ReLU.
+    Relu,
+    /// SiLU (`swish`).
+    #[serde(alias = "swish")]
+    Silu,
+}
+
 /// `model_type` values this crate can load.
 pub const SUPPORTED_MODEL_TYPES: [&str; 3] = ["bert", "roberta", "distilbert"];
 
@@ -31,7 +49,7 @@ pub struct BertConfig {
     pub intermediate_size: usize,
     /// Activation of the feed-forward block (`gelu` = erf GELU).
     #[serde(default = "default_act", alias = "activation")]
-    pub hidden_act: String,
+    pub hidden_act: HiddenAct,
     /// Learned absolute positions.
     #[serde(default = "default_max_pos")]
     pub max_position_embeddings: usize,
@@ -55,8 +73,8 @@ pub struct BertConfig {
     pub position_embedding_type: String,
 }
 
-fn default_act() -> String {
-    "gelu".into()
+fn default_act() -> HiddenAct {
+    HiddenAct::Gelu
 }
 fn default_max_pos() -> usize {
     512
@@ -139,8 +157,8 @@ impl BertConfig {
                 self.hidden_size, self.num_attention_heads
             )));
         }
-        if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_new" | "relu") {
-            return Err(bad(format!("hidden_act `{}`", self.hidden_act)));
+        if self.hidden_act == HiddenAct::Silu {
+            return Err(bad("hidden_act `silu` in a BERT-family encoder".into()));
         }
         // burn-nn's Dropout asserts its probability; a config's is checked here instead.
         for (name, p) in [

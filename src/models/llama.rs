@@ -11,10 +11,12 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
+use super::config::HiddenAct;
 use super::layers::{FrozenEmbedding, MASK_VALUE, attention, frozen, merge_heads, split_heads};
+use super::source::TensorSource;
 use super::{Backbone, EncoderInput};
 use crate::error::{Error, Result};
-use crate::io::{Checkpoint, TensorSource};
+use crate::io::Checkpoint;
 use crate::lora::{
     FrozenWeight, InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets,
     ModuleSelector, PackedBase, Quantization, join_path, with_adapters,
@@ -73,6 +75,26 @@ pub struct RopeParameters {
     pub partial_rotary_factor: Option<f64>,
 }
 
+/// A config's `eos_token_id`: one id or several (transformers accepts both).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum EosTokenId {
+    /// One id.
+    One(u32),
+    /// Several; the first pads when there is no pad id.
+    Many(Vec<u32>),
+}
+
+impl EosTokenId {
+    /// The id that pads a batch when the config has no `pad_token_id`.
+    pub fn first(&self) -> Option<u32> {
+        match self {
+            EosTokenId::One(id) => Some(*id),
+            EosTokenId::Many(ids) => ids.first().copied(),
+        }
+    }
+}
+
 /// The fields of a Llama-family `config.json` the decoder needs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct LlamaConfig {
@@ -117,10 +139,18 @@ pub struct LlamaConfig {
     pub pad_token_id: Option<u32>,
     /// End-of-sequence id(s).
     #[serde(default)]
-    pub eos_token_id: Option<serde_json::Value>,
+    pub eos_token_id: Option<EosTokenId>,
+    /// The MLP's activation: this decoder computes SwiGLU, so `silu` (the default) only;
+    /// another is refused rather than silently replaced.
+    #[serde(default = "default_hidden_act")]
+    pub hidden_act: HiddenAct,
     /// Share of each head's channels that RoPE rotates (GLM; transformers 4 spelling).
     #[serde(default)]
     pub partial_rotary_factor: Option<f64>,
+}
+
+fn default_hidden_act() -> HiddenAct {
+    HiddenAct::Silu
 }
 
 fn default_rms_eps() -> f64 {
@@ -187,6 +217,18 @@ impl LlamaConfig {
                     detail: format!("{name} = 0: every size must be at least 1"),
                 });
             }
+        }
+        if self.hidden_act != HiddenAct::Silu {
+            return Err(Error::Unsupported {
+                what: "model config",
+                detail: format!(
+                    "hidden_act `{}` (this decoder's MLP is SwiGLU: silu)",
+                    serde_json::to_value(self.hidden_act)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default()
+                ),
+            });
         }
         if !LLAMA_FAMILY.contains(&self.model_type.as_str()) {
             return Err(Error::Unsupported {
@@ -625,13 +667,7 @@ impl LlamaModel {
         } else {
             None
         };
-        let eos = match &config.eos_token_id {
-            Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32),
-            Some(serde_json::Value::Array(a)) => {
-                a.first().and_then(|v| v.as_u64()).map(|v| v as u32)
-            }
-            _ => None,
-        };
+        let eos = config.eos_token_id.as_ref().and_then(EosTokenId::first);
         let pad_id = crate::tokenize::pad_or_eos(config.pad_token_id, eos, ckpt.origin())
             .ok_or_else(|| Error::Unsupported {
                 what: "model config",

@@ -6,9 +6,10 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::llama::{LINEARS, LlamaConfig, LlamaModel, RopeParameters};
+use super::config::HiddenAct;
+use super::llama::{EosTokenId, LINEARS, LlamaConfig, LlamaModel, RopeParameters};
+use super::source::TensorSource;
 use crate::error::{Error, Result};
-use crate::io::TensorSource;
 use crate::io::gguf::{GgufFile, GgufValue};
 use crate::lora::{
     GgufBlocks, InjectionReport, LoraConfig, PackedWeight, Quantization, with_adapters,
@@ -112,8 +113,10 @@ impl LlamaConfig {
             attention_bias: false,
             tie_word_embeddings: !file.tensors.contains_key("output.weight"),
             pad_token_id: token_id("padding_token_id"),
-            eos_token_id: token_id("eos_token_id").map(|v| serde_json::Value::from(v as u64)),
+            eos_token_id: token_id("eos_token_id").map(EosTokenId::One),
             partial_rotary_factor: None,
+            // llama.cpp's llama, mistral and qwen graphs are SwiGLU.
+            hidden_act: HiddenAct::Silu,
         }
         .checked()
     }

@@ -7,16 +7,18 @@ pub mod layers;
 pub mod llama;
 pub mod llama_gguf;
 pub mod pretrained;
+pub mod source;
 
 use burn::module::{Module, ModuleDisplay};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 pub use any::{AnyBackbone, Pretrained, load, load_packed};
 pub use bert::BertModel;
-pub use config::{BertConfig, SUPPORTED_MODEL_TYPES};
-pub use llama::{LlamaConfig, LlamaModel};
+pub use config::{BertConfig, HiddenAct, SUPPORTED_MODEL_TYPES};
+pub use llama::{EosTokenId, LlamaConfig, LlamaModel};
 pub use llama_gguf::GgufWeights;
 pub use pretrained::{ModelFormat, resolve_model};
+pub use source::TensorSource;
 
 use crate::error::{Error, Result};
 use crate::lora::LoraTargets;

@@ -1,11 +1,13 @@
 //! Where a model's weights come from: a checkpoint folder, a GGUF file, … A model loader
 //! asks for tensors by their Hugging Face name and shape; each source maps and converts.
+//! (Here, above [`crate::lora`], since a source may hand over packed blocks.)
 
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::io::Checkpoint;
 use crate::lora::PackedWeight;
 
 /// Named float tensors, addressed by Hugging Face parameter names.
@@ -38,5 +40,24 @@ pub trait TensorSource {
                 self.origin().display()
             ),
         })
+    }
+}
+
+impl TensorSource for Checkpoint {
+    fn origin(&self) -> &Path {
+        self.dir()
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        Checkpoint::contains(self, name)
+    }
+
+    fn tensor<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &Device,
+    ) -> Result<Tensor<D>> {
+        Checkpoint::tensor(self, name, shape, device)
     }
 }
