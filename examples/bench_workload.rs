@@ -287,7 +287,7 @@ fn bench<B: Backbone>(
             "steps": batches, "tokens": tokens, "seconds": seconds,
             "tokens_per_second": tokens as f64 / seconds, "peak_rss_mib": memory::peak_rss_mib(),
             "gflops": gflop.map(|g| g / seconds), "trainable_params": trainable,
-            "blas": burn_lora::ops::blas_library(),
+            "blas": burn_lora::nn::blas_library(),
             "rank": args.rank, "alpha": args.alpha, "targets": args.targets_spec,
             "dora": args.dora, "gradient_checkpointing": args.gradient_checkpointing,
         })
@@ -361,7 +361,7 @@ fn gemm(device: &Device) -> Result<()> {
     // The same product through the path the model's linears take (`ops::linear_2d`: the
     // system BLAS when one is loaded).
     let (seconds, _) = timed(&vec![Vec::new(); 53], 3, |_| {
-        let y = burn_lora::ops::linear_2d(x.clone(), w.clone(), None);
+        let y = burn_lora::nn::linear_2d(x.clone(), w.clone(), None);
         let _ = y.slice([0..1, 0..1]).into_data();
         Ok(0)
     })?;
@@ -369,7 +369,7 @@ fn gemm(device: &Device) -> Result<()> {
     println!(
         "{}",
         serde_json::json!({"impl": "burn-lora", "mode": "gemm", "shape": [m, k, n], "gflops": gflops,
-            "linear_gflops": linear_gflops, "blas": burn_lora::ops::blas_library(),
+            "linear_gflops": linear_gflops, "blas": burn_lora::nn::blas_library(),
             "kernel": burn_lora::device::cpu_product_kernel()})
     );
     Ok(())

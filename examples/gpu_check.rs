@@ -24,9 +24,9 @@ use burn_lora::classify::{LossKind, MultiLabelClassifier, MultiLabelLoss, Poolin
 use burn_lora::data::{EncodedSet, SplitMix64};
 use burn_lora::device::probe_device;
 use burn_lora::io::SafetensorsFile;
-use burn_lora::models::TensorSource;
 use burn_lora::lora::FrozenBase;
 use burn_lora::lora::{LoraConfig, inject_adapters};
+use burn_lora::models::TensorSource;
 use burn_lora::models::{Backbone, BertConfig, BertModel, EncoderInput, LlamaConfig, LlamaModel};
 use burn_lora::train::{Decay, TrainConfig, Trainer, TrainingLoop};
 

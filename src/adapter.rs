@@ -262,12 +262,9 @@ impl LoadedAdapter {
     /// written by Python PEFT) the task model's own — BERT's pooler where the checkpoint
     /// has one, the last non-padding token on decoders, CLS otherwise.
     pub fn pooling(&self, backbone: &impl Backbone) -> Pooling {
-        match &self.meta {
-            Some(m) => m.pooling,
-            None if backbone.has_pooler() => Pooling::Pooler,
-            None if backbone.is_decoder() => Pooling::LastToken,
-            None => Pooling::Cls,
-        }
+        self.meta
+            .as_ref()
+            .map_or_else(|| Pooling::task_default(backbone), |m| m.pooling)
     }
 
     /// The truncation length it was trained with; 512 (transformers' usual limit) for one

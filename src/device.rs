@@ -144,7 +144,7 @@ pub fn available_devices() -> Vec<(&'static str, Device)> {
 /// A short name of `device` for a run's record: `flex` for the CPU backend, else burn's own
 /// description of the device.
 pub fn device_name(device: &Device) -> String {
-    if crate::ops::is_flex(device) {
+    if crate::nn::is_flex(device) {
         "flex".into()
     } else {
         format!("{device:?}")
@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn cpu_product_kernel_names_blas_or_gemm() {
         let kernel = cpu_product_kernel();
-        match crate::ops::blas_library() {
+        match crate::nn::blas_library() {
             // Notes on a library passed over may follow the name.
             Some(library) => assert!(kernel.starts_with(&format!("system BLAS {library}"))),
             None => assert!(kernel.starts_with("built-in gemm kernel ("), "{kernel}"),

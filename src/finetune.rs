@@ -601,7 +601,7 @@ impl Finetune {
             t0.elapsed().as_secs_f64(),
             template.as_ref().map(|t| t.as_str())
         ));
-        if crate::ops::is_flex(device) {
+        if crate::nn::is_flex(device) {
             let kernel = crate::device::cpu_product_kernel();
             self.say(&format!("large products on flex: {kernel}"));
         }

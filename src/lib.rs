@@ -32,8 +32,9 @@
 //! Each module imports only from those before it in this order (checked by
 //! `tests/layers.rs`), so a change in a higher layer never reaches a lower one:
 //!
-//! 1. [`error`], [`device`], [`defaults`], the size limits and `ops` (burn-flex's fast
-//!    paths: an implementation detail, hidden from the docs);
+//! 1. [`error`], [`device`], [`defaults`], the size limits and `nn` (the layer functions
+//!    models call, burn-flex's fast paths inside: an implementation detail, hidden from the
+//!    docs);
 //! 2. [`io`]: file formats (safetensors, GGUF, checkpoint folders, atomic writes, the hub);
 //! 3. [`lora`]: `LoraLinear`, its config and the injection into any [`lora::LoraTargets`];
 //! 4. [`tokenize`]: tokenizers, prompt templates and the pad-or-eos rule (the GGUF
@@ -63,7 +64,7 @@ mod limits;
 pub mod lora;
 pub mod models;
 #[doc(hidden)]
-pub mod ops;
+pub mod nn;
 pub mod tokenize;
 pub mod train;
 

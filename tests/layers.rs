@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// `src/lib.rs`'s list, lowest first; modules on one line share a layer.
 const LAYERS: &[&[&str]] = &[
-    &["error", "device", "defaults", "limits", "ops"],
+    &["error", "device", "defaults", "limits", "nn"],
     &["io"],
     &["lora"],
     &["tokenize"],

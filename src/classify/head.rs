@@ -49,9 +49,15 @@ impl Pooling {
     /// `1_Pooling/config.json` when present (all-MiniLM-L6-v2: mean), else the pooler for
     /// encoders that have one, CLS for those that don't, and the last token for decoders.
     pub fn default_for(model_dir: Option<&Path>, backbone: &impl Backbone) -> Self {
-        if let Some(p) = model_dir.and_then(sentence_transformers_pooling) {
-            return p;
-        }
+        model_dir
+            .and_then(sentence_transformers_pooling)
+            .unwrap_or_else(|| Self::task_default(backbone))
+    }
+
+    /// What transformers' `…ForSequenceClassification` of the family pools: the last real
+    /// token for decoders, the pooler where the checkpoint has one, else `[CLS]` (the
+    /// pooling of an adapter written by Python PEFT, which records none).
+    pub fn task_default(backbone: &impl Backbone) -> Self {
         if backbone.is_decoder() {
             Pooling::LastToken
         } else if backbone.has_pooler() {
@@ -187,7 +193,7 @@ impl ClassificationHead {
     /// Logits from pooled states `[batch, hidden]`.
     pub fn forward(&self, pooled: Tensor<2>) -> Tensor<2> {
         burn::tensor::module::linear(
-            crate::ops::dropout(&self.dropout, pooled),
+            crate::nn::dropout(&self.dropout, pooled),
             self.weight.val(),
             self.bias.as_ref().map(|b| b.val()),
         )

@@ -122,7 +122,7 @@ pub(crate) fn replace_value<const D: usize>(param: &mut Param<Tensor<D>>, value:
 }
 
 /// `x·W + b` on `[..., in]` for a weight stored `[in, out]` (PyTorch's `x Wᵀ + b`), as one
-/// 2-D product over all rows ([`crate::ops::linear_2d`]). A 3-D input would otherwise reach
+/// 2-D product over all rows ([`crate::nn::linear_2d`]). A 3-D input would otherwise reach
 /// burn's batched matmul, which on burn-flex runs one single-threaded gemm per batch element
 /// and re-packs the weight for each.
 pub fn linear_rows<const D: usize>(
@@ -131,7 +131,7 @@ pub fn linear_rows<const D: usize>(
     bias: Option<Tensor<1>>,
 ) -> Tensor<D> {
     let out = weight.dims()[1];
-    over_rows(x, out, |rows| crate::ops::linear_2d(rows, weight, bias))
+    over_rows(x, out, |rows| crate::nn::linear_2d(rows, weight, bias))
 }
 
 /// `f` applied to `x [..., in]` folded to 2-D rows `[n, in]`, its `[n, out]` result unfolded.

@@ -79,17 +79,17 @@ impl LoraWeights {
 /// magnitude: `y = g ⊙ (x Wᵀ + s·(x Aᵀ) Bᵀ) + b` without dropout, and while dropout is active
 /// (`d = dropout(x)`) PEFT's `y = x Wᵀ + b + (g − 1) ⊙ d Wᵀ + g ⊙ s·(d Aᵀ) Bᵀ`.
 ///
-/// Without an adapter it is exactly the frozen base. Generic over the base so a
-/// quantised weight can stand in for [`DenseBase`].
+/// Without an adapter it is exactly the frozen base: a [`FrozenWeight`], dense
+/// ([`DenseBase`], f32 or half precision) or packed (NF4, int8, GGUF blocks).
 #[derive(Module, Debug)]
-pub struct LoraLinear<W: FrozenBase = FrozenWeight> {
+pub struct LoraLinear {
     /// The frozen base layer.
-    pub base: W,
+    pub base: FrozenWeight,
     /// The adapter, when this layer is targeted.
     pub adapter: Option<LoraWeights>,
 }
 
-impl LoraLinear<FrozenWeight> {
+impl LoraLinear {
     /// A plain (adapter-less) layer from a PyTorch-oriented weight `[out, in]` and bias.
     pub fn from_out_in(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Result<Self> {
         Ok(LoraLinear::new(FrozenWeight::Dense(
@@ -112,11 +112,9 @@ impl LoraLinear<FrozenWeight> {
         };
         Ok(LoraLinear::new(base))
     }
-}
 
-impl<W: FrozenBase> LoraLinear<W> {
     /// Wrap a frozen base, with no adapter yet.
-    pub fn new(base: W) -> Self {
+    pub fn new(base: FrozenWeight) -> Self {
         LoraLinear {
             base,
             adapter: None,
@@ -282,14 +280,14 @@ impl<W: FrozenBase> LoraLinear<W> {
             }
             Some(adapter) if adapter.enabled && !adapter.merged => {
                 let base = self.base.forward(x.clone());
-                let h = crate::ops::dropout(&adapter.dropout, x);
+                let h = crate::nn::dropout(&adapter.dropout, x);
                 let h = linear_rows(h, adapter.a.val(), None);
                 // `base + s·(h·B)` as one product accumulating onto the base output.
                 let [rank, out] = adapter.b.dims();
                 over_rows(base, out, |base| {
                     let rows = base.dims()[0];
                     let h = h.reshape([rows, rank]);
-                    crate::ops::add_product(base, h, adapter.b.val(), adapter.scaling as f32)
+                    crate::nn::add_product(base, h, adapter.b.val(), adapter.scaling as f32)
                 })
             }
             _ => self.base.forward(x),
@@ -302,8 +300,8 @@ impl<W: FrozenBase> LoraLinear<W> {
         let out = self.out_features();
         let magnitude = adapter.magnitude.as_ref().expect("a DoRA adapter").val();
         let result = self.base.forward(x.clone());
-        let dropout_active = crate::ops::dropout_is_active(&adapter.dropout, &x.device());
-        let h = crate::ops::dropout(&adapter.dropout, x);
+        let dropout_active = crate::nn::dropout_is_active(&adapter.dropout, &x.device());
+        let h = crate::nn::dropout(&adapter.dropout, x);
         let scale = magnitude
             .div(self.dora_weight_norm(adapter))
             .reshape([1, out]);

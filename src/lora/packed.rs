@@ -4,7 +4,7 @@
 //!
 //! The packed bytes stay in host memory beside the module (they are not parameters: the
 //! base never trains and is never saved with an adapter); each forward dequantises the
-//! layer's weight on all cores for its product ([`crate::ops::matmul_packed`], which reads
+//! layer's weight on all cores for its product ([`crate::nn::matmul_packed`], which reads
 //! it transposed in place). The dense copy lives only while that product runs: on burn-flex
 //! the training graph keeps the packed handle and the backward dequantises again; on other
 //! backends autodiff keeps the dense copy until the backward.
@@ -19,7 +19,7 @@ use crate::io::gguf::{GgmlType, dequantize as dequantize_ggml};
 
 use super::base::{DenseBase, FrozenBase, over_rows};
 use crate::error::{Error, Result};
-use crate::ops::PackedMatrix;
+use crate::nn::PackedMatrix;
 
 /// How to store a frozen weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -366,7 +366,7 @@ impl FrozenBase for PackedBase {
         let packed = Arc::clone(&self.weight);
         let weight = PackedMatrix::new(out, r#in, move || packed.dequantize());
         over_rows(x, out, |rows| {
-            let y = crate::ops::matmul_packed(rows, &weight);
+            let y = crate::nn::matmul_packed(rows, &weight);
             match &self.bias {
                 Some(bias) => y + bias.val().unsqueeze::<2>(),
                 None => y,

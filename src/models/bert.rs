@@ -8,9 +8,7 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Int, Tensor};
 
 use super::config::{BertConfig, HiddenAct};
-use super::layers::{
-    FrozenEmbedding, LayerNorm, attention, merge_heads, padding_bias, split_heads,
-};
+use super::layers::{FrozenEmbedding, LayerNorm, merge_heads, padding_bias, split_heads};
 use super::source::TensorSource;
 use super::{Backbone, EncoderInput};
 use crate::error::{Error, Result};
@@ -19,6 +17,7 @@ use crate::lora::{
     InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets, ModuleSelector,
     Quantization, join_path, with_adapters,
 };
+use crate::nn::attention;
 
 /// The Hugging Face module names of one family's encoder layer, and the prefix its
 /// `…ForSequenceClassification` puts before them.
@@ -116,7 +115,7 @@ impl BertEmbeddings {
             let types = token_types.unwrap_or_else(|| Tensor::<2, Int>::zeros([b, s], &device));
             h = h + tt.forward(types);
         }
-        crate::ops::dropout(&self.dropout, self.norm.forward(h))
+        crate::nn::dropout(&self.dropout, self.norm.forward(h))
     }
 }
 
@@ -167,7 +166,7 @@ impl BertLayer {
         let k = split_heads(a.key.forward(x.clone()), a.heads, a.head_dim);
         let v = split_heads(a.value.forward(x.clone()), a.heads, a.head_dim);
         let ctx = merge_heads(attention(q, k, v, bias, Some(&a.probs_dropout)));
-        let h = crate::ops::dropout(&self.dropout, self.attention_output.forward(ctx));
+        let h = crate::nn::dropout(&self.dropout, self.attention_output.forward(ctx));
         let h = self.attention_norm.forward(h + x);
         let inner = self.intermediate.forward(h.clone());
         let inner = if self.relu {
@@ -175,9 +174,9 @@ impl BertLayer {
         } else if self.gelu_tanh {
             burn::tensor::activation::gelu_approximate(inner)
         } else {
-            crate::ops::gelu(inner)
+            crate::nn::gelu(inner)
         };
-        let out = crate::ops::dropout(&self.dropout, self.output.forward(inner));
+        let out = crate::nn::dropout(&self.dropout, self.output.forward(inner));
         self.output_norm.forward(out + h)
     }
 }

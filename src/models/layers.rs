@@ -2,8 +2,6 @@
 //! multi-head attention plumbing.
 
 use burn::module::{Module, Param};
-use burn::nn::Dropout;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Int, Tensor};
 
 /// A frozen embedding table `[vocab, dim]`.
@@ -84,44 +82,3 @@ pub fn padding_bias(attention_mask: Tensor<2, Int>) -> Tensor<4> {
 /// The additive mask value: large enough that `exp` underflows to exactly 0, small
 /// enough that adding a score can't overflow.
 pub const MASK_VALUE: f32 = -1.0e30;
-
-/// Scaled dot-product attention `softmax(QKᵀ/√d + bias)·V` with an additive bias
-/// broadcastable to `[b, h, s_q, s_k]`, and dropout on the probabilities while training.
-///
-/// Without a backward pass (inference) on a backend other than burn-flex this is burn's
-/// fused attention op, which a GPU backend can run as one kernel. Under autodiff burn
-/// decomposes that op into these same steps anyway, so the explicit form stays there, where
-/// the probabilities' dropout also lives; on burn-flex the explicit form with the fast
-/// products of [`crate::ops::matmul_scaled`] is also the faster one for inference.
-pub fn attention(
-    q: Tensor<4>,
-    k: Tensor<4>,
-    v: Tensor<4>,
-    bias: Tensor<4>,
-    probs_dropout: Option<&Dropout>,
-) -> Tensor<4> {
-    let device = q.device();
-    if !device.is_autodiff() && !crate::ops::is_flex(&device) {
-        let [b, h, s_q, _] = q.dims();
-        let s_k = k.dims()[2];
-        // Full shape: not every backend broadcasts the bias of the fused op.
-        let bias = bias.expand([b, h, s_q, s_k]);
-        return burn::tensor::module::attention(
-            q,
-            k,
-            v,
-            None,
-            Some(bias),
-            AttentionModuleOptions::default(),
-        );
-    }
-    let head_dim = q.dims()[3];
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let scores = crate::ops::matmul_scaled(q, k.swap_dims(2, 3), scale, Some(bias));
-    let probs = crate::ops::softmax_last(scores);
-    let probs = match probs_dropout {
-        Some(dropout) => crate::ops::dropout(dropout, probs),
-        None => probs,
-    };
-    crate::ops::matmul_scaled(probs, v, 1.0, None)
-}

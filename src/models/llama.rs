@@ -12,7 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
 use super::config::HiddenAct;
-use super::layers::{FrozenEmbedding, MASK_VALUE, attention, frozen, merge_heads, split_heads};
+use super::layers::{FrozenEmbedding, MASK_VALUE, frozen, merge_heads, split_heads};
 use super::source::TensorSource;
 use super::{Backbone, EncoderInput};
 use crate::error::{Error, Result};
@@ -21,6 +21,7 @@ use crate::lora::{
     FrozenWeight, InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets,
     ModuleSelector, PackedBase, Quantization, join_path, with_adapters,
 };
+use crate::nn::attention;
 
 /// `model_type` values this module loads.
 pub const LLAMA_FAMILY: [&str; 6] = ["llama", "mistral", "qwen2", "qwen3", "glm", "glm4"];
@@ -792,7 +793,7 @@ impl LlamaModel {
             (None, Some(gate), Some(up)) => (gate.forward(normed.clone()), up.forward(normed)),
             _ => unreachable!("the loader sets gate_up_proj or both gate_proj and up_proj"),
         };
-        let mut mlp = layer.down_proj.forward(crate::ops::silu(gate) * up);
+        let mut mlp = layer.down_proj.forward(crate::nn::silu(gate) * up);
         if let Some(norm) = &layer.mlp_out_norm {
             mlp = norm.forward(mlp);
         }

@@ -1,4 +1,4 @@
-//! The fast paths of `burn_lora::ops` against burn's own ops: the same values and the same
+//! The fast paths of `burn_lora::nn` against burn's own ops: the same values and the same
 //! gradients (burn's autodiff of its decomposed softmax / GELU / SiLU is the reference), and
 //! dropout with PEFT's semantics (rate, scaling, training only).
 
@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::nn::DropoutConfig;
 use burn::tensor::{Device, Distribution, Tensor, activation};
 use burn_lora::device::parse_device;
-use burn_lora::ops;
+use burn_lora::nn;
 use common::{max_abs_diff, values};
 
 /// Tests that seed the process-wide generator run one at a time.
@@ -52,17 +52,17 @@ fn check_against_burn(
 
 #[test]
 fn softmax_last_matches_burn_with_gradient() {
-    check_against_burn(ops::softmax_last, |x| activation::softmax(x, 3), 3.0);
+    check_against_burn(nn::softmax_last, |x| activation::softmax(x, 3), 3.0);
 }
 
 #[test]
 fn gelu_matches_burn_with_gradient() {
-    check_against_burn(ops::gelu, activation::gelu, 2.0);
+    check_against_burn(nn::gelu, activation::gelu, 2.0);
 }
 
 #[test]
 fn silu_matches_burn_with_gradient() {
-    check_against_burn(ops::silu, activation::silu, 3.0);
+    check_against_burn(nn::silu, activation::silu, 3.0);
 }
 
 #[test]
@@ -72,18 +72,18 @@ fn dropout_drops_at_its_rate_scales_and_only_trains() {
     let layer = DropoutConfig::new(0.25).init();
     let x = Tensor::<2>::ones([512, 512], &device);
     device.seed(5);
-    let a = values(ops::dropout(&layer, x.clone()));
+    let a = values(nn::dropout(&layer, x.clone()));
     let kept = a.iter().filter(|&&v| v != 0.0).count() as f64 / a.len() as f64;
     assert!((kept - 0.75).abs() < 5e-3, "kept fraction {kept}");
     assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
     // Reproducible from the device seed; a new draw otherwise.
     device.seed(5);
-    assert_eq!(a, values(ops::dropout(&layer, x.clone())));
-    assert_ne!(a, values(ops::dropout(&layer, x.clone())));
+    assert_eq!(a, values(nn::dropout(&layer, x.clone())));
+    assert_ne!(a, values(nn::dropout(&layer, x.clone())));
     // The gradient goes through the kept places, scaled alike: d/dx Σ dropout(x)⊙w = mask⊙w.
     let tracked = x.clone().require_grad();
     let w = Tensor::<2>::random([512, 512], Distribution::Normal(0.0, 1.0), &device);
-    let y = ops::dropout(&layer, tracked.clone());
+    let y = nn::dropout(&layer, tracked.clone());
     let grad = tracked
         .grad(&(y.clone() * w.clone()).sum().backward())
         .unwrap();
@@ -91,9 +91,9 @@ fn dropout_drops_at_its_rate_scales_and_only_trains() {
     assert!(max_abs_diff(&values(grad), &values(y * w)) < 1e-6);
     // Identity without autodiff and when the layer is frozen (evaluation).
     let plain = x.clone().inner();
-    assert_eq!(values(ops::dropout(&layer, plain.clone())), values(plain));
+    assert_eq!(values(nn::dropout(&layer, plain.clone())), values(plain));
     let frozen = layer.valid();
-    assert_eq!(values(ops::dropout(&frozen, x.clone())), values(x));
+    assert_eq!(values(nn::dropout(&frozen, x.clone())), values(x));
 }
 
 /// `sum((x·w + b) ⊙ g)` and the gradients of `x`, `w`, `b` that are tracked.
@@ -144,7 +144,7 @@ fn linear_2d_matches_burn_with_gradients() {
                     [false, true, true],
                 ] {
                     let inputs = (&x, &weight, bias);
-                    let fast = linear_grads(ops::linear_2d, inputs, tracked, &g);
+                    let fast = linear_grads(nn::linear_2d, inputs, tracked, &g);
                     let reference = linear_grads(burn::tensor::module::linear, inputs, tracked, &g);
                     assert_eq!(fast.len(), reference.len(), "same gradients present");
                     for (a, r) in fast.iter().zip(&reference) {
@@ -158,7 +158,7 @@ fn linear_2d_matches_burn_with_gradients() {
             }
         }
         // Without autodiff too.
-        let plain = ops::linear_2d(
+        let plain = nn::linear_2d(
             x.clone().inner(),
             w.clone().inner(),
             Some(b.clone().inner()),
@@ -179,13 +179,13 @@ fn matmul_packed_matches_a_dense_product_with_gradient() {
     let w_values = values(w.clone());
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = calls.clone();
-    let packed = ops::PackedMatrix::new(n, k, move || {
+    let packed = nn::PackedMatrix::new(n, k, move || {
         counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         w_values.clone()
     });
     let x = Tensor::<2>::random([m, k], normal, &device).require_grad();
     let g = Tensor::<2>::random([m, n], normal, &device);
-    let y = ops::matmul_packed(x.clone(), &packed);
+    let y = nn::matmul_packed(x.clone(), &packed);
     let grads = (y.clone() * g.clone()).sum().backward();
     let dx = x.grad(&grads).expect("x is tracked");
     let y_ref = x.clone().inner().matmul(w.clone().inner().transpose());
@@ -214,7 +214,7 @@ fn matmul_scaled_matches_burn_with_gradients() {
         let run = |fast: bool| {
             let (q, k) = (q.clone().require_grad(), k.clone().require_grad());
             let y = if fast {
-                ops::matmul_scaled(
+                nn::matmul_scaled(
                     q.clone(),
                     k.clone().swap_dims(2, 3),
                     scale,
@@ -244,7 +244,7 @@ fn matmul_scaled_matches_burn_with_gradients() {
         let p = Tensor::<4>::random([b, h, s, s], normal, &device).require_grad();
         let v = Tensor::<4>::random([b, h, s, d], normal, &device);
         let gv = Tensor::<4>::random([b, h, s, d], normal, &device);
-        let fast = ops::matmul_scaled(p.clone(), v.clone(), 1.0, None);
+        let fast = nn::matmul_scaled(p.clone(), v.clone(), 1.0, None);
         let reference = p.clone().matmul(v.clone());
         let df = p
             .grad(&(fast.clone() * gv.clone()).sum().backward())
@@ -274,7 +274,7 @@ fn add_product_matches_burn_with_gradients() {
                 b.clone().require_grad(),
             );
             let y = if fast {
-                ops::add_product(base.clone(), h.clone(), b.clone(), 0.75)
+                nn::add_product(base.clone(), h.clone(), b.clone(), 0.75)
             } else {
                 base.clone() + h.clone().matmul(b.clone()).mul_scalar(0.75)
             };
@@ -296,7 +296,7 @@ fn add_product_matches_burn_with_gradients() {
         // The base tensor itself is not changed by the in-place accumulation.
         let plain = base.clone().inner();
         let before = values(plain.clone());
-        let _ = ops::add_product(plain.clone(), h.clone().inner(), b.clone().inner(), 0.75);
+        let _ = nn::add_product(plain.clone(), h.clone().inner(), b.clone().inner(), 0.75);
         assert_eq!(values(plain), before);
     }
 }

@@ -1,4 +1,8 @@
-//! Fast paths for the work of a training step on burn-flex.
+//! The layer functions every model calls — linear products, attention, dropout,
+//! activations, softmax — each picking burn-flex's fast path inside, so model code never
+//! asks which backend it runs on.
+//!
+//! The fast paths, for the work of a training step on burn-flex:
 //!
 //! Profiled on MiniLM and SmolLM2 training (BENCHMARKS.md, "Speed vs PyTorch + PEFT"), a
 //! step's wall time beside the multi-threaded matmul kernel was mostly single-threaded work:
@@ -29,6 +33,7 @@
 mod flex;
 
 use burn::nn::Dropout;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_lora_kernels as kernels;
 use std::sync::Arc;
@@ -208,4 +213,45 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
         return flex::dropout(layer, x);
     }
     layer.forward(x)
+}
+
+/// Scaled dot-product attention `softmax(QKᵀ/√d + bias)·V` with an additive bias
+/// broadcastable to `[b, h, s_q, s_k]`, and dropout on the probabilities while training.
+///
+/// Without a backward pass (inference) on a backend other than burn-flex this is burn's
+/// fused attention op, which a GPU backend can run as one kernel. Under autodiff burn
+/// decomposes that op into these same steps anyway, so the explicit form stays there, where
+/// the probabilities' dropout also lives; on burn-flex the explicit form with the fast
+/// products of [`matmul_scaled`] is also the faster one for inference.
+pub fn attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Tensor<4>,
+    probs_dropout: Option<&Dropout>,
+) -> Tensor<4> {
+    let device = q.device();
+    if !device.is_autodiff() && !is_flex(&device) {
+        let [b, h, s_q, _] = q.dims();
+        let s_k = k.dims()[2];
+        // Full shape: not every backend broadcasts the bias of the fused op.
+        let bias = bias.expand([b, h, s_q, s_k]);
+        return burn::tensor::module::attention(
+            q,
+            k,
+            v,
+            None,
+            Some(bias),
+            AttentionModuleOptions::default(),
+        );
+    }
+    let head_dim = q.dims()[3];
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let scores = matmul_scaled(q, k.swap_dims(2, 3), scale, Some(bias));
+    let probs = softmax_last(scores);
+    let probs = match probs_dropout {
+        Some(layer) => dropout(layer, probs),
+        None => probs,
+    };
+    matmul_scaled(probs, v, 1.0, None)
 }
