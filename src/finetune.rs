@@ -456,15 +456,7 @@ impl Finetune {
     /// [`overwrite`](Finetune::overwrite) says what to do with it.
     pub fn run(&self, device: &Device) -> Result<FinetuneReport> {
         self.validate()?;
-        // One writer per output folder, from before anything is written until the report.
-        let _lock = match &self.out {
-            Some(out) => {
-                let lock = RunLock::acquire(out)?;
-                refuse_to_clobber(out, self.resume, self.overwrite)?;
-                Some(lock)
-            }
-            None => None,
-        };
+        // Before the folder is taken: a refused run writes nothing.
         if self.base_dtype != BaseDtype::F32 && !device.supports_dtype(self.base_dtype.dtype()) {
             return Err(Error::Unsupported {
                 what: "base dtype",
@@ -475,6 +467,15 @@ impl Finetune {
                 ),
             });
         }
+        // One writer per output folder, from before anything is written until the report.
+        let _lock = match &self.out {
+            Some(out) => {
+                let lock = RunLock::acquire(out)?;
+                refuse_to_clobber(out, self.resume, self.overwrite)?;
+                Some(lock)
+            }
+            None => None,
+        };
         let model_path = crate::models::resolve_model(&self.model)?;
         device.seed(self.train.seed);
         let train_device = self.train.train_device(device);
