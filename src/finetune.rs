@@ -36,7 +36,7 @@ use crate::classify::{
 };
 use crate::data::{
     DataSplits, EmptyTextPolicy, EmptyTexts, EncodedSet, Example, LabelSet, PromptTemplate,
-    UnknownLabelPolicy, label_counts,
+    UnknownLabelPolicy, is_empty_text, label_counts,
 };
 use crate::defaults;
 use crate::error::{Error, Result};
@@ -740,12 +740,7 @@ impl Finetune {
                     });
                 }
                 EmptyTextPolicy::Drop => {
-                    let mut position = 0;
-                    examples.retain(|_| {
-                        let keep = empty.positions.binary_search(&position).is_err();
-                        position += 1;
-                        keep
-                    });
+                    examples.retain(|e| !is_empty_text(&e.text));
                     self.say(&format!(
                         "{split}: {count} examples with an empty text dropped ({})",
                         empty.describe()

@@ -510,15 +510,11 @@ impl DataSplits {
             LabelSet::infer(records.iter().map(|r| r.3.as_slice()))?
         };
         let (train, s0) = load_jsonl(&train_path, &labels, UnknownLabelPolicy::Skip)?;
-        let empty = |path: &Path, examples: &[Example], stats: &LoadStats| {
-            let positions: Vec<usize> = (0..examples.len())
-                .filter(|&i| is_empty_text(&examples[i].text))
-                .collect();
-            EmptyTexts {
-                path: Some(path.to_path_buf()),
-                positions,
-                lines: stats.empty_text_lines.clone(),
-            }
+        // The positions as in memory; the lines the loader recorded in the file.
+        let empty = |path: &Path, examples: &[Example], stats: &LoadStats| EmptyTexts {
+            path: Some(path.to_path_buf()),
+            lines: stats.empty_text_lines.clone(),
+            ..EmptyTexts::in_memory(examples)
         };
         let empty_train = empty(&train_path, &train, &s0);
         if train.iter().all(|e| e.labels.is_empty()) {

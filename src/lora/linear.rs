@@ -188,8 +188,13 @@ impl LoraLinear {
 
     /// DoRA's `‖W + s·BA‖` per output row, `[out]`, as a constant (no gradient).
     fn dora_weight_norm(&self, adapter: &LoraWeights) -> Tensor<1> {
-        let w = self.base.weight_in_out().detach();
-        row_norms(w + Self::delta_in_out(adapter))
+        Self::dora_norm_of(self.base.weight_in_out().detach(), adapter)
+    }
+
+    /// [`dora_weight_norm`](Self::dora_weight_norm) for a frozen weight `[in, out]` already
+    /// at hand (a packed base dequantises once per forward, not twice).
+    fn dora_norm_of(weight_in_out: Tensor<2>, adapter: &LoraWeights) -> Tensor<1> {
+        row_norms(weight_in_out + Self::delta_in_out(adapter))
     }
 
     /// The adapter, for replacing its weights: there must be one, and unmerged (new
@@ -302,8 +307,9 @@ impl LoraLinear {
         let result = self.base.forward(x.clone());
         let dropout_active = crate::nn::dropout_is_active(&adapter.dropout, &x.device());
         let h = crate::nn::dropout(&adapter.dropout, x);
+        let weight = self.base.weight_in_out().detach();
         let scale = magnitude
-            .div(self.dora_weight_norm(adapter))
+            .div(Self::dora_norm_of(weight.clone(), adapter))
             .reshape([1, out]);
         let lora = linear_rows(
             linear_rows(h.clone(), adapter.a.val(), None),
@@ -313,7 +319,7 @@ impl LoraLinear {
         // The base output without its bias: the dropped-out input's own product while
         // dropout is active, the layer's output less the bias otherwise.
         let base = if dropout_active {
-            linear_rows(h, self.base.weight_in_out().detach(), None)
+            linear_rows(h, weight, None)
         } else {
             match self.base.bias() {
                 Some(bias) => result.clone() - bias.reshape([1, out]),

@@ -119,6 +119,8 @@ pub struct Trainer<B: Backbone> {
     pub best_eval: Option<EvalResult>,
     best_model: Option<MultiLabelClassifier<B>>,
     messages: Option<MessageSink>,
+    /// LoRA+'s fast group, found at the first step (parameter ids outlive optimizer steps).
+    loraplus_fast: Option<ParamGroup>,
 }
 
 impl<B: Backbone> Trainer<B> {
@@ -141,6 +143,7 @@ impl<B: Backbone> Trainer<B> {
             best_eval: None,
             best_model: None,
             messages: None,
+            loraplus_fast: None,
         }
     }
 
@@ -377,11 +380,9 @@ impl<B: Backbone> Trainer<B> {
 /// The parameters LoRA+ trains at `lr × ratio`: PEFT's `create_loraplus_optimizer` puts
 /// every `lora_B` and every 1-D parameter (DoRA's magnitudes, biases) there; `lora_A` and
 /// the head's weight keep `lr`.
-fn loraplus_fast_params<B: Backbone>(model: &MultiLabelClassifier<B>) -> Result<Vec<ParamId>> {
+fn loraplus_fast_params<B: Backbone>(model: &mut MultiLabelClassifier<B>) -> Result<Vec<ParamId>> {
     let mut ids = Vec::new();
-    // The visitor needs `&mut`; a clone shares the tensors.
-    let mut copy = model.clone();
-    copy.backbone.visit_linears("", &mut |_, linear| {
+    model.backbone.visit_linears("", &mut |_, linear| {
         if let Some(a) = &linear.adapter {
             ids.push(a.b.id);
             ids.extend(a.magnitude.as_ref().map(|m| m.id));
@@ -508,6 +509,10 @@ impl<B: Backbone> TrainingLoop for Trainer<B> {
     }
 
     fn optimizer_step(&mut self, lr: f64) -> Result<()> {
+        if self.config.loraplus_lr_ratio.is_some() && self.loraplus_fast.is_none() {
+            let ids = loraplus_fast_params(self.model.as_mut().expect("model present"))?;
+            self.loraplus_fast = Some(ParamGroup::from_ids(ids));
+        }
         let mut grads = self.accum.grads();
         let model = self.model.take().expect("model present");
         // A finite loss can still come with NaN/inf gradients (an overflow in backward);
@@ -520,15 +525,14 @@ impl<B: Backbone> TrainingLoop for Trainer<B> {
             self.model = Some(model);
             return Err(Error::NonFiniteGradient { norm, step: 0 });
         }
-        self.model = Some(match self.config.loraplus_lr_ratio {
-            Some(ratio) => {
-                let fast = ParamGroup::from_ids(loraplus_fast_params(&model)?);
+        self.model = Some(match (self.config.loraplus_lr_ratio, &self.loraplus_fast) {
+            (Some(ratio), Some(fast)) => {
                 let rates = ModuleLrScheduler::new(lr)
-                    .with_group(fast, lr * ratio)
+                    .with_group(fast.clone(), lr * ratio)
                     .step();
                 self.optim.step(rates, model, grads)
             }
-            None => self.optim.step(lr, model, grads),
+            _ => self.optim.step(lr, model, grads),
         });
         self.eval_model = None;
         Ok(())
