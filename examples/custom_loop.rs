@@ -9,6 +9,7 @@
 //! ```text
 //! scripts/fetch-models.sh all-minilm
 //! cargo run --release --example custom_loop -- [MODEL] [DATA] [OUT] [TRAIN_EXAMPLES]
+//! cargo run --release --example custom_loop -- --model M --data D --out O --train-examples N
 //! ```
 //!
 //! Defaults: `models/all-MiniLM-L6-v2`, `data/debtags-min200`, `runs/custom-loop`, 512.
@@ -96,17 +97,54 @@ impl TrainingLoop for MacroF1Loop<'_> {
     }
 }
 
+const USAGE: &str = "usage: custom_loop [MODEL] [DATA] [OUT] [TRAIN_EXAMPLES]
+   or: custom_loop --model MODEL --data DATA --out OUT --train-examples N
+defaults: models/all-MiniLM-L6-v2 data/debtags-min200 runs/custom-loop 512";
+
+/// MODEL, DATA, OUT and TRAIN_EXAMPLES, given in that order or by name (`lexopt`).
+fn settings() -> std::result::Result<[String; 4], lexopt::Error> {
+    use lexopt::prelude::*;
+    const NAMES: [&str; 4] = ["model", "data", "out", "train-examples"];
+    let mut values = [
+        "models/all-MiniLM-L6-v2",
+        "data/debtags-min200",
+        "runs/custom-loop",
+        "512",
+    ]
+    .map(String::from);
+    let mut position = 0;
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => {
+                println!("{USAGE}");
+                std::process::exit(0)
+            }
+            Long(name) if NAMES.contains(&name) => {
+                let i = NAMES.iter().position(|n| *n == name).unwrap_or(0);
+                values[i] = parser.value()?.string()?;
+            }
+            Value(v) if position < NAMES.len() => {
+                values[position] = v.string()?;
+                position += 1;
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(values)
+}
+
 fn main() -> Result<()> {
     allocator::keep_freed_memory();
-    let arg = |i: usize, default: &str| std::env::args().nth(i).unwrap_or_else(|| default.into());
-    let (model_path, data_path) = (
-        arg(1, "models/all-MiniLM-L6-v2"),
-        arg(2, "data/debtags-min200"),
-    );
-    let out = std::path::PathBuf::from(arg(3, "runs/custom-loop"));
-    let n: usize = arg(4, "512")
-        .parse()
-        .map_err(|e| Error::InvalidState(format!("TRAIN_EXAMPLES: {e}")))?;
+    let [model_path, data_path, out, n] = settings().unwrap_or_else(|e| {
+        eprintln!("error: {e}\n\n{USAGE}");
+        std::process::exit(2)
+    });
+    let out = std::path::PathBuf::from(out);
+    let n: usize = n.parse().unwrap_or_else(|e| {
+        eprintln!("error: bad value `{n}` for TRAIN_EXAMPLES: {e}");
+        std::process::exit(2)
+    });
 
     let device = parse_device("flex")?;
     let train_device = device.clone().autodiff();

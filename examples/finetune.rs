@@ -17,7 +17,7 @@ use burn_lora::classify::{LossKind, Pooling, ThresholdMode};
 use burn_lora::data::{EmptyTextPolicy, UnknownLabelPolicy};
 use burn_lora::device::probe_device;
 use burn_lora::finetune::HeadBiasInit;
-use burn_lora::lora::{BaseDtype, Quantization};
+use burn_lora::lora::{BaseDtype, InitLoraWeights, Quantization};
 use burn_lora::train::Decay;
 use burn_lora::{Error, Finetune, FinetuneReport};
 
@@ -53,6 +53,10 @@ const FLAGS: &[args::Flag] = &[
     switch(
         "dora",
         "DoRA (PEFT's use_dora): a trained magnitude per output row beside A and B",
+    ),
+    value(
+        "init",
+        "how A and B start: default (PEFT's true) | gaussian | pissa | pissa_niter_K | olora (PiSSA/OLoRA take them from the frozen weight, float bases only; the adapter is saved as plain LoRA of twice the rank)",
     ),
     value("epochs", "epochs (default 2)"),
     value("max-steps", "stop after N optimizer steps"),
@@ -187,6 +191,7 @@ fn job(a: &args::Args) -> Finetune {
         "unknown-labels" => unknown_labels: UnknownLabelPolicy,
         "empty-texts" => empty_texts: EmptyTextPolicy,
         "base-dtype" => base_dtype: BaseDtype,
+        "init" => init: InitLoraWeights,
     }
     // `none` is the float base, not a packing.
     if let Some(q) = a.get::<String>("quantize").filter(|q| q != "none") {

@@ -3,7 +3,8 @@
 # with pooler pooling, SmolLM2-135M from its GGUF), predict's probabilities on test texts,
 # then Python PEFT loads each adapter (scripts/check_rust_adapter_in_peft.py) and must give
 # the same probabilities within 1e-4; the same for DoRA adapters (--dora: PEFT reads their
-# lora_magnitude_vector tensors). Needs the reference venv (made if missing) and the
+# lora_magnitude_vector tensors), and for PiSSA/OLoRA adapters (--init: saved converted to
+# plain LoRA of twice the rank, which PEFT loads on the original base). Needs the reference venv (made if missing) and the
 # checkpoints (scripts/fetch-models.sh); not part of CI. ONLY=NAME runs one check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,3 +39,6 @@ check minilm-pooler models/all-MiniLM-L6-v2 --pooling pooler
 check smollm2 models/SmolLM2-135M-Instruct.Q4_1.gguf
 check minilm-dora models/all-MiniLM-L6-v2 --dora
 check smollm2-dora models/SmolLM2-135M-Instruct.Q4_1.gguf --dora --targets all-linear
+check minilm-pissa models/all-MiniLM-L6-v2 --init pissa
+check minilm-olora models/all-MiniLM-L6-v2 --init olora --targets all-linear
+check smollm2-pissa-niter models/SmolLM2-135M-Instruct.Q4_1.gguf --init pissa_niter_4 --targets all-linear

@@ -47,6 +47,11 @@ pub struct AdapterMeta {
     /// base. Predicting with the same packing reproduces the training forward.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantize: Option<Quantization>,
+    /// PiSSA/OLoRA: the config the adapter was trained under, where the saved one is its
+    /// conversion to plain LoRA (see [`save_adapter`]); set by `save_adapter` itself.
+    /// Resuming a run reads it to put the adapter back as it was trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_config: Option<LoraConfig>,
 }
 
 /// A tensor's shape and f32 values, for writing.
@@ -155,6 +160,7 @@ impl<B: Backbone> MultiLabelClassifier<B> {
             template: info.template.map(str::to_string),
             model_type: self.backbone.model_type().to_string(),
             quantize: base_quantization(&mut model.backbone)?,
+            trained_config: None,
         };
         let contents = AdapterContents {
             config: info.lora,
@@ -169,6 +175,12 @@ impl<B: Backbone> MultiLabelClassifier<B> {
 
 /// Write `model`'s adapters and head as a PEFT `SEQ_CLS` adapter folder. The folder is
 /// assembled next to `dir` and swapped in, so `dir` is never half-written.
+///
+/// Adapters whose factors came from the base (PiSSA, OLoRA: the base in memory is the
+/// residual `W − s·B₀A₀`) are saved as PEFT's conversion to plain LoRA writes them: `A' =
+/// [A; A₀]`, `B' = [B, −B₀]`, rank and alpha doubled ([`LoraConfig::converted_to_plain`]),
+/// so `W + s·B'A' = W_res + s·BA` on the **original** base, the one every user has. The
+/// config trained under is kept in `burn_lora.json` (`trained_config`) for resuming.
 pub fn save_adapter<B: Backbone>(
     dir: impl AsRef<Path>,
     model: &mut MultiLabelClassifier<B>,
@@ -178,12 +190,18 @@ pub fn save_adapter<B: Backbone>(
     let prefix = format!("{PEFT_ROOT}{}", model.backbone.task_prefix());
     let mut tensors = F32Tensors::new();
     let mut adapted = Vec::new();
+    let mut converted = 0usize;
     model.backbone.visit_linears("", &mut |path, linear| {
-        if let (Some(a), Some(b)) = (linear.lora_a(), linear.lora_b()) {
+        if let (Some(mut a), Some(mut b)) = (linear.lora_a(), linear.lora_b()) {
             if linear.is_merged() {
                 return Err(Error::InvalidState(format!(
                     "{path}: unmerge adapters before saving them"
                 )));
+            }
+            if let Some((a0, b0)) = linear.initial_factors() {
+                a = Tensor::cat(vec![a, a0], 0);
+                b = Tensor::cat(vec![b, b0.neg()], 1);
+                converted += 1;
             }
             tensors.insert(format!("{prefix}{path}.lora_A.weight"), f32_values(a)?);
             tensors.insert(format!("{prefix}{path}.lora_B.weight"), f32_values(b)?);
@@ -206,9 +224,29 @@ pub fn save_adapter<B: Backbone>(
         &format!("{PEFT_ROOT}{}", model.head_name),
         &model.head,
     )?;
+    if converted == 0 && contents.config.init_lora_weights.takes_base() {
+        return Err(Error::InvalidState(format!(
+            "the config says init_lora_weights {:?}, but no adapter took its factors from \
+             the base",
+            contents.config.init_lora_weights
+        )));
+    }
+    if converted != 0 && converted != adapted.len() {
+        return Err(Error::InvalidState(format!(
+            "{converted} of {} adapters took their factors from the base (PiSSA/OLoRA): \
+             one config cannot describe both kinds",
+            adapted.len()
+        )));
+    }
     let weights = serialize_f32(&tensors)?;
 
-    let mut config = contents.config.clone();
+    let mut meta = contents.meta.clone();
+    let mut config = if converted > 0 {
+        meta.trained_config = Some(contents.config.clone());
+        contents.config.converted_to_plain()
+    } else {
+        contents.config.clone()
+    };
     config.task_type = Some("SEQ_CLS".into());
     config.peft_type = "LORA".into();
     config.inference_mode = true;
@@ -237,7 +275,7 @@ pub fn save_adapter<B: Backbone>(
         }
         write_atomic(
             tmp.join(META_FILE),
-            serde_json::to_string_pretty(contents.meta)?.as_bytes(),
+            serde_json::to_string_pretty(&meta)?.as_bytes(),
         )
     })
 }
@@ -344,10 +382,34 @@ pub fn read_adapter(dir: impl AsRef<Path>) -> Result<LoadedAdapter> {
 /// injects adapters per the adapter's config, then loads A, B and the head. Accepts keys
 /// with or without the task prefix (`bert.`, `model.`, ...), as PEFT writes them for the
 /// task model or the bare model.
+///
+/// A PiSSA/OLoRA adapter saved here (converted to plain LoRA, see [`save_adapter`]) loads
+/// as the plain LoRA it is. One PEFT saved without that conversion (`init_lora_weights`
+/// `"pissa"`/`"olora"`) belongs to a residual base this model is not, and is refused.
 pub fn load_adapter_weights<B: Backbone>(
     adapter: &LoadedAdapter,
     model: &mut MultiLabelClassifier<B>,
     device: &Device,
+) -> Result<()> {
+    load_weights(adapter, model, device, false)
+}
+
+/// As [`load_adapter_weights`], but a PiSSA/OLoRA adapter saved here comes back as it was
+/// trained: rank r, its starting factors taken out of the base again, A and B as trained
+/// (what resuming a run needs). Other adapters load as [`load_adapter_weights`] loads them.
+pub fn load_adapter_for_training<B: Backbone>(
+    adapter: &LoadedAdapter,
+    model: &mut MultiLabelClassifier<B>,
+    device: &Device,
+) -> Result<()> {
+    load_weights(adapter, model, device, true)
+}
+
+fn load_weights<B: Backbone>(
+    adapter: &LoadedAdapter,
+    model: &mut MultiLabelClassifier<B>,
+    device: &Device,
+    as_trained: bool,
 ) -> Result<()> {
     // Weights of one family can have the shapes of another's (a BERT adapter on a Llama
     // base of the same width): the recorded model type decides, where there is one.
@@ -361,8 +423,34 @@ pub fn load_adapter_weights<B: Backbone>(
         });
     }
     let path = adapter.dir.join(ADAPTER_WEIGHTS);
+    if adapter.config.init_lora_weights.takes_base() {
+        return Err(Error::Unsupported {
+            what: "init_lora_weights",
+            detail: format!(
+                "{} holds a {:?} adapter saved without conversion: it only fits the residual \
+                 base it was trained on. Save it from PEFT with \
+                 `save_pretrained(..., path_initial_model_for_weight_conversion=...)`",
+                adapter.dir.display(),
+                adapter.config.init_lora_weights
+            ),
+        });
+    }
     let st = SafetensorsFile::open(&path)?;
-    let mut config = adapter.config.clone();
+    // Resuming a PiSSA/OLoRA run: inject the rank it trained at, with no init of its own
+    // (the starting factors come from the file, not from a new decomposition).
+    let trained = adapter
+        .meta
+        .as_ref()
+        .and_then(|m| m.trained_config.as_ref())
+        .filter(|_| as_trained);
+    let mut config = match trained {
+        Some(trained) => {
+            let mut config = trained.clone();
+            config.init_lora_weights = crate::lora::InitLoraWeights::Default;
+            config
+        }
+        None => adapter.config.clone(),
+    };
     if config.target_modules.is_none() {
         config.target_modules = Some(model.backbone.default_targets());
     }
@@ -394,7 +482,27 @@ pub fn load_adapter_weights<B: Backbone>(
         };
         let a = get("lora_A")?;
         let b = get("lora_B")?;
-        linear.set_lora_weights(a, b)?;
+        if trained.is_some() {
+            // `[A; A₀]` and `[B, −B₀]` back into the trained factors and the starting ones.
+            let r = linear.adapter.as_ref().map_or(0, |w| w.rank());
+            let [rows, inp] = a.dims();
+            let [out, cols] = b.dims();
+            if rows != 2 * r || cols != 2 * r {
+                return Err(Error::ShapeMismatch {
+                    name: format!("{p}.lora_A (converted, twice the trained rank)"),
+                    expected: vec![2 * r, inp],
+                    actual: vec![rows, inp],
+                });
+            }
+            linear.restore_taken_from_base(
+                a.clone().slice([0..r, 0..inp]),
+                b.clone().slice([0..out, 0..r]),
+                a.slice([r..2 * r, 0..inp]),
+                b.slice([0..out, r..2 * r]).neg(),
+            )?;
+        } else {
+            linear.set_lora_weights(a, b)?;
+        }
         if linear.adapter.as_ref().is_some_and(|a| a.is_dora()) {
             // PEFT writes `…lora_magnitude_vector`; `.weight` is its in-memory name.
             let suffix = format!("{p}.lora_magnitude_vector");

@@ -42,8 +42,8 @@ use crate::defaults;
 use crate::error::{Error, Result};
 use crate::io::RunLock;
 use crate::lora::{
-    BaseDtype, InjectionReport, LoraConfig, ModuleSelector, Quantization, cast_frozen,
-    inject_adapters, packing_report,
+    BaseDtype, InitLoraWeights, InjectionReport, LoraConfig, ModuleSelector, Quantization,
+    cast_frozen, inject_adapters, packing_report,
 };
 use crate::models::{AnyBackbone, Backbone, Pretrained};
 use crate::train::{Decay, MessageSink, Progress, TrainConfig, Trainer, TrainerCheckpoint};
@@ -110,6 +110,7 @@ pub struct Finetune {
     targets: String,
     rslora: bool,
     dora: bool,
+    init: InitLoraWeights,
     max_len: usize,
     train_limit: Option<usize>,
     valid_limit: Option<usize>,
@@ -216,6 +217,7 @@ impl Finetune {
             targets: defaults::TARGETS.to_string(),
             rslora: false,
             dora: false,
+            init: InitLoraWeights::Default,
             max_len: defaults::MAX_LEN,
             train_limit: None,
             valid_limit: None,
@@ -277,6 +279,11 @@ impl Finetune {
         /// DoRA (PEFT's `use_dora`): a trained magnitude per output row of every adapted
         /// linear, beside A and B.
         dora: bool,
+        /// How A and B start (PEFT's `init_lora_weights`; default PEFT's `true`). `Pissa`,
+        /// `PissaNiter(K)` and `Olora` take them from the frozen weight, which keeps the
+        /// residual (not with [`quantize`](Self::quantize)); the saved adapter is
+        /// converted to plain LoRA of twice the rank, for the original base.
+        init: InitLoraWeights,
         /// Truncation length in tokens (default 128); longer texts are cut, in training and
         /// in prediction alike.
         max_len: usize,
@@ -385,6 +392,16 @@ impl Finetune {
                 ),
             );
         }
+        if self.init.takes_base() && self.quantize.is_some() {
+            return bad(
+                "init",
+                format!(
+                    "{:?} rewrites the frozen weights, which a quantised base cannot hold: \
+                     initialise on the float base",
+                    self.init
+                ),
+            );
+        }
         if self.resume && self.out.is_none() {
             return bad(
                 "resume",
@@ -403,6 +420,7 @@ impl Finetune {
         lora.lora_dropout = self.dropout;
         lora.use_rslora = self.rslora;
         lora.use_dora = self.dora;
+        lora.init_lora_weights = self.init.clone();
         // PEFT's spelling: `all-linear` is every linear but the head, not a module name;
         // `peft` leaves the list unset, so the model family's PEFT default applies.
         lora.target_modules = match self.targets.trim() {
@@ -437,7 +455,8 @@ impl Finetune {
     fn recipe(&self) -> serde_json::Value {
         json!({
             "rank": self.rank, "alpha": self.alpha, "dropout": self.dropout,
-            "targets": self.targets, "rslora": self.rslora, "dora": self.dora, "epochs": self.train.epochs,
+            "targets": self.targets, "rslora": self.rslora, "dora": self.dora,
+            "init": self.init, "epochs": self.train.epochs,
             "batch_size": self.train.batch_size, "lr": self.train.lr,
             "loraplus_lr_ratio": self.train.loraplus_lr_ratio,
             "gradient_checkpointing": self.train.gradient_checkpointing, "max_len": self.max_len,
@@ -575,6 +594,7 @@ impl Finetune {
                 template: template.as_ref().map(|t| t.as_str().to_string()),
                 model_type: model.backbone.model_type().to_string(),
                 quantize: self.quantize,
+                trained_config: None,
             },
             base_model: Some(model_path.display().to_string()),
         });

@@ -231,7 +231,7 @@ fn switches_take_explicit_booleans() {
 /// status 2 and names the flag (the threshold mode used to be read only after training).
 #[test]
 fn bad_flags_stop_the_examples_before_any_work() {
-    let finetune = |flag: &str, value: &str| {
+    let finetune_with = |flags: &[&str]| {
         std::process::Command::new(common::example_binary("finetune"))
             .args([
                 "--model",
@@ -241,10 +241,11 @@ fn bad_flags_stop_the_examples_before_any_work() {
                 "--out",
             ])
             .arg(std::env::temp_dir().join("burn-lora-never-written"))
-            .args([flag, value])
+            .args(flags)
             .output()
             .unwrap()
     };
+    let finetune = |flag: &str, value: &str| finetune_with(&[flag, value]);
     for (flag, value) in [
         ("--threshold", "perlabel"),
         ("--schedule", "cosin"),
@@ -271,9 +272,17 @@ fn bad_flags_stop_the_examples_before_any_work() {
         ("--targets", ""),
         ("--targets", "q_proj,,v_proj"),
         ("--targets", "q_proj,"),
+        ("--init", "pisa"),
+        ("--init", "pissa_niter_x"),
     ] {
         refused_naming(finetune(flag, value), flag, value);
     }
+    // A combination: PiSSA rewrites the frozen weights, which a packed base cannot hold.
+    refused_naming(
+        finetune_with(&["--init", "pissa", "--quantize", "nf4"]),
+        "--init",
+        "pissa",
+    );
     assert!(
         !std::env::temp_dir()
             .join("burn-lora-never-written")

@@ -376,7 +376,8 @@ fn invalid_configs_are_rejected_specifically() {
         c.validate(),
         Err(Error::Unsupported { what: "bias", .. })
     ));
-    let json = r#"{"peft_type": "LORA", "r": 4, "init_lora_weights": "pissa"}"#;
+    // An initialisation not built here (PiSSA and OLoRA are: tests/pissa_olora.rs).
+    let json = r#"{"peft_type": "LORA", "r": 4, "init_lora_weights": "loftq"}"#;
     let c: LoraConfig = serde_json::from_str(json).unwrap();
     assert!(matches!(
         c.validate(),

@@ -110,6 +110,7 @@ fn checkpoint(dir: &Path) -> TrainerCheckpoint {
             template: None,
             model_type: "bert".into(),
             quantize: None,
+            trained_config: None,
         },
         base_model: None,
     }

@@ -1,8 +1,9 @@
-//! A small `--flag value` parser shared by the examples.
+//! The examples' flags: a table of `--name [VALUE]` with help texts, parsed by `lexopt`
+//! (`--name value`, `--name=value`, `-h`/`--help`), values converted with their type's
+//! `FromStr` and a bad one reported with exit status 2.
 //!
-//! Hand-written rather than `clap`: clap's derive macros turn on `heck`'s default
-//! features, which changes the build hash of every burn crate and costs a full rebuild
-//! of burn for the examples.
+//! `lexopt` rather than `clap`: clap's derive macros turn on `heck`'s default features,
+//! which changes the build hash of every burn crate and costs a full rebuild of burn.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -59,7 +60,9 @@ impl Args {
         match Self::try_parse(args, flags) {
             Ok(a) => a,
             Err(msg) if msg == "help" => {
-                println!("{}", usage(about, flags));
+                // Not `println!`: `--help | head` closes the pipe, which is no error.
+                use std::io::Write;
+                let _ = writeln!(std::io::stdout(), "{}", usage(about, flags));
                 std::process::exit(0)
             }
             Err(msg) => {
@@ -70,40 +73,40 @@ impl Args {
     }
 
     fn try_parse(args: impl Iterator<Item = String>, flags: &[Flag]) -> Result<Args, String> {
+        use lexopt::prelude::*;
         let mut values = BTreeMap::new();
         let mut switches = Vec::new();
-        let mut it = args.peekable();
-        while let Some(arg) = it.next() {
-            if arg == "--help" || arg == "-h" {
-                return Err("help".into());
-            }
-            let name = arg
-                .strip_prefix("--")
-                .ok_or_else(|| format!("unexpected argument `{arg}`"))?;
-            let (name, inline) = match name.split_once('=') {
-                Some((n, v)) => (n.to_string(), Some(v.to_string())),
-                None => (name.to_string(), None),
+        let mut parser = lexopt::Parser::from_args(args);
+        while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+            let name = match arg {
+                Short('h') | Long("help") => return Err("help".into()),
+                Long(name) => name.to_string(),
+                Short(c) => return Err(format!("unknown flag `-{c}`")),
+                Value(v) => return Err(format!("unexpected argument `{}`", v.to_string_lossy())),
             };
             let flag = flags
                 .iter()
                 .find(|f| f.name == name)
                 .ok_or_else(|| format!("unknown flag `--{name}`"))?;
             if flag.takes_value {
-                let v = match inline {
-                    Some(v) => v,
-                    None => it
-                        .next()
-                        .ok_or_else(|| format!("`--{name}` needs a value"))?,
-                };
+                let v = parser
+                    .value()
+                    .map_err(|_| format!("`--{name}` needs a value"))?
+                    .string()
+                    .map_err(|e| format!("`--{name}`: {e}"))?;
                 values.entry(name).or_insert_with(Vec::new).push(v);
             } else {
                 // `--resume=false` must mean false, not "the switch was given".
-                let on = match inline.as_deref() {
-                    None | Some("true" | "1" | "yes") => true,
-                    Some("false" | "0" | "no") => false,
-                    Some(v) => {
-                        return Err(format!("`--{name}` is a switch: `{v}` is not true/false"));
-                    }
+                let on = match parser.optional_value().map(|v| v.string()) {
+                    None => true,
+                    Some(Ok(v)) => match v.as_str() {
+                        "true" | "1" | "yes" => true,
+                        "false" | "0" | "no" => false,
+                        v => {
+                            return Err(format!("`--{name}` is a switch: `{v}` is not true/false"));
+                        }
+                    },
+                    Some(Err(e)) => return Err(format!("`--{name}`: {e}")),
                 };
                 switches.retain(|s| *s != name);
                 if on {

@@ -91,9 +91,51 @@ pub enum InitLoraWeights {
     Gaussian,
     /// `false`: A and B both get `nn.Linear`'s default init, so B ≠ 0 (for tests only).
     Random,
-    /// Any other PEFT method name (`"pissa"`, `"olora"`, ...): kept for round trips,
+    /// `"pissa"`: A and B from the weight's top-r singular triplets (exact SVD); the base
+    /// keeps the residual `W − s·BA`, so the model starts unchanged.
+    Pissa,
+    /// `"pissa_niter_K"`: PiSSA from a randomized SVD with K power iterations (fast on
+    /// large weights; torch's `svd_lowrank` algorithm, with this crate's random numbers).
+    PissaNiter(usize),
+    /// `"olora"`: `A = R[:r]`, `B = Q[:, :r]` from the weight's QR; the base keeps `W − s·BA`.
+    Olora,
+    /// Any other PEFT method name (`"loftq"`, `"corda"`, ...): kept for round trips,
     /// rejected by [`LoraConfig::validate`].
     Other(String),
+}
+
+impl InitLoraWeights {
+    /// Whether the factors come from the frozen weight, which then keeps the residual
+    /// (PiSSA, OLoRA): such adapters are saved converted to plain LoRA (see
+    /// [`save_adapter`](crate::adapter::save_adapter)).
+    pub fn takes_base(&self) -> bool {
+        matches!(
+            self,
+            InitLoraWeights::Pissa | InitLoraWeights::PissaNiter(_) | InitLoraWeights::Olora
+        )
+    }
+}
+
+impl std::str::FromStr for InitLoraWeights {
+    type Err = Error;
+
+    /// The `--init` spellings: `default` (PEFT's `true`), `gaussian`, `pissa`,
+    /// `pissa_niter_K`, `olora`.
+    fn from_str(s: &str) -> Result<Self> {
+        let init = match s {
+            "default" | "true" => InitLoraWeights::Default,
+            other => serde_json::from_value(serde_json::Value::String(other.into()))?,
+        };
+        match init {
+            InitLoraWeights::Other(_) | InitLoraWeights::Random => Err(Error::InvalidSetting {
+                name: "init",
+                message: format!(
+                    "`{s}` (expected default, gaussian, pissa, pissa_niter_K or olora)"
+                ),
+            }),
+            init => Ok(init),
+        }
+    }
 }
 
 impl Serialize for InitLoraWeights {
@@ -102,6 +144,9 @@ impl Serialize for InitLoraWeights {
             InitLoraWeights::Default => true.serialize(s),
             InitLoraWeights::Random => false.serialize(s),
             InitLoraWeights::Gaussian => "gaussian".serialize(s),
+            InitLoraWeights::Pissa => "pissa".serialize(s),
+            InitLoraWeights::PissaNiter(k) => format!("pissa_niter_{k}").serialize(s),
+            InitLoraWeights::Olora => "olora".serialize(s),
             InitLoraWeights::Other(name) => name.serialize(s),
         }
     }
@@ -119,7 +164,13 @@ impl<'de> Deserialize<'de> for InitLoraWeights {
             Raw::Flag(true) => InitLoraWeights::Default,
             Raw::Flag(false) => InitLoraWeights::Random,
             Raw::Name(n) if n == "gaussian" => InitLoraWeights::Gaussian,
-            Raw::Name(n) => InitLoraWeights::Other(n),
+            Raw::Name(n) if n == "pissa" => InitLoraWeights::Pissa,
+            // PEFT compares OLoRA's name case-insensitively.
+            Raw::Name(n) if n.eq_ignore_ascii_case("olora") => InitLoraWeights::Olora,
+            Raw::Name(n) => match n.strip_prefix("pissa_niter_").map(str::parse) {
+                Some(Ok(k)) => InitLoraWeights::PissaNiter(k),
+                _ => InitLoraWeights::Other(n),
+            },
         })
     }
 }
@@ -384,7 +435,9 @@ impl LoraConfig {
         if let InitLoraWeights::Other(name) = &self.init_lora_weights {
             return Err(Error::Unsupported {
                 what: "init_lora_weights",
-                detail: format!("`{name}` (supported: true, false, \"gaussian\")"),
+                detail: format!(
+                    "`{name}` (supported: true, false, \"gaussian\", \"pissa\", \"pissa_niter_K\", \"olora\")"
+                ),
             });
         }
         // PEFT's `lora_bias` (a trainable bias on B) has no counterpart here; silently
@@ -514,6 +567,29 @@ impl LoraConfig {
             }
         }
         Ok(false)
+    }
+
+    /// The config of a PiSSA/OLoRA adapter once converted to plain LoRA for saving (PEFT's
+    /// `save_pretrained(path_initial_model_for_weight_conversion=…)`): every rank doubled,
+    /// every alpha doubled (×√2 under rsLoRA, which PEFT refuses with patterns: the
+    /// scaling `α/√r` is kept all the same), `init_lora_weights` back to `true`.
+    pub fn converted_to_plain(&self) -> LoraConfig {
+        let alpha_factor = if self.use_rslora {
+            std::f64::consts::SQRT_2
+        } else {
+            2.0
+        };
+        let mut config = self.clone();
+        config.r = self.r.saturating_mul(2);
+        config.lora_alpha = self.lora_alpha * alpha_factor;
+        for r in config.rank_pattern.values_mut() {
+            *r = r.saturating_mul(2);
+        }
+        for alpha in config.alpha_pattern.values_mut() {
+            *alpha *= alpha_factor;
+        }
+        config.init_lora_weights = InitLoraWeights::Default;
+        config
     }
 
     /// Rank, alpha and scaling for the module at `path`, honouring `rank_pattern` and

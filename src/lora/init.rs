@@ -39,8 +39,14 @@ pub fn init_factors(
             kaiming_uniform_sqrt5(r, in_features, device),
             kaiming_uniform_sqrt5(out_features, r, device),
         ),
-        // `Other` is rejected by `LoraConfig::validate`; fall back to PEFT's default.
-        InitLoraWeights::Default | InitLoraWeights::Other(_) => (
+        // `Other` is rejected by `LoraConfig::validate`, and the methods that take their
+        // factors from the weight never come here (`LoraLinear::attach_adapter`); PEFT's
+        // default for both.
+        InitLoraWeights::Default
+        | InitLoraWeights::Other(_)
+        | InitLoraWeights::Pissa
+        | InitLoraWeights::PissaNiter(_)
+        | InitLoraWeights::Olora => (
             kaiming_uniform_sqrt5(r, in_features, device),
             Tensor::zeros([out_features, r], device),
         ),

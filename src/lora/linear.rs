@@ -2,13 +2,14 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
 use super::base::{
     DenseBase, FrozenBase, FrozenWeight, linear_rows, over_rows, replace_value,
     transpose_contiguous,
 };
 use super::config::{InitLoraWeights, ModuleLoraParams};
+use super::decompose::factors_from_weight;
 use super::init::init_factors;
 use crate::error::{Error, Result};
 
@@ -42,6 +43,19 @@ pub struct LoraWeights {
     pub(crate) magnitude: Option<Param<Tensor<1>>>,
     /// DoRA: the row norms `‖W + s·BA‖` a merge divided by, so unmerge undoes it exactly.
     pub(crate) merged_norm: Option<Tensor<1>>,
+    /// PiSSA/OLoRA: the starting `A₀ [r, in]` and `B₀ [out, r]` (PEFT's orientation)
+    /// whose `s·B₀A₀` was taken out of the base. Saving writes the adapter as the plain
+    /// LoRA `[A; A₀]`, `[B, −B₀]` of rank 2r, which applies to the original base.
+    pub(crate) initial: Option<InitialFactors>,
+}
+
+/// What a PiSSA/OLoRA adapter took out of its base (see [`LoraWeights`]).
+#[derive(Module, Debug)]
+pub struct InitialFactors {
+    /// `A₀`, `[r, in]`.
+    pub(crate) a: Tensor<2>,
+    /// `B₀`, `[out, r]`.
+    pub(crate) b: Tensor<2>,
 }
 
 impl LoraWeights {
@@ -68,6 +82,12 @@ impl LoraWeights {
     /// Whether this is a DoRA adapter (it carries a magnitude vector).
     pub fn is_dora(&self) -> bool {
         self.magnitude.is_some()
+    }
+
+    /// Whether the factors started from the base weight (PiSSA, OLoRA), which holds the
+    /// residual.
+    pub fn took_from_base(&self) -> bool {
+        self.initial.is_some()
     }
 }
 
@@ -157,13 +177,23 @@ impl LoraLinear {
         if !dropout.is_finite() || !(0.0..1.0).contains(&dropout) {
             return Err(Error::InvalidDropout(dropout));
         }
-        let (a, b) = init_factors(
-            init,
-            params.r,
-            self.in_features(),
-            self.out_features(),
-            device,
-        );
+        let (a, b, initial) = if init.takes_base() {
+            let (a, b) = self.factors_from_base(init, &params, device)?;
+            let initial = InitialFactors {
+                a: a.clone(),
+                b: b.clone(),
+            };
+            (a, b, Some(initial))
+        } else {
+            let (a, b) = init_factors(
+                init,
+                params.r,
+                self.in_features(),
+                self.out_features(),
+                device,
+            );
+            (a, b, None)
+        };
         let mut adapter = LoraWeights {
             a: Param::from_tensor(transpose_contiguous(a)),
             b: Param::from_tensor(transpose_contiguous(b)),
@@ -175,6 +205,7 @@ impl LoraLinear {
             merged: false,
             magnitude: None,
             merged_norm: None,
+            initial,
         };
         if params.dora {
             // PEFT's DoRA init: m = ‖W + s·BA‖ per row, after A and B are drawn (‖W‖
@@ -184,6 +215,58 @@ impl LoraLinear {
         }
         self.adapter = Some(adapter);
         Ok(())
+    }
+
+    /// PiSSA's or OLoRA's `(A [r, in], B [out, r])` from this layer's weight, which is left
+    /// holding `W − s·BA` (PEFT's `pissa_init`/`olora_init`; see `decompose`).
+    fn factors_from_base(
+        &mut self,
+        init: &InitLoraWeights,
+        params: &ModuleLoraParams,
+        device: &Device,
+    ) -> Result<(Tensor<2>, Tensor<2>)> {
+        if self.base.packed().is_some() {
+            return Err(Error::Unsupported {
+                what: "init_lora_weights",
+                detail: format!(
+                    "{init:?} rewrites the frozen weight, which a packed (nf4/int8/GGUF) base \
+                     cannot hold: initialise on a float base"
+                ),
+            });
+        }
+        let (inp, out) = (self.in_features(), self.out_features());
+        let weight = self
+            .base
+            .weight_out_in()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::InvalidState(format!("reading a weight: {e:?}")))?;
+        let gaussian = |rows: usize, cols: usize| -> Vec<f64> {
+            Tensor::<2>::random([rows, cols], Distribution::Normal(0.0, 1.0), device)
+                .into_data()
+                .convert::<f64>()
+                .try_into_vec::<f64>()
+                .unwrap_or_default()
+        };
+        let factors = factors_from_weight(
+            init,
+            &weight,
+            [out, inp],
+            params.r,
+            params.scaling,
+            gaussian,
+        )?;
+        let a = Tensor::<2>::from_data(TensorData::new(factors.a, [params.r, inp]), device);
+        let b = Tensor::<2>::from_data(TensorData::new(factors.b, [out, params.r]), device);
+        self.take_from_base(&a, &b, params.scaling)?;
+        Ok((a, b))
+    }
+
+    /// `W ← W − s·BA` for PEFT-oriented factors, in f32 as PEFT computes it.
+    fn take_from_base(&mut self, a: &Tensor<2>, b: &Tensor<2>, scaling: f64) -> Result<()> {
+        let product = b.clone().matmul(a.clone()).mul_scalar(-scaling);
+        self.base.add_delta(product.transpose())
     }
 
     /// DoRA's `‖W + s·BA‖` per output row, `[out]`, as a constant (no gradient).
@@ -253,6 +336,50 @@ impl LoraLinear {
             .as_ref()
             .and_then(|a| a.magnitude.as_ref())
             .map(|m| m.val())
+    }
+
+    /// PiSSA/OLoRA: the starting `(A₀ [r, in], B₀ [out, r])` taken out of the base.
+    pub fn initial_factors(&self) -> Option<(Tensor<2>, Tensor<2>)> {
+        let initial = self.adapter.as_ref()?.initial.as_ref()?;
+        Some((initial.a.clone(), initial.b.clone()))
+    }
+
+    /// Put back a PiSSA/OLoRA adapter as it was while training, on the original base:
+    /// take `s·B₀A₀` out of the base again and set the trained `A`, `B` (all PEFT-oriented).
+    /// The layer must hold a fresh adapter of the same rank that took nothing yet (what
+    /// resuming a run does with a saved, converted adapter).
+    pub fn restore_taken_from_base(
+        &mut self,
+        a: Tensor<2>,
+        b: Tensor<2>,
+        a0: Tensor<2>,
+        b0: Tensor<2>,
+    ) -> Result<()> {
+        let (r, scaling, took) = {
+            let adapter = self.replaceable_adapter()?;
+            (adapter.rank, adapter.scaling, adapter.took_from_base())
+        };
+        if took {
+            return Err(Error::InvalidState(
+                "the adapter already took its factors from the base".into(),
+            ));
+        }
+        let (in_f, out_f) = (self.in_features(), self.out_features());
+        for (name, t, expected) in [("A0", &a0, [r, in_f]), ("B0", &b0, [out_f, r])] {
+            if t.dims() != expected {
+                return Err(Error::ShapeMismatch {
+                    name: name.into(),
+                    expected: expected.to_vec(),
+                    actual: t.dims().to_vec(),
+                });
+            }
+        }
+        self.set_lora_weights(a, b)?;
+        self.take_from_base(&a0, &b0, scaling)?;
+        if let Some(adapter) = self.adapter.as_mut() {
+            adapter.initial = Some(InitialFactors { a: a0, b: b0 });
+        }
+        Ok(())
     }
 
     /// Replace the adapter's factors with PEFT-oriented `A [r, in]` and `B [out, r]`

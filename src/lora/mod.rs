@@ -3,6 +3,7 @@
 
 pub mod base;
 pub mod config;
+mod decompose;
 pub mod init;
 pub mod linear;
 pub mod packed;

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{EvalResult, LoopState, MessageSink, TrainConfig, TrainingLoop};
 use crate::adapter::{
-    AdapterContents, AdapterMeta, LoadedAdapter, load_adapter_weights, read_adapter, save_adapter,
+    AdapterContents, AdapterMeta, LoadedAdapter, load_adapter_for_training, read_adapter,
+    save_adapter,
 };
 use crate::classify::{MultiLabelClassifier, MultiLabelLoss};
 use crate::data::{Batch, EncodedSet, LabelSet};
@@ -324,7 +325,7 @@ impl<B: Backbone> Trainer<B> {
         let best_model = match existing_dir(checkpoint.dir.join("best")) {
             Some(best_dir) => {
                 let mut best = model.clone();
-                load_adapter_weights(
+                load_adapter_for_training(
                     &read_adapter(&best_dir)?,
                     &mut best,
                     &config.train_device(device),
@@ -333,7 +334,7 @@ impl<B: Backbone> Trainer<B> {
             }
             None => None,
         };
-        load_adapter_weights(&adapter, &mut model, &config.train_device(device))?;
+        load_adapter_for_training(&adapter, &mut model, &config.train_device(device))?;
         let ids = &saved.param_ids;
         let id_of = |key: &str| -> Result<ParamId> {
             ids.get(key)
@@ -415,8 +416,19 @@ fn check_same_run(
         &saved_adapter.labels.names(),
         &checkpoint.labels.names(),
     )?;
-    let (a, b) = (&saved_adapter.config, &checkpoint.lora);
+    // A PiSSA/OLoRA adapter is saved converted; the run trained under `trained_config`.
+    let a = saved_adapter
+        .meta
+        .as_ref()
+        .and_then(|m| m.trained_config.as_ref())
+        .unwrap_or(&saved_adapter.config);
+    let b = &checkpoint.lora;
     same("the LoRA rank", &a.r, &b.r)?;
+    same(
+        "init_lora_weights",
+        &a.init_lora_weights,
+        &b.init_lora_weights,
+    )?;
     same("lora_alpha", &a.lora_alpha, &b.lora_alpha)?;
     same("lora_dropout", &a.lora_dropout, &b.lora_dropout)?;
     same("use_rslora", &a.use_rslora, &b.use_rslora)?;

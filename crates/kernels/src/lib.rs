@@ -2,7 +2,8 @@
 //! (`burn_lora::ops`): exact GELU, SiLU and their derivatives, and dropout keep-masks; and
 //! NF4 block quantisation ([`nf4`]) for QLoRA-style frozen weights; f32 matrix products
 //! into fresh output buffers ([`matmul`]), the large ones through a system CBLAS loaded at
-//! run time when the `blas` feature is on and finds one (module `blas`).
+//! run time when the `blas` feature is on and finds one (module `blas`); and the SVD/QR
+//! factors of PiSSA and OLoRA initialisation ([`decompose`]).
 //!
 //! A crate of their own, free of burn, so that they are compiled optimised in every build
 //! profile (the workspace's dev profile optimises this package): their loops are the hot
@@ -11,6 +12,7 @@
 
 #[cfg(feature = "blas")]
 pub mod blas;
+pub mod decompose;
 pub mod int8;
 pub mod matmul;
 pub mod nf4;
