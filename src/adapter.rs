@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 use crate::io::SafetensorsFile;
 use crate::io::atomic::{replace_dir, write_atomic};
 use crate::io::safetensors::{F32Tensors, serialize_f32};
-use crate::lora::{LoraConfig, Quantization, base_quantization, inject_adapters};
+use crate::lora::{
+    BaseDtype, LoraConfig, Quantization, base_quantization, half_base_dtype, inject_adapters,
+};
 use crate::models::Backbone;
 
 /// File names inside an adapter folder.
@@ -47,6 +49,10 @@ pub struct AdapterMeta {
     /// base. Predicting with the same packing reproduces the training forward.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantize: Option<Quantization>,
+    /// How a dense frozen base was stored in training (`--base-dtype`), where not f32;
+    /// resuming checks it. Prediction runs on the f32 base (the more precise forward).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_dtype: Option<BaseDtype>,
     /// PiSSA/OLoRA: the config the adapter was trained under, where the saved one is its
     /// conversion to plain LoRA (see [`save_adapter`]); set by `save_adapter` itself.
     /// Resuming a run reads it to put the adapter back as it was trained.
@@ -160,6 +166,7 @@ impl<B: Backbone> MultiLabelClassifier<B> {
             template: info.template.map(str::to_string),
             model_type: self.backbone.model_type().to_string(),
             quantize: base_quantization(&mut model.backbone)?,
+            base_dtype: half_base_dtype(&mut model.backbone)?,
             trained_config: None,
         };
         let contents = AdapterContents {

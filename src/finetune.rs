@@ -594,6 +594,7 @@ impl Finetune {
                 template: template.as_ref().map(|t| t.as_str().to_string()),
                 model_type: model.backbone.model_type().to_string(),
                 quantize: self.quantize,
+                base_dtype: (self.base_dtype != BaseDtype::F32).then_some(self.base_dtype),
                 trained_config: None,
             },
             base_model: Some(model_path.display().to_string()),

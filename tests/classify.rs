@@ -264,6 +264,7 @@ fn adapter_round_trip() {
         template: None,
         model_type: "bert".into(),
         quantize: None,
+        base_dtype: None,
         trained_config: None,
     };
     let contents = AdapterContents {

@@ -281,6 +281,7 @@ fn save(
         template: None,
         model_type: "bert".into(),
         quantize: None,
+        base_dtype: None,
         trained_config: None,
     };
     let contents = AdapterContents {

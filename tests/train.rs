@@ -12,7 +12,7 @@ use burn_lora::adapter::AdapterMeta;
 use burn_lora::classify::{LossKind, MultiLabelClassifier, MultiLabelLoss, Pooling};
 use burn_lora::data::{Batch, EncodedSet, LabelSet};
 use burn_lora::io::SafetensorsFile;
-use burn_lora::lora::{LoraConfig, inject_adapters};
+use burn_lora::lora::{InitLoraWeights, LoraConfig, inject_adapters};
 use burn_lora::models::BertModel;
 use burn_lora::train::{
     Decay, EvalResult, LoopState, TrainConfig, Trainer, TrainerCheckpoint, TrainingLoop, run_loop,
@@ -110,6 +110,7 @@ fn checkpoint(dir: &Path) -> TrainerCheckpoint {
             template: None,
             model_type: "bert".into(),
             quantize: None,
+            base_dtype: None,
             trained_config: None,
         },
         base_model: None,
@@ -202,6 +203,12 @@ fn learns_checkpoints_and_resumes_exactly() {
     let mut other_alpha = checkpoint(&b);
     other_alpha.lora.alpha_pattern.insert("value".into(), 2.0);
     assert_eq!(mismatch(config(8), other_alpha), "alpha_pattern");
+    let mut other_init = checkpoint(&b);
+    other_init.lora.init_lora_weights = InitLoraWeights::Olora;
+    assert_eq!(mismatch(config(8), other_init), "init_lora_weights");
+    let mut other_dtype = checkpoint(&b);
+    other_dtype.meta.base_dtype = Some(burn_lora::lora::BaseDtype::Bf16);
+    assert_eq!(mismatch(config(8), other_dtype), "the base dtype");
     // The same targets in another order are the same run. (The folder is renamed right
     // after: the optimizer state must be read whole at resume, not lazily from its file.)
     let mut reordered = checkpoint(&b);

@@ -327,6 +327,21 @@ pub struct CastReport {
     pub bytes_after: usize,
 }
 
+/// The half-precision dtype `model`'s dense frozen weights are stored in, if any (what
+/// [`cast_frozen`] set); `None` for an f32 (or packed) base.
+pub fn half_base_dtype<M: super::LoraTargets>(model: &mut M) -> Result<Option<BaseDtype>> {
+    let mut found = None;
+    model.visit_linears("", &mut |_, linear| {
+        if let (None, FrozenWeight::Dense(dense)) = (found, &linear.base)
+            && dense.dtype() != BaseDtype::F32
+        {
+            found = Some(dense.dtype());
+        }
+        Ok(())
+    })?;
+    Ok(found)
+}
+
 /// Store every dense frozen linear weight of `model` as `dtype` (the `--base-dtype` of the
 /// finetune example). Packed bases are refused: they have their own storage.
 pub fn cast_frozen<M: super::LoraTargets>(model: &mut M, dtype: BaseDtype) -> Result<CastReport> {

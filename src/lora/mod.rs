@@ -9,7 +9,9 @@ pub mod linear;
 pub mod packed;
 pub mod wrap;
 
-pub use base::{BaseDtype, CastReport, DenseBase, FrozenBase, FrozenWeight, cast_frozen};
+pub use base::{
+    BaseDtype, CastReport, DenseBase, FrozenBase, FrozenWeight, cast_frozen, half_base_dtype,
+};
 pub use config::{
     InitLoraWeights, LayerIndices, LayersPattern, LoraBias, LoraConfig, ModuleLoraParams,
     ModuleSelector, scaling,

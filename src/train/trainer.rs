@@ -466,6 +466,7 @@ fn check_same_run(
         same("the prompt template", &meta.template, &m.template)?;
         same("the model type", &meta.model_type, &m.model_type)?;
         same("the base's quantization", &meta.quantize, &m.quantize)?;
+        same("the base dtype", &meta.base_dtype, &m.base_dtype)?;
     }
     same("epochs", &saved.epochs, &now.epochs)?;
     same("max_steps", &saved.max_steps, &now.max_steps)?;
