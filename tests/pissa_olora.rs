@@ -472,3 +472,50 @@ fn an_unconverted_peft_pissa_adapter_is_refused() {
     );
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// `inject_adapters` runs the layers' decompositions in parallel; the result is what
+/// attaching layer by layer gives, bit for bit (the random sketches drawn in the same order).
+#[test]
+fn parallel_injection_equals_layer_by_layer() {
+    let device = devices()[0].1.clone();
+    for init in [InitLoraWeights::PissaNiter(1), InitLoraWeights::Olora] {
+        let mut lora = LoraConfig::new(4, 8.0, &["query", "value", "dense"]);
+        lora.init_lora_weights = init.clone();
+        device.seed(3);
+        let mut parallel = tiny_model(&device);
+        inject_adapters(&mut parallel, &lora, &device).unwrap();
+        device.seed(3);
+        let mut sequential = tiny_model(&device);
+        sequential
+            .backbone
+            .visit_linears("", &mut |path, linear| {
+                if ["query", "value", "dense"]
+                    .iter()
+                    .any(|t| path.ends_with(t))
+                {
+                    let params = lora.params_for(path)?;
+                    linear.attach_adapter(params, 0.0, &init, &device)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let state = |m: &mut MultiLabelClassifier<BertModel>| {
+            let mut found = Vec::new();
+            m.backbone
+                .visit_linears("", &mut |path, l| {
+                    if let (Some(a), Some(b)) = (l.lora_a(), l.lora_b()) {
+                        found.push((
+                            path.to_string(),
+                            [values(a), values(b), values(l.base.weight_in_out())],
+                        ));
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            found
+        };
+        let (p, s) = (state(&mut parallel), state(&mut sequential));
+        assert!(p.len() > 4, "{init:?}: {} layers", p.len());
+        assert_eq!(p, s, "{init:?}");
+    }
+}

@@ -9,9 +9,10 @@ use super::base::{
     transpose_contiguous,
 };
 use super::config::{InitLoraWeights, ModuleLoraParams};
-use super::decompose::factors_from_weight;
+use super::decompose::{factor_job, run_job};
 use super::init::init_factors;
 use crate::error::{Error, Result};
+use burn_lora_kernels::decompose::{FactorJob, Factors};
 
 /// The trainable half of a [`LoraLinear`].
 ///
@@ -159,6 +160,19 @@ impl LoraLinear {
         init: &InitLoraWeights,
         device: &Device,
     ) -> Result<()> {
+        self.attach_adapter_with(params, dropout, init, None, device)
+    }
+
+    /// [`attach_adapter`](Self::attach_adapter), PiSSA's/OLoRA's factors given when they
+    /// were computed ahead (`inject_adapters` runs the layers' decompositions in parallel).
+    pub(crate) fn attach_adapter_with(
+        &mut self,
+        params: ModuleLoraParams,
+        dropout: f64,
+        init: &InitLoraWeights,
+        precomputed: Option<Factors>,
+        device: &Device,
+    ) -> Result<()> {
         if params.r == 0 {
             return Err(Error::InvalidRank {
                 module: "<layer>".into(),
@@ -178,7 +192,11 @@ impl LoraLinear {
             return Err(Error::InvalidDropout(dropout));
         }
         let (a, b, initial) = if init.takes_base() {
-            let (a, b) = self.factors_from_base(init, &params, device)?;
+            let factors = match precomputed {
+                Some(factors) => factors,
+                None => run_job(init, &self.factor_job(init, &params, device)?)?,
+            };
+            let (a, b) = self.take_factors(factors, &params, device)?;
             let initial = InitialFactors {
                 a: a.clone(),
                 b: b.clone(),
@@ -217,14 +235,14 @@ impl LoraLinear {
         Ok(())
     }
 
-    /// PiSSA's or OLoRA's `(A [r, in], B [out, r])` from this layer's weight, which is left
-    /// holding `W − s·BA` (PEFT's `pissa_init`/`olora_init`; see `decompose`).
-    fn factors_from_base(
-        &mut self,
+    /// The decomposition PiSSA or OLoRA runs on this layer's weight (the weight copied to
+    /// the host, `pissa_niter_K`'s random sketch drawn from the device's generator).
+    pub(crate) fn factor_job(
+        &self,
         init: &InitLoraWeights,
         params: &ModuleLoraParams,
         device: &Device,
-    ) -> Result<(Tensor<2>, Tensor<2>)> {
+    ) -> Result<FactorJob> {
         if self.base.packed().is_some() {
             return Err(Error::Unsupported {
                 what: "init_lora_weights",
@@ -234,7 +252,6 @@ impl LoraLinear {
                 ),
             });
         }
-        let (inp, out) = (self.in_features(), self.out_features());
         let weight = self
             .base
             .weight_out_in()
@@ -249,14 +266,31 @@ impl LoraLinear {
                 .try_into_vec::<f64>()
                 .unwrap_or_default()
         };
-        let factors = factors_from_weight(
-            init,
-            &weight,
-            [out, inp],
-            params.r,
-            params.scaling,
-            gaussian,
-        )?;
+        let dims = [self.out_features(), self.in_features()];
+        factor_job(init, weight, dims, params.r, params.scaling, gaussian)
+    }
+
+    /// The computed factors as PEFT-oriented `(A [r, in], B [out, r])` tensors, taken out of
+    /// the base (`W ← W − s·BA`).
+    fn take_factors(
+        &mut self,
+        factors: Factors,
+        params: &ModuleLoraParams,
+        device: &Device,
+    ) -> Result<(Tensor<2>, Tensor<2>)> {
+        let (inp, out) = (self.in_features(), self.out_features());
+        for (name, len, expected) in [
+            ("lora_A", factors.a.len(), params.r * inp),
+            ("lora_B", factors.b.len(), out * params.r),
+        ] {
+            if len != expected {
+                return Err(Error::ShapeMismatch {
+                    name: name.into(),
+                    expected: vec![expected],
+                    actual: vec![len],
+                });
+            }
+        }
         let a = Tensor::<2>::from_data(TensorData::new(factors.a, [params.r, inp]), device);
         let b = Tensor::<2>::from_data(TensorData::new(factors.b, [out, params.r]), device);
         self.take_from_base(&a, &b, params.scaling)?;

@@ -4,9 +4,13 @@
 //! A model lists its wrappable linears through [`LoraTargets`]; [`inject_adapters`]
 //! matches each path against a [`LoraConfig`] and attaches an adapter where it matches.
 
+use std::collections::HashMap;
+
 use burn::tensor::Device;
+use burn_lora_kernels::decompose::Factors;
 
 use super::config::{LoraConfig, ModuleSelector};
+use super::decompose::run_jobs;
 use super::linear::LoraLinear;
 use crate::error::{Error, Result};
 
@@ -73,6 +77,11 @@ pub fn inject_adapters<M: LoraTargets>(
 ) -> Result<InjectionReport> {
     config.validate()?;
     let default_targets = model.default_targets();
+    let mut precomputed = if config.init_lora_weights.takes_base() {
+        factors_from_bases(model, config, &default_targets, device)?
+    } else {
+        HashMap::new()
+    };
     let mut report = InjectionReport::default();
     let mut all_paths = Vec::new();
     model.visit_linears("", &mut |path, linear| {
@@ -81,10 +90,11 @@ pub fn inject_adapters<M: LoraTargets>(
         if config.is_target(path, &default_targets)? {
             let params = config.params_for(path)?;
             linear
-                .attach_adapter(
+                .attach_adapter_with(
                     params,
                     config.lora_dropout,
                     &config.init_lora_weights,
+                    precomputed.remove(path),
                     device,
                 )
                 .map_err(|e| match e {
@@ -125,6 +135,40 @@ pub fn inject_adapters<M: LoraTargets>(
         });
     }
     Ok(report)
+}
+
+/// PiSSA/OLoRA: the factors of every layer `config` targets, the decompositions run in
+/// parallel a few layers at a time (each holds a host copy of its weight, so not the whole
+/// model at once). The random sketches of `pissa_niter_K` are drawn in visiting order, as
+/// attaching layer by layer would draw them.
+fn factors_from_bases<M: LoraTargets>(
+    model: &mut M,
+    config: &LoraConfig,
+    default_targets: &ModuleSelector,
+    device: &Device,
+) -> Result<HashMap<String, Factors>> {
+    let mut targets = Vec::new();
+    model.visit_linears("", &mut |path, _| {
+        if config.is_target(path, default_targets)? {
+            targets.push(path.to_string());
+        }
+        Ok(())
+    })?;
+    let group = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut factors = HashMap::with_capacity(targets.len());
+    for paths in targets.chunks(group) {
+        let mut jobs = Vec::with_capacity(paths.len());
+        model.visit_linears("", &mut |path, linear| {
+            if paths.iter().any(|p| p == path) {
+                let params = config.params_for(path)?;
+                jobs.push(linear.factor_job(&config.init_lora_weights, &params, device)?);
+            }
+            Ok(())
+        })?;
+        let computed = run_jobs(&config.init_lora_weights, jobs)?;
+        factors.extend(paths.iter().cloned().zip(computed));
+    }
+    Ok(factors)
 }
 
 /// Apply `f` to every linear that carries an adapter (merge all, disable all, ...).

@@ -16,8 +16,8 @@
 use nalgebra::DMatrix;
 
 /// How the factors are taken from the weight.
-#[derive(Debug, Clone, Copy)]
-pub enum Decomposition<'a> {
+#[derive(Debug, Clone)]
+pub enum Decomposition {
     /// PiSSA: the exact thin SVD.
     Svd,
     /// PiSSA with torch's `svd_lowrank(W, r, niter)`: `sketch` is the standard-normal
@@ -26,7 +26,7 @@ pub enum Decomposition<'a> {
         /// Power iterations.
         niter: usize,
         /// The random test matrix.
-        sketch: &'a [f64],
+        sketch: Vec<f64>,
     },
     /// OLoRA: the thin QR.
     Qr,
@@ -93,7 +93,7 @@ pub fn lora_factors(
     [out, inp]: [usize; 2],
     r: usize,
     scaling: f64,
-    how: Decomposition<'_>,
+    how: &Decomposition,
 ) -> Result<Factors, DecomposeError> {
     let available = out.min(inp);
     if r > available {
@@ -120,7 +120,7 @@ pub fn lora_factors(
                 v_t.rows(0, r).into_owned(),
             )
         }
-        Decomposition::RandomizedSvd { niter, sketch } => svd_lowrank(&w, r, niter, sketch)?,
+        Decomposition::RandomizedSvd { niter, sketch } => svd_lowrank(&w, r, *niter, sketch)?,
         Decomposition::Qr => {
             let (q, rr) = householder_qr(&w, r);
             return Ok(Factors {
@@ -145,6 +145,30 @@ fn row_major(m: &DMatrix<f64>) -> Vec<f32> {
         v.extend(m.row(i).iter().map(|&x| x as f32));
     }
     v
+}
+
+/// One weight's factors to compute: [`lora_factors`]'s arguments, owned.
+#[derive(Debug, Clone)]
+pub struct FactorJob {
+    /// `[out, in]`, row-major.
+    pub weight: Vec<f32>,
+    /// `[out, in]`.
+    pub dims: [usize; 2],
+    /// The rank.
+    pub r: usize,
+    /// The LoRA scaling.
+    pub scaling: f64,
+    /// How.
+    pub how: Decomposition,
+}
+
+/// [`lora_factors`] for several weights at once, one per rayon task (the SVDs of a model's
+/// layers are independent; each is sequential), results in the jobs' order.
+pub fn lora_factors_parallel(jobs: Vec<FactorJob>) -> Vec<Result<Factors, DecomposeError>> {
+    use rayon::prelude::*;
+    jobs.into_par_iter()
+        .map(|job| lora_factors(&job.weight, job.dims, job.r, job.scaling, &job.how))
+        .collect()
 }
 
 /// `(U [m, q], S [q], Vᵀ [q, n])`.
@@ -271,20 +295,19 @@ mod tests {
     fn sizes_are_checked() {
         let w = vec![1.0f32; 6];
         assert_eq!(
-            lora_factors(&w, [2, 3], 3, 1.0, Decomposition::Qr).unwrap_err(),
+            lora_factors(&w, [2, 3], 3, 1.0, &Decomposition::Qr).unwrap_err(),
             DecomposeError::RankTooLarge { r: 3, available: 2 }
         );
         assert!(matches!(
-            lora_factors(&w[..5], [2, 3], 1, 1.0, Decomposition::Svd),
+            lora_factors(&w[..5], [2, 3], 1, 1.0, &Decomposition::Svd),
             Err(DecomposeError::WrongLength { .. })
         ));
-        let sketch = [0.5; 3];
         let how = Decomposition::RandomizedSvd {
             niter: 1,
-            sketch: &sketch,
+            sketch: vec![0.5; 3],
         };
         assert!(matches!(
-            lora_factors(&w, [2, 3], 1, 1.0, how),
+            lora_factors(&w, [2, 3], 1, 1.0, &how),
             Err(DecomposeError::WrongLength { .. })
         ));
     }
