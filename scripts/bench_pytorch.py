@@ -23,7 +23,7 @@ Two subcommands:
   LoRA: --rank (default 8), --alpha (16), --lora-dropout (0.1) and --targets: `peft` (the
   default: the family's PEFT default, BERT query,value and llama q_proj,v_proj), `all-linear`
   (PEFT's shorthand: every linear of the backbone but an output head) or comma-separated
-  module names, as examples/bench_workload.rs and the finetune example read it.
+  module names, as tools/bench_workload.rs and the finetune example read it.
 
 - `gemm` prints torch's f32 matmul rate at a MiniLM FFN shape (the machine's gemm peak).
 

@@ -10,9 +10,9 @@ use burn::tensor::{Int, Tensor, TensorData};
 use burn_lora::device::probe_device;
 use burn_lora::models::{Backbone, BertModel, EncoderInput};
 
-#[path = "common/allocator.rs"]
+#[path = "../examples/common/allocator.rs"]
 mod allocator;
-#[path = "common/args.rs"]
+#[path = "../examples/common/args.rs"]
 mod args;
 
 struct Args {

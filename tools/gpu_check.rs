@@ -30,9 +30,9 @@ use burn_lora::models::TensorSource;
 use burn_lora::models::{Backbone, BertConfig, BertModel, EncoderInput, LlamaConfig, LlamaModel};
 use burn_lora::train::{Decay, TrainConfig, Trainer, TrainingLoop};
 
-#[path = "common/allocator.rs"]
+#[path = "../examples/common/allocator.rs"]
 mod allocator;
-#[path = "common/args.rs"]
+#[path = "../examples/common/args.rs"]
 mod args;
 
 /// MiniLM-L6 (`sentence-transformers/all-MiniLM-L6-v2`)'s `config.json`, as shipped.

@@ -23,11 +23,11 @@ use burn_lora::models::Backbone;
 use burn_lora::train::{Decay, TrainConfig, Trainer, TrainingLoop};
 use serde::Deserialize;
 
-#[path = "common/allocator.rs"]
+#[path = "../examples/common/allocator.rs"]
 mod allocator;
-#[path = "common/args.rs"]
+#[path = "../examples/common/args.rs"]
 mod args;
-#[path = "common/memory.rs"]
+#[path = "../examples/common/memory.rs"]
 mod memory;
 
 /// The workload file's schema (written by `scripts/bench_pytorch.py prepare`).
