@@ -157,16 +157,13 @@ impl<B: Backbone> MultiLabelClassifier<B> {
     /// Save the adapters and head as a PEFT `SEQ_CLS` adapter folder (see
     /// [`save_adapter`]); pooling and model type come from the model itself.
     pub fn save_adapter(&self, dir: impl AsRef<Path>, info: &AdapterInfo<'_>) -> Result<()> {
-        // The linear visitors need `&mut`; a module clone shares its tensors, so this
-        // costs no weight copy.
-        let mut model = self.clone();
         let meta = AdapterMeta {
             pooling: self.pooling,
             max_len: info.max_len,
             template: info.template.map(str::to_string),
             model_type: self.backbone.model_type().to_string(),
-            quantize: base_quantization(&mut model.backbone)?,
-            base_dtype: half_base_dtype(&mut model.backbone)?,
+            quantize: base_quantization(&self.backbone)?,
+            base_dtype: half_base_dtype(&self.backbone)?,
             trained_config: None,
         };
         let contents = AdapterContents {
@@ -176,7 +173,7 @@ impl<B: Backbone> MultiLabelClassifier<B> {
             meta: &meta,
             base_model: info.base_model.map(str::to_string),
         };
-        save_adapter(dir, &mut model, &contents)
+        save_adapter(dir, self, &contents)
     }
 }
 
@@ -190,7 +187,7 @@ impl<B: Backbone> MultiLabelClassifier<B> {
 /// config trained under is kept in `burn_lora.json` (`trained_config`) for resuming.
 pub fn save_adapter<B: Backbone>(
     dir: impl AsRef<Path>,
-    model: &mut MultiLabelClassifier<B>,
+    model: &MultiLabelClassifier<B>,
     contents: &AdapterContents<'_>,
 ) -> Result<()> {
     let dir = dir.as_ref();
@@ -198,7 +195,7 @@ pub fn save_adapter<B: Backbone>(
     let mut tensors = F32Tensors::new();
     let mut adapted = Vec::new();
     let mut converted = 0usize;
-    model.backbone.visit_linears("", &mut |path, linear| {
+    model.backbone.read_linears("", &mut |path, linear| {
         if let (Some(mut a), Some(mut b)) = (linear.lora_a(), linear.lora_b()) {
             if linear.is_merged() {
                 return Err(Error::InvalidState(format!(

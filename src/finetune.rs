@@ -547,7 +547,7 @@ impl Finetune {
             ));
         }
         if let Some(q) = self.quantize {
-            let r = packing_report(&mut backbone)?;
+            let r = packing_report(&backbone)?;
             self.say(&format!(
                 "frozen base: {} linears as {q}, {:.1} MiB -> {:.1} MiB ({:.2} bits per weight)",
                 r.layers,

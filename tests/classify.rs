@@ -274,9 +274,9 @@ fn adapter_round_trip() {
         meta: &meta,
         base_model: Some("tiny-bert".into()),
     };
-    save_adapter(&out, &mut model, &contents).unwrap();
+    save_adapter(&out, &model, &contents).unwrap();
     // Saving again over an existing folder works (atomic swap).
-    save_adapter(&out, &mut model, &contents).unwrap();
+    save_adapter(&out, &model, &contents).unwrap();
     let saved: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap())
             .unwrap();

@@ -134,9 +134,8 @@ fn smollm2_with_its_blocks_kept_matches_the_dequantised_load() {
             .unwrap()
             .forward(&input),
     );
-    let mut kept =
-        LlamaModel::load_gguf_packed(smollm2(), Some(Quantization::Keep), &device).unwrap();
-    let report = packing_report(&mut kept).unwrap();
+    let kept = LlamaModel::load_gguf_packed(smollm2(), Some(Quantization::Keep), &device).unwrap();
+    let report = packing_report(&kept).unwrap();
     // 30 layers × 7 linears, each in Q4_1 blocks (32 values in 20 bytes: 5 bits per weight).
     assert_eq!(report.layers, 210);
     assert!(

@@ -7,7 +7,8 @@ mod common;
 
 use burn::tensor::{DType, Distribution, Tensor};
 use burn_lora::lora::{
-    BaseDtype, FrozenBase, LinearVisitor, LoraLinear, LoraTargets, ModuleSelector, cast_frozen,
+    BaseDtype, FrozenBase, LinearReader, LinearVisitor, LoraLinear, LoraTargets, ModuleSelector,
+    cast_frozen,
 };
 use common::{devices, max_rel_err, values};
 
@@ -22,6 +23,10 @@ impl LoraTargets for One {
         visitor: &mut LinearVisitor<'_>,
     ) -> burn_lora::Result<()> {
         visitor(&burn_lora::lora::join_path(prefix, "proj"), &mut self.0)
+    }
+
+    fn read_linears(&self, prefix: &str, reader: &mut LinearReader<'_>) -> burn_lora::Result<()> {
+        reader(&burn_lora::lora::join_path(prefix, "proj"), &self.0)
     }
 
     fn default_targets(&self) -> ModuleSelector {

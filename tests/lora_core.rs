@@ -10,9 +10,10 @@ use burn::tensor::{Distribution, Tensor};
 use burn_lora::Error;
 use burn_lora::io::SafetensorsFile;
 use burn_lora::lora::{
-    InitLoraWeights, LinearVisitor, LoraConfig, LoraLinear, LoraTargets, ModuleSelector,
-    inject_adapters, join_path, scaling,
+    InitLoraWeights, LinearReader, LinearVisitor, LoraConfig, LoraLinear, LoraTargets,
+    ModuleSelector, inject_adapters, join_path, scaling,
 };
+use burn_lora::models::{AnyBackbone, BertModel, LlamaModel};
 use common::{devices, fixture, max_abs_diff, max_rel_err, values};
 use serde_json::Value;
 
@@ -280,6 +281,16 @@ impl LoraTargets for TinyEncoder {
         visitor(&join_path(prefix, "classifier"), &mut self.classifier)
     }
 
+    fn read_linears(&self, prefix: &str, reader: &mut LinearReader<'_>) -> burn_lora::Result<()> {
+        for (i, layer) in self.layers.iter().enumerate() {
+            let p = join_path(prefix, &format!("encoder.layer.{i}.attention.self"));
+            for (name, lin) in ["query", "key", "value"].iter().zip(layer.iter()) {
+                reader(&join_path(&p, name), lin)?;
+            }
+        }
+        reader(&join_path(prefix, "classifier"), &self.classifier)
+    }
+
     fn default_targets(&self) -> ModuleSelector {
         ModuleSelector::names(&["query", "value"])
     }
@@ -411,4 +422,45 @@ fn all_linear_and_rslora_scaling() {
     assert_eq!(report.trainable_params, 9 * 4 * 16);
     assert_eq!(scaling(16.0, 64, true), 2.0);
     assert_eq!(scaling(16.0, 8, false), 2.0);
+}
+
+/// The read-only visitor sees what the mutable one sees: the same paths in the same order,
+/// the same layers (shapes and adapters), for every family.
+#[test]
+fn read_linears_matches_visit_linears() {
+    let (_, device) = devices().remove(0);
+    for name in ["tiny-bert", "tiny-distilbert", "tiny-llama", "tiny-glm4"] {
+        // Weights only (the fixtures carry no tokenizer); through the one family type.
+        let path = fixture(name);
+        let mut model = if name.contains("bert") {
+            AnyBackbone::Bert(BertModel::load(&path, &device).unwrap())
+        } else {
+            AnyBackbone::Llama(LlamaModel::load(&path, &device).unwrap())
+        };
+        // The family's PEFT default targets.
+        let mut config = LoraConfig::new(2, 4.0, &[] as &[&str]);
+        config.target_modules = None;
+        inject_adapters(&mut model, &config, &device).unwrap();
+        let seen = |path: &str, l: &LoraLinear| {
+            let shape = (l.in_features(), l.out_features());
+            (path.to_string(), shape, l.adapter.is_some())
+        };
+        let mut visited = Vec::new();
+        model
+            .visit_linears("m", &mut |path, l| {
+                visited.push(seen(path, l));
+                Ok(())
+            })
+            .unwrap();
+        let mut read = Vec::new();
+        model
+            .read_linears("m", &mut |path, l| {
+                read.push(seen(path, l));
+                Ok(())
+            })
+            .unwrap();
+        assert!(visited.len() > 4, "{name}");
+        assert!(visited.iter().any(|v| v.2), "{name}: nothing adapted");
+        assert_eq!(read, visited, "{name}");
+    }
 }

@@ -28,6 +28,13 @@ use burn_lora::models::{Backbone, BertModel};
 use common::{devices, fixture, max_abs_diff, max_rel_err, values};
 use serde_json::Value;
 
+/// The device's generator is one per process and the tests of this file run on parallel
+/// threads: each test that seeds or draws from it holds this, so its sequence is its own.
+fn generator() -> std::sync::MutexGuard<'static, ()> {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    GENERATOR.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn cases() -> Vec<Value> {
     let text = std::fs::read_to_string(fixture("pissa_olora.json")).unwrap();
     let meta: Value = serde_json::from_str(&text).unwrap();
@@ -99,6 +106,7 @@ fn scaled_product(a: &[f32], b: &[f32], r: usize, out: usize, inp: usize, s: f64
 
 #[test]
 fn factors_and_residual_match_peft() {
+    let _generator = generator();
     let st = SafetensorsFile::open(fixture("pissa_olora.safetensors")).unwrap();
     for (device_name, device) in devices() {
         for case in cases() {
@@ -185,6 +193,7 @@ fn factors_and_residual_match_peft() {
 /// The model starts where the base was: `W_res + s·BA = W`.
 #[test]
 fn the_adapted_layer_starts_as_the_base() {
+    let _generator = generator();
     let device = devices()[0].1.clone();
     let st = SafetensorsFile::open(fixture("pissa_olora.safetensors")).unwrap();
     for case in cases() {
@@ -214,6 +223,7 @@ fn the_adapted_layer_starts_as_the_base() {
 /// B ← 0.9 B.
 #[test]
 fn conversion_to_plain_lora_matches_peft() {
+    let _generator = generator();
     let device = devices()[0].1.clone();
     let st = SafetensorsFile::open(fixture("pissa_olora.safetensors")).unwrap();
     for case in cases()
@@ -313,6 +323,7 @@ fn adapted_bases(model: &mut MultiLabelClassifier<BertModel>) -> Vec<Vec<f32>> {
 /// loaded for training it is the trained state again, bit for bit.
 #[test]
 fn saved_adapter_fits_the_original_base_and_resumes_exactly() {
+    let _generator = generator();
     let device = devices()[0].1.clone();
     let labels = LabelSet::new(vec!["x".into(), "y".into(), "z".into()]).unwrap();
     for init in [
@@ -393,6 +404,7 @@ fn saved_adapter_fits_the_original_base_and_resumes_exactly() {
 
 #[test]
 fn what_cannot_work_is_refused() {
+    let _generator = generator();
     let device = devices()[0].1.clone();
     // A packed base cannot hold the residual.
     let mut model = tiny_model(&device);
@@ -450,6 +462,7 @@ fn what_cannot_work_is_refused() {
 /// residual base: loading it on a plain model is an error, not a silent wrong model.
 #[test]
 fn an_unconverted_peft_pissa_adapter_is_refused() {
+    let _generator = generator();
     let device = devices()[0].1.clone();
     let labels = LabelSet::new(vec!["x".into(), "y".into(), "z".into()]).unwrap();
     let mut lora = LoraConfig::new(4, 8.0, &["query", "value"]);
@@ -477,6 +490,7 @@ fn an_unconverted_peft_pissa_adapter_is_refused() {
 /// attaching layer by layer gives, bit for bit (the random sketches drawn in the same order).
 #[test]
 fn parallel_injection_equals_layer_by_layer() {
+    let _generator = generator();
     let device = devices()[0].1.clone();
     for init in [InitLoraWeights::PissaNiter(1), InitLoraWeights::Olora] {
         let mut lora = LoraConfig::new(4, 8.0, &["query", "value", "dense"]);

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::EncodedSet;
 use crate::error::{Error, Result};
 use crate::lora::base::{replace_value, transpose_contiguous};
-use crate::lora::{LinearVisitor, LoraTargets, ModuleSelector};
+use crate::lora::{LinearReader, LinearVisitor, LoraTargets, ModuleSelector};
 use crate::models::{Backbone, EncoderInput};
 
 /// How token states become one vector per example.
@@ -385,6 +385,10 @@ impl<B: Backbone> LoraTargets for MultiLabelClassifier<B> {
     /// The backbone's linears (the head is trained in full, never adapted).
     fn visit_linears(&mut self, prefix: &str, visitor: &mut LinearVisitor<'_>) -> Result<()> {
         self.backbone.visit_linears(prefix, visitor)
+    }
+
+    fn read_linears(&self, prefix: &str, reader: &mut LinearReader<'_>) -> Result<()> {
+        self.backbone.read_linears(prefix, reader)
     }
 
     fn default_targets(&self) -> ModuleSelector {

@@ -329,9 +329,9 @@ pub struct CastReport {
 
 /// The half-precision dtype `model`'s dense frozen weights are stored in, if any (what
 /// [`cast_frozen`] set); `None` for an f32 (or packed) base.
-pub fn half_base_dtype<M: super::LoraTargets>(model: &mut M) -> Result<Option<BaseDtype>> {
+pub fn half_base_dtype<M: super::LoraTargets>(model: &M) -> Result<Option<BaseDtype>> {
     let mut found = None;
-    model.visit_linears("", &mut |_, linear| {
+    model.read_linears("", &mut |_, linear| {
         if let (None, FrozenWeight::Dense(dense)) = (found, &linear.base)
             && dense.dtype() != BaseDtype::F32
         {

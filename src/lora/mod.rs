@@ -26,6 +26,6 @@ pub use packed::{
     packing_report, quantize_frozen,
 };
 pub use wrap::{
-    InjectionReport, LinearVisitor, LoraTargets, for_each_adapted, inject_adapters, join_path,
-    with_adapters,
+    InjectionReport, LinearReader, LinearVisitor, LoraTargets, for_each_adapted, inject_adapters,
+    join_path, with_adapters,
 };

@@ -461,9 +461,9 @@ pub fn quantize_frozen<M: super::LoraTargets>(
 
 /// How `model`'s frozen linears are stored: the packing of the first packed one, `None`
 /// when all are float.
-pub fn base_quantization<M: super::LoraTargets>(model: &mut M) -> Result<Option<Quantization>> {
+pub fn base_quantization<M: super::LoraTargets>(model: &M) -> Result<Option<Quantization>> {
     let mut found = None;
-    model.visit_linears("", &mut |_, linear| {
+    model.read_linears("", &mut |_, linear| {
         if let (None, Some(p)) = (found, linear.base.packed()) {
             found = Some(p.packed().quantization());
         }
@@ -474,9 +474,9 @@ pub fn base_quantization<M: super::LoraTargets>(model: &mut M) -> Result<Option<
 
 /// The packed linears of `model` as a [`QuantizeReport`] (e.g. after
 /// [`load_packed`](crate::models::load_packed), which packs while loading).
-pub fn packing_report<M: super::LoraTargets>(model: &mut M) -> Result<QuantizeReport> {
+pub fn packing_report<M: super::LoraTargets>(model: &M) -> Result<QuantizeReport> {
     let mut report = QuantizeReport::default();
-    model.visit_linears("", &mut |_, linear| {
+    model.read_linears("", &mut |_, linear| {
         if let Some(p) = linear.base.packed() {
             report.count(p);
         }

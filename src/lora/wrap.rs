@@ -17,6 +17,9 @@ use crate::error::{Error, Result};
 /// Callback receiving each linear with its full module path.
 pub type LinearVisitor<'a> = dyn FnMut(&str, &mut LoraLinear) -> Result<()> + 'a;
 
+/// Callback receiving each linear read-only with its full module path.
+pub type LinearReader<'a> = dyn FnMut(&str, &LoraLinear) -> Result<()> + 'a;
+
 /// A module tree whose linears can be adapted by name.
 ///
 /// `visit_linears` calls `visitor` once per linear with its Hugging Face module path
@@ -24,6 +27,10 @@ pub type LinearVisitor<'a> = dyn FnMut(&str, &mut LoraLinear) -> Result<()> + 'a
 pub trait LoraTargets {
     /// Visit every linear under `prefix` (empty for the root).
     fn visit_linears(&mut self, prefix: &str, visitor: &mut LinearVisitor<'_>) -> Result<()>;
+
+    /// Visit every linear under `prefix` read-only, in the same order with the same paths
+    /// (reports, saving, parameter lists: nothing to clone or borrow mutably).
+    fn read_linears(&self, prefix: &str, reader: &mut LinearReader<'_>) -> Result<()>;
 
     /// The family's PEFT default `target_modules` (e.g. `["query", "value"]` for BERT).
     fn default_targets(&self) -> ModuleSelector;
@@ -148,7 +155,7 @@ fn factors_from_bases<M: LoraTargets>(
     device: &Device,
 ) -> Result<HashMap<String, Factors>> {
     let mut targets = Vec::new();
-    model.visit_linears("", &mut |path, _| {
+    model.read_linears("", &mut |path, _| {
         if config.is_target(path, default_targets)? {
             targets.push(path.to_string());
         }

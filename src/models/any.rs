@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::{Backbone, BertModel, EncoderInput, LlamaModel, ModelFormat, check_max_len};
 use crate::error::Result;
-use crate::lora::{LinearVisitor, LoraTargets, ModuleSelector, Quantization};
+use crate::lora::{LinearReader, LinearVisitor, LoraTargets, ModuleSelector, Quantization};
 use crate::tokenize::TextTokenizer;
 
 /// A pretrained backbone of any supported family.
@@ -88,6 +88,10 @@ impl Backbone for AnyBackbone {
 impl LoraTargets for AnyBackbone {
     fn visit_linears(&mut self, prefix: &str, visitor: &mut LinearVisitor<'_>) -> Result<()> {
         each_family!(self, m => m.visit_linears(prefix, visitor))
+    }
+
+    fn read_linears(&self, prefix: &str, reader: &mut LinearReader<'_>) -> Result<()> {
+        each_family!(self, m => m.read_linears(prefix, reader))
     }
 
     fn default_targets(&self) -> ModuleSelector {

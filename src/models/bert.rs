@@ -14,8 +14,8 @@ use super::{Backbone, EncoderInput};
 use crate::error::{Error, Result};
 use crate::io::Checkpoint;
 use crate::lora::{
-    InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets, ModuleSelector,
-    Quantization, join_path, with_adapters,
+    InjectionReport, LinearReader, LinearVisitor, LoraConfig, LoraLinear, LoraTargets,
+    ModuleSelector, Quantization, join_path, with_adapters,
 };
 use crate::nn::attention;
 
@@ -416,6 +416,23 @@ impl LoraTargets for BertModel {
         }
         if let Some(pooler) = self.pooler.as_mut() {
             visitor(&join_path(prefix, "pooler.dense"), &mut pooler.dense)?;
+        }
+        Ok(())
+    }
+
+    fn read_linears(&self, prefix: &str, reader: &mut LinearReader<'_>) -> Result<()> {
+        let names = self.names();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let p = join_path(prefix, &format!("{}.{i}", names.layers));
+            reader(&join_path(&p, names.query), &layer.attention.query)?;
+            reader(&join_path(&p, names.key), &layer.attention.key)?;
+            reader(&join_path(&p, names.value), &layer.attention.value)?;
+            reader(&join_path(&p, names.attn_out), &layer.attention_output)?;
+            reader(&join_path(&p, names.ffn_in), &layer.intermediate)?;
+            reader(&join_path(&p, names.ffn_out), &layer.output)?;
+        }
+        if let Some(pooler) = self.pooler.as_ref() {
+            reader(&join_path(prefix, "pooler.dense"), &pooler.dense)?;
         }
         Ok(())
     }

@@ -18,8 +18,8 @@ use super::{Backbone, EncoderInput};
 use crate::error::{Error, Result};
 use crate::io::Checkpoint;
 use crate::lora::{
-    FrozenWeight, InjectionReport, LinearVisitor, LoraConfig, LoraLinear, LoraTargets,
-    ModuleSelector, PackedBase, Quantization, join_path, with_adapters,
+    FrozenWeight, InjectionReport, LinearReader, LinearVisitor, LoraConfig, LoraLinear,
+    LoraTargets, ModuleSelector, PackedBase, Quantization, join_path, with_adapters,
 };
 use crate::nn::attention;
 
@@ -448,6 +448,8 @@ pub(crate) struct LinearSlot {
     pub gguf: Option<&'static str>,
     /// The field, when the layer has it.
     pub field: fn(&mut LlamaLayer) -> Option<&mut LoraLinear>,
+    /// The same field, read-only.
+    pub read: fn(&LlamaLayer) -> Option<&LoraLinear>,
 }
 
 /// Every linear of a layer, in Hugging Face's module order.
@@ -456,42 +458,50 @@ pub(crate) const LINEARS: [LinearSlot; 8] = [
         hf: hf::Q_PROJ,
         gguf: Some("attn_q"),
         field: |l| Some(&mut l.q_proj),
+        read: |l| Some(&l.q_proj),
     },
     LinearSlot {
         hf: hf::K_PROJ,
         gguf: Some("attn_k"),
         field: |l| Some(&mut l.k_proj),
+        read: |l| Some(&l.k_proj),
     },
     LinearSlot {
         hf: hf::V_PROJ,
         gguf: Some("attn_v"),
         field: |l| Some(&mut l.v_proj),
+        read: |l| Some(&l.v_proj),
     },
     LinearSlot {
         hf: hf::O_PROJ,
         gguf: Some("attn_output"),
         field: |l| Some(&mut l.o_proj),
+        read: |l| Some(&l.o_proj),
     },
     LinearSlot {
         hf: hf::GATE_PROJ,
         gguf: Some("ffn_gate"),
         field: |l| l.gate_proj.as_mut(),
+        read: |l| l.gate_proj.as_ref(),
     },
     LinearSlot {
         hf: hf::UP_PROJ,
         gguf: Some("ffn_up"),
         field: |l| l.up_proj.as_mut(),
+        read: |l| l.up_proj.as_ref(),
     },
     // llama.cpp's glm4 `ffn_up` holds the fused pair in another layout: not mapped.
     LinearSlot {
         hf: hf::GATE_UP_PROJ,
         gguf: None,
         field: |l| l.gate_up_proj.as_mut(),
+        read: |l| l.gate_up_proj.as_ref(),
     },
     LinearSlot {
         hf: hf::DOWN_PROJ,
         gguf: Some("ffn_down"),
         field: |l| Some(&mut l.down_proj),
+        read: |l| Some(&l.down_proj),
     },
 ];
 
@@ -885,6 +895,18 @@ impl LoraTargets for LlamaModel {
             for slot in &LINEARS {
                 if let Some(linear) = (slot.field)(l) {
                     visitor(&join_path(&p, slot.hf), linear)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read_linears(&self, prefix: &str, reader: &mut LinearReader<'_>) -> Result<()> {
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = join_path(prefix, &format!("layers.{i}"));
+            for slot in &LINEARS {
+                if let Some(linear) = (slot.read)(l) {
+                    reader(&join_path(&p, slot.hf), linear)?;
                 }
             }
         }

@@ -218,10 +218,10 @@ impl<B: Backbone> Trainer<B> {
         self.model.take().expect("model present between steps")
     }
 
-    fn param_ids(&mut self) -> Result<BTreeMap<String, u64>> {
-        let model = self.model.as_mut().expect("model present");
+    fn param_ids(&self) -> Result<BTreeMap<String, u64>> {
+        let model = self.model.as_ref().expect("model present");
         let mut ids = BTreeMap::new();
-        model.backbone.visit_linears("", &mut |path, linear| {
+        model.backbone.read_linears("", &mut |path, linear| {
             if let Some(a) = &linear.adapter {
                 ids.insert(format!("{path}.lora_A"), a.a.id.val());
                 ids.insert(format!("{path}.lora_B"), a.b.id.val());
@@ -381,9 +381,9 @@ impl<B: Backbone> Trainer<B> {
 /// The parameters LoRA+ trains at `lr × ratio`: PEFT's `create_loraplus_optimizer` puts
 /// every `lora_B` and every 1-D parameter (DoRA's magnitudes, biases) there; `lora_A` and
 /// the head's weight keep `lr`.
-fn loraplus_fast_params<B: Backbone>(model: &mut MultiLabelClassifier<B>) -> Result<Vec<ParamId>> {
+fn loraplus_fast_params<B: Backbone>(model: &MultiLabelClassifier<B>) -> Result<Vec<ParamId>> {
     let mut ids = Vec::new();
-    model.backbone.visit_linears("", &mut |_, linear| {
+    model.backbone.read_linears("", &mut |_, linear| {
         if let Some(a) = &linear.adapter {
             ids.push(a.b.id);
             ids.extend(a.magnitude.as_ref().map(|m| m.id));
