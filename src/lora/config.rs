@@ -92,7 +92,8 @@ pub enum InitLoraWeights {
     /// `false`: A and B both get `nn.Linear`'s default init, so B ≠ 0 (for tests only).
     Random,
     /// `"pissa"`: A and B from the weight's top-r singular triplets (exact SVD); the base
-    /// keeps the residual `W − s·BA`, so the model starts unchanged.
+    /// keeps the residual `W − s·BA`, so the model starts unchanged. As in PEFT, disabling
+    /// such an adapter leaves the residual base, not the original one.
     Pissa,
     /// `"pissa_niter_K"`: PiSSA from a randomized SVD with K power iterations (fast on
     /// large weights; torch's `svd_lowrank` algorithm, with this crate's random numbers).
