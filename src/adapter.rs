@@ -491,12 +491,17 @@ fn load_weights<B: Backbone>(
             let r = linear.adapter.as_ref().map_or(0, |w| w.rank());
             let [rows, inp] = a.dims();
             let [out, cols] = b.dims();
-            if rows != 2 * r || cols != 2 * r {
-                return Err(Error::ShapeMismatch {
-                    name: format!("{p}.lora_A (converted, twice the trained rank)"),
-                    expected: vec![2 * r, inp],
-                    actual: vec![rows, inp],
-                });
+            for (which, expected, actual) in [
+                ("lora_A", [2 * r, inp], [rows, inp]),
+                ("lora_B", [out, 2 * r], [out, cols]),
+            ] {
+                if expected != actual {
+                    return Err(Error::ShapeMismatch {
+                        name: format!("{p}.{which} (converted, twice the trained rank)"),
+                        expected: expected.to_vec(),
+                        actual: actual.to_vec(),
+                    });
+                }
             }
             linear.restore_taken_from_base(
                 a.clone().slice([0..r, 0..inp]),

@@ -399,15 +399,7 @@ impl LoraLinear {
             ));
         }
         let (in_f, out_f) = (self.in_features(), self.out_features());
-        for (name, t, expected) in [("A0", &a0, [r, in_f]), ("B0", &b0, [out_f, r])] {
-            if t.dims() != expected {
-                return Err(Error::ShapeMismatch {
-                    name: name.into(),
-                    expected: expected.to_vec(),
-                    actual: t.dims().to_vec(),
-                });
-            }
-        }
+        check_factor_shapes(["A0", "B0"], &a0, &b0, r, in_f, out_f)?;
         self.set_lora_weights(a, b)?;
         self.take_from_base(&a0, &b0, scaling)?;
         if let Some(adapter) = self.adapter.as_mut() {
@@ -421,16 +413,7 @@ impl LoraLinear {
     pub fn set_lora_weights(&mut self, a: Tensor<2>, b: Tensor<2>) -> Result<()> {
         let (in_f, out_f) = (self.in_features(), self.out_features());
         let adapter = self.replaceable_adapter()?;
-        let r = adapter.rank;
-        for (name, t, expected) in [("lora_A", &a, [r, in_f]), ("lora_B", &b, [out_f, r])] {
-            if t.dims() != expected {
-                return Err(Error::ShapeMismatch {
-                    name: name.into(),
-                    expected: expected.to_vec(),
-                    actual: t.dims().to_vec(),
-                });
-            }
-        }
+        check_factor_shapes(["lora_A", "lora_B"], &a, &b, adapter.rank, in_f, out_f)?;
         replace_value(&mut adapter.a, transpose_contiguous(a));
         replace_value(&mut adapter.b, transpose_contiguous(b));
         Ok(())
@@ -600,6 +583,28 @@ impl LoraLinear {
             a.rank * (self.in_features() + self.out_features()) + magnitudes
         })
     }
+}
+
+/// PEFT-oriented factors of rank `r`: `A [r, in]` and `B [out, r]`, else a shape error
+/// naming the one that is not.
+fn check_factor_shapes(
+    [name_a, name_b]: [&str; 2],
+    a: &Tensor<2>,
+    b: &Tensor<2>,
+    r: usize,
+    in_f: usize,
+    out_f: usize,
+) -> Result<()> {
+    for (name, t, expected) in [(name_a, a, [r, in_f]), (name_b, b, [out_f, r])] {
+        if t.dims() != expected {
+            return Err(Error::ShapeMismatch {
+                name: name.into(),
+                expected: expected.to_vec(),
+                actual: t.dims().to_vec(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The L2 norm of each output row of a weight stored `[in, out]`: `[out]`.

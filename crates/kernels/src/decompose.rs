@@ -109,14 +109,10 @@ pub fn lora_factors(
     let w = DMatrix::from_row_slice(out, inp, weight).map(f64::from);
     let (left, singular, right_t) = match how {
         Decomposition::Svd => {
-            let svd = nalgebra::SVD::try_new(w, true, true, f64::EPSILON, 0)
-                .ok_or(DecomposeError::NotConverged)?;
-            let (Some(u), Some(v_t)) = (svd.u, svd.v_t) else {
-                return Err(DecomposeError::NotConverged);
-            };
+            let (u, singular, v_t) = thin_svd(w)?;
             (
                 u.columns(0, r).into_owned(),
-                svd.singular_values.rows(0, r).into_owned(),
+                singular.rows(0, r).into_owned(),
                 v_t.rows(0, r).into_owned(),
             )
         }
@@ -174,6 +170,16 @@ pub fn lora_factors_parallel(jobs: Vec<FactorJob>) -> Vec<Result<Factors, Decomp
 /// `(U [m, q], S [q], Vᵀ [q, n])`.
 type SingularTriplets = (DMatrix<f64>, nalgebra::DVector<f64>, DMatrix<f64>);
 
+/// The thin SVD, singular values in descending order.
+fn thin_svd(m: DMatrix<f64>) -> Result<SingularTriplets, DecomposeError> {
+    let svd = nalgebra::SVD::try_new(m, true, true, f64::EPSILON, 0)
+        .ok_or(DecomposeError::NotConverged)?;
+    match (svd.u, svd.v_t) {
+        (Some(u), Some(v_t)) => Ok((u, svd.singular_values, v_t)),
+        _ => Err(DecomposeError::NotConverged),
+    }
+}
+
 /// torch's `svd_lowrank(W, q, niter)`: `(U [out, q], S [q], Vᵀ [q, in])`.
 fn svd_lowrank(
     w: &DMatrix<f64>,
@@ -199,16 +205,12 @@ fn svd_lowrank(
         basis = householder_qr(&(&a * &basis), q).0;
     }
     let projected = basis.transpose() * &a;
-    let svd = nalgebra::SVD::try_new(projected, true, true, f64::EPSILON, 0)
-        .ok_or(DecomposeError::NotConverged)?;
-    let (Some(u_small), Some(v_t)) = (svd.u, svd.v_t) else {
-        return Err(DecomposeError::NotConverged);
-    };
+    let (u_small, singular, v_t) = thin_svd(projected)?;
     let u = basis * u_small;
     Ok(if wide {
-        (v_t.transpose(), svd.singular_values, u.transpose())
+        (v_t.transpose(), singular, u.transpose())
     } else {
-        (u, svd.singular_values, v_t)
+        (u, singular, v_t)
     })
 }
 
