@@ -52,7 +52,7 @@ fn batch(rows: usize, vocab: usize, device: &Device) -> Batch {
 }
 
 fn load(model: &str, device: &Device) -> AnyBackbone {
-    match burn_lora::models::load(model, SEQ, device) {
+    match burn_lora::models::load(model, &burn_lora::models::LoadOptions::new(SEQ), device) {
         Ok(pretrained) => pretrained.backbone,
         Err(e) => panic!("rank bench: {model}: {e} (run scripts/fetch-models.sh all)"),
     }

@@ -22,7 +22,7 @@ use burn::module::Module;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn_lora::data::Batch;
-use burn_lora::models;
+use burn_lora::models::{self, LoadOptions};
 use burn_lora::prelude::*;
 use burn_lora::train::trainer::global_grad_norm;
 use burn_lora::train::{EvalResult, LoopState};
@@ -152,7 +152,7 @@ fn main() -> Result<()> {
         backbone,
         tokenizer,
         ..
-    } = models::load(&model_path, 128, &train_device)?;
+    } = models::load(&model_path, &LoadOptions::new(128), &train_device)?;
     let data = DataSplits::load(&data_path, UnknownLabelPolicy::Error)?;
     let labels = data.labels.clone();
     let train = EncodedSet::encode(

@@ -77,7 +77,11 @@ fn run() -> burn_lora::Result<()> {
     let device = parse_device("flex")?;
     let adapter = read_adapter(&adapter_dir)?;
     let model = burn_lora::models::resolve_model(&model)?;
-    let Pretrained { backbone, .. } = burn_lora::models::load(&model, adapter.max_len(), &device)?;
+    let Pretrained { backbone, .. } = burn_lora::models::load(
+        &model,
+        &burn_lora::models::LoadOptions::new(adapter.max_len()),
+        &device,
+    )?;
     let pooling = adapter.pooling(&backbone);
     let mut classifier =
         MultiLabelClassifier::new(backbone, adapter.labels.len(), pooling, 0.0, &device)?;

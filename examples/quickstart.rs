@@ -10,7 +10,7 @@
 //! the adapter to `runs/quickstart/`. `examples/finetune.rs` is the full program (flags,
 //! threshold modes, checkpoints and resume, test metrics).
 
-use burn_lora::models;
+use burn_lora::models::{self, LoadOptions};
 use burn_lora::prelude::*;
 
 fn main() -> burn_lora::Result<()> {
@@ -21,7 +21,11 @@ fn main() -> burn_lora::Result<()> {
         backbone,
         tokenizer,
         ..
-    } = models::load("models/all-MiniLM-L6-v2", 128, &train_device)?;
+    } = models::load(
+        "models/all-MiniLM-L6-v2",
+        &LoadOptions::new(128),
+        &train_device,
+    )?;
     let data = DataSplits::load("data/debtags-min200", UnknownLabelPolicy::Error)?;
     let labels = data.labels.clone();
     let train = &data.train[..data.train.len().min(256)];

@@ -173,7 +173,8 @@ impl ClassifierBuilder {
         // Loaded at the longest length any adapter uses (checked against the model's
         // position table); each adapter then tokenises at its own.
         let longest = read.iter().map(LoadedAdapter::max_len).max().unwrap_or(512);
-        let pretrained = crate::models::load_packed(&self.model, longest, packing, device)?;
+        let options = crate::models::LoadOptions::new(longest).packing(packing);
+        let pretrained = crate::models::load(&self.model, &options, device)?;
         let adapters = self
             .adapters
             .iter()

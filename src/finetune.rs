@@ -43,9 +43,9 @@ use crate::error::{Error, Result};
 use crate::io::RunLock;
 use crate::lora::{
     BaseDtype, InitLoraWeights, InjectionReport, LoraConfig, ModuleSelector, Quantization,
-    cast_frozen, inject_adapters, packing_report,
+    half_base_report, inject_adapters, packing_report,
 };
-use crate::models::{AnyBackbone, Backbone, Pretrained};
+use crate::models::{AnyBackbone, Backbone, LoadOptions, Pretrained};
 use crate::train::{Decay, MessageSink, Progress, TrainConfig, Trainer, TrainerCheckpoint};
 
 /// How the head's bias starts.
@@ -532,12 +532,18 @@ impl Finetune {
         let lora = self.lora_config()?;
         // Packed while loading: the float base is never whole in memory.
         let Pretrained {
-            mut backbone,
+            backbone,
             tokenizer,
             ..
-        } = crate::models::load_packed(&model_path, self.max_len, self.quantize, &train_device)?;
+        } = crate::models::load(
+            &model_path,
+            &LoadOptions::new(self.max_len)
+                .packing(self.quantize)
+                .dtype(self.base_dtype),
+            &train_device,
+        )?;
         if self.base_dtype != BaseDtype::F32 {
-            let r = cast_frozen(&mut backbone, self.base_dtype)?;
+            let r = half_base_report(&backbone)?;
             self.say(&format!(
                 "frozen base: {} linears as {}, {:.1} MiB -> {:.1} MiB",
                 r.layers,

@@ -8,9 +8,10 @@ use burn::tensor::Device;
 use burn_lora::Error;
 use burn_lora::classify::{LossKind, MultiLabelClassifier, MultiLabelLoss, Pooling, predict_probs};
 use burn_lora::data::EncodedSet;
-use burn_lora::models::{Backbone, BertModel, LlamaModel, check_max_len};
+use burn_lora::lora::with_adapters;
+use burn_lora::models::{Backbone, check_max_len};
 use burn_lora::train::{TrainConfig, Trainer, run_loop};
-use common::fixture;
+use common::{fixture, fixture_options, load_bert, load_bert_with, load_llama};
 
 fn device() -> Device {
     burn_lora::device::parse_device("flex").unwrap()
@@ -28,7 +29,7 @@ fn set(ids: Vec<Vec<u32>>) -> EncodedSet {
 #[test]
 fn token_ids_past_the_vocabulary_are_refused() {
     let device = device();
-    let bert = BertModel::load(fixture("tiny-bert"), &device).unwrap();
+    let bert = load_bert(fixture("tiny-bert"), &device).unwrap();
     let vocab = bert.vocab_size() as u32;
     let clf = MultiLabelClassifier::new(bert, 2, Pooling::Mean, 0.0, &device).unwrap();
     let bad = set(vec![vec![2, 5, 3], vec![2, vocab, 3]]);
@@ -41,7 +42,7 @@ fn token_ids_past_the_vocabulary_are_refused() {
     let ok = set(vec![vec![2, vocab - 1, 3]]);
     assert_eq!(predict_probs(&clf, &ok, 8, &device).unwrap().len(), 2);
 
-    let llama = LlamaModel::load(fixture("tiny-llama"), &device).unwrap();
+    let llama = load_llama(fixture("tiny-llama"), &device).unwrap();
     let vocab = llama.vocab_size() as u32;
     let clf = MultiLabelClassifier::new(llama, 2, Pooling::LastToken, 0.0, &device).unwrap();
     let err = predict_probs(&clf, &set(vec![vec![5, vocab + 7]]), 8, &device).unwrap_err();
@@ -52,7 +53,7 @@ fn token_ids_past_the_vocabulary_are_refused() {
 fn rows_longer_than_the_position_table_are_refused_before_training() {
     let device = device();
     let train_device = device.clone().autodiff();
-    let bert = BertModel::load(fixture("tiny-bert"), &train_device).unwrap();
+    let bert = load_bert(fixture("tiny-bert"), &train_device).unwrap();
     let max = bert.max_positions().expect("BERT has a position table");
     assert!(check_max_len(&bert, max).is_ok());
     let err = check_max_len(&bert, max + 1).unwrap_err();
@@ -74,7 +75,7 @@ fn rows_longer_than_the_position_table_are_refused_before_training() {
     assert!(matches!(err, Error::InputOutOfRange(_)), "{err}");
 
     // RoPE decoders have no table: no limit.
-    let llama = LlamaModel::load(fixture("tiny-llama"), &device).unwrap();
+    let llama = load_llama(fixture("tiny-llama"), &device).unwrap();
     assert_eq!(llama.max_positions(), None);
     assert!(check_max_len(&llama, 100_000).is_ok());
 }
@@ -346,9 +347,9 @@ fn absurd_config_sizes_and_ranks_are_errors() {
         std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
         let load_error = || {
             if name == "tiny-bert" {
-                BertModel::load(&dir, &device).map(|_| ()).unwrap_err()
+                load_bert(&dir, &device).map(|_| ()).unwrap_err()
             } else {
-                LlamaModel::load(&dir, &device).map(|_| ()).unwrap_err()
+                load_llama(&dir, &device).map(|_| ()).unwrap_err()
             }
         };
         let err = load_error();
@@ -375,7 +376,7 @@ fn absurd_config_sizes_and_ranks_are_errors() {
         .unwrap();
         config[key] = serde_json::json!(1.0);
         std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-        let err = BertModel::load(&dir, &device).map(|_| ()).unwrap_err();
+        let err = load_bert(&dir, &device).map(|_| ()).unwrap_err();
         assert!(
             matches!(&err, Error::Unsupported { .. }) && err.to_string().contains(key),
             "{key}: {err}"
@@ -386,13 +387,24 @@ fn absurd_config_sizes_and_ranks_are_errors() {
     // A rank from a corrupt config is refused before its factors are allocated; r 64 on
     // tiny-bert's 32 x 32 query (past its sides, which PEFT allows) loads.
     let lora = |r: usize| burn_lora::lora::LoraConfig::new(r, 8.0, &["query"]);
-    let err =
-        BertModel::from_pretrained(fixture("tiny-bert"), &lora(1 << 40), &device).unwrap_err();
+    let err = with_adapters(
+        load_bert(fixture("tiny-bert"), &device).unwrap(),
+        &lora(1 << 40),
+        &device,
+    )
+    .unwrap_err();
     assert!(
         matches!(&err, Error::RankTooLarge { rank, module, .. } if *rank == 1 << 40 && module.ends_with("query")),
         "{err}"
     );
-    assert!(BertModel::from_pretrained(fixture("tiny-bert"), &lora(64), &device).is_ok());
+    assert!(
+        with_adapters(
+            load_bert(fixture("tiny-bert"), &device).unwrap(),
+            &lora(64),
+            &device
+        )
+        .is_ok()
+    );
 }
 
 /// An adapter holding a NaN (saved from a diverged run) is refused at load, naming the
@@ -418,7 +430,7 @@ fn nan_weights_in_an_adapter_are_refused() {
     });
     let poisoned = poisoned.expect("the fixture has a lora_B");
     let adapter = read_adapter(&dir).unwrap();
-    let base = LlamaModel::load(fixture("tiny-llama"), &device).unwrap();
+    let base = load_llama(fixture("tiny-llama"), &device).unwrap();
     let mut model =
         MultiLabelClassifier::new(base, adapter.labels.len(), Pooling::LastToken, 0.0, &device)
             .unwrap();
@@ -440,7 +452,12 @@ fn an_adapter_for_another_base_is_a_shape_error() {
     let device = device();
     let adapter = read_adapter(fixture("peft_seqcls_minilm")).unwrap();
     for packing in [None, Some(Quantization::Nf4)] {
-        let base = BertModel::load_packed(fixture("tiny-bert"), packing, &device).unwrap();
+        let base = load_bert_with(
+            fixture("tiny-bert"),
+            &fixture_options().packing(packing),
+            &device,
+        )
+        .unwrap();
         let mut model =
             MultiLabelClassifier::new(base, adapter.labels.len(), Pooling::Pooler, 0.0, &device)
                 .unwrap();
@@ -517,7 +534,7 @@ fn library_numbers_are_checked_before_work() {
         );
     }
     // run_loop checks before the first batch.
-    let backbone = BertModel::load(fixture("tiny-bert"), &train_device).unwrap();
+    let backbone = load_bert(fixture("tiny-bert"), &train_device).unwrap();
     let model = MultiLabelClassifier::new(backbone, 2, Pooling::Mean, 0.0, &train_device).unwrap();
     let config = TrainConfig::default()
         .with_epochs(usize::MAX)
@@ -536,7 +553,7 @@ fn library_numbers_are_checked_before_work() {
     );
 
     for dropout in [1.0, -0.1, f64::NAN] {
-        let backbone = BertModel::load(fixture("tiny-bert"), &device).unwrap();
+        let backbone = load_bert(fixture("tiny-bert"), &device).unwrap();
         let err = MultiLabelClassifier::new(backbone, 2, Pooling::Mean, dropout, &device)
             .map(|_| ())
             .unwrap_err();
@@ -552,7 +569,7 @@ fn library_numbers_are_checked_before_work() {
         );
     }
 
-    let backbone = BertModel::load(fixture("tiny-bert"), &device).unwrap();
+    let backbone = load_bert(fixture("tiny-bert"), &device).unwrap();
     let vocab = backbone.vocab_size() as u32;
     let model = MultiLabelClassifier::new(backbone, 2, Pooling::Mean, 0.0, &device).unwrap();
     let mut rows = set(vec![vec![2, 5, 3], vec![2, 3]]);
@@ -646,35 +663,26 @@ fn config_values_are_typed_and_unknown_ones_named() {
         config.to_string()
     };
     // BERT: an unknown activation, named.
-    let err = burn_lora::models::BertConfig::from_json(&with(
-        "tiny-bert",
-        "hidden_act",
-        "quick_gelu".into(),
-    ))
-    .unwrap_err();
+    let err = with("tiny-bert", "hidden_act", "quick_gelu".into())
+        .parse::<burn_lora::models::BertConfig>()
+        .unwrap_err();
     assert!(err.to_string().contains("quick_gelu"), "{err}");
-    let ok = burn_lora::models::BertConfig::from_json(&with(
-        "tiny-bert",
-        "hidden_act",
-        "gelu_new".into(),
-    ))
-    .unwrap();
+    let ok = with("tiny-bert", "hidden_act", "gelu_new".into())
+        .parse::<burn_lora::models::BertConfig>()
+        .unwrap();
     assert_eq!(ok.hidden_act, burn_lora::models::HiddenAct::GeluNew);
 
     // Llama: a known activation its SwiGLU MLP does not compute; several eos ids.
-    let path = scratch.join("config.json");
-    std::fs::write(&path, with("tiny-llama", "hidden_act", "gelu".into())).unwrap();
-    let err = burn_lora::models::LlamaConfig::from_file(&path).unwrap_err();
+    let err = with("tiny-llama", "hidden_act", "gelu".into())
+        .parse::<burn_lora::models::LlamaConfig>()
+        .unwrap_err();
     assert!(
         matches!(err, Error::Unsupported { .. }) && err.to_string().contains("gelu"),
         "{err}"
     );
-    std::fs::write(
-        &path,
-        with("tiny-llama", "eos_token_id", serde_json::json!([7, 9])),
-    )
-    .unwrap();
-    let config = burn_lora::models::LlamaConfig::from_file(&path).unwrap();
+    let config = with("tiny-llama", "eos_token_id", serde_json::json!([7, 9]))
+        .parse::<burn_lora::models::LlamaConfig>()
+        .unwrap();
     assert_eq!(
         config.eos_token_id.as_ref().and_then(|e| e.first()),
         Some(7)

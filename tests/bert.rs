@@ -6,15 +6,16 @@
 
 mod common;
 
+use burn_lora::lora::with_adapters;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use burn_lora::Error;
 use burn_lora::io::SafetensorsFile;
 use burn_lora::lora::LoraConfig;
-use burn_lora::models::{Backbone, BertConfig, BertModel, EncoderInput};
+use burn_lora::models::{Backbone, BertConfig, EncoderInput};
 use burn_lora::tokenize::TextTokenizer;
-use common::{devices, fixture, max_abs_diff, rewrite_without, values};
+use common::{devices, fixture, load_bert, max_abs_diff, rewrite_without, values};
 use serde_json::Value;
 
 fn device() -> Device {
@@ -45,7 +46,7 @@ fn input_from(st: &SafetensorsFile, device: &Device) -> (EncoderInput, Vec<u32>,
     let types = st
         .contains("token_type_ids")
         .then(|| ints(st, "token_type_ids").0);
-    let input = EncoderInput::from_rows(&ids, &mask, types.as_deref(), b, s, device).unwrap();
+    let input = EncoderInput::new(&ids, &mask, types.as_deref(), b, s, device).unwrap();
     (input, mask, [b, s])
 }
 
@@ -63,7 +64,7 @@ fn masked_diff(ours: &[f32], reference: &[f32], mask: &[u32], hidden: usize) -> 
 
 fn check_parity(dir: &Path, reference: &Path, device: &Device) {
     let device = device.clone();
-    let model = BertModel::load(dir, &device).unwrap();
+    let model = load_bert(dir, &device).unwrap();
     let st = SafetensorsFile::open(reference).unwrap();
     let (input, mask, _) = input_from(&st, &device);
     let hidden = model.forward(&input);
@@ -151,7 +152,8 @@ fn lora_trainable_params_match_peft() {
             .unwrap();
     let device = device();
     let config = LoraConfig::new(8, 16.0, &["query", "value"]);
-    let (_, report) = BertModel::from_pretrained(minilm_dir(), &config, &device).unwrap();
+    let (_, report) =
+        with_adapters(load_bert(minilm_dir(), &device).unwrap(), &config, &device).unwrap();
     // The LoRA part only (PEFT on BertModel); the 71-label head adds 71·384 + 71.
     assert_eq!(
         report.trainable_params as u64,
@@ -183,7 +185,7 @@ fn broken_checkpoints_give_specific_errors() {
 
     let dir = scratch("missing");
     rewrite_without(&dir, "encoder.layer.1.attention.self.value.weight");
-    match BertModel::load(&dir, &device) {
+    match load_bert(&dir, &device) {
         Err(Error::MissingTensor { name, .. }) => {
             assert_eq!(name, "encoder.layer.1.attention.self.value.weight")
         }
@@ -197,7 +199,7 @@ fn broken_checkpoints_give_specific_errors() {
         cfg.replace("\"intermediate_size\": 37", "\"intermediate_size\": 38"),
     )
     .unwrap();
-    match BertModel::load(&dir, &device) {
+    match load_bert(&dir, &device) {
         Err(Error::ShapeMismatch {
             name,
             expected,
@@ -213,23 +215,29 @@ fn broken_checkpoints_give_specific_errors() {
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
     std::fs::write(dir.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
     assert!(matches!(
-        BertModel::load(&dir, &device),
+        load_bert(&dir, &device),
         Err(Error::Format { .. })
     ));
     std::fs::write(dir.join("model.safetensors"), &bytes[..5]).unwrap();
     assert!(matches!(
-        BertModel::load(&dir, &device),
+        load_bert(&dir, &device),
         Err(Error::Format { .. })
     ));
 
+    // A broken config.json, through the entry users call (`models::load` reads the config
+    // before the tokenizer, so these fixtures need none).
     let dir = scratch("config");
+    let load = |dir: &std::path::Path| {
+        burn_lora::models::load(dir, &burn_lora::models::LoadOptions::new(32), &device)
+    };
     std::fs::write(dir.join("config.json"), "{ not json").unwrap();
-    assert!(matches!(
-        BertModel::load(&dir, &device),
-        Err(Error::Format { .. })
-    ));
+    let err = load(&dir).unwrap_err();
+    assert!(
+        matches!(&err, Error::Format { path, .. } if path.ends_with("config.json")),
+        "{err}"
+    );
     std::fs::write(dir.join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
-    let err = BertModel::load(&dir, &device).unwrap_err();
+    let err = load(&dir).unwrap_err();
     assert!(matches!(
         err,
         Error::Unsupported {
@@ -241,13 +249,10 @@ fn broken_checkpoints_give_specific_errors() {
         err.to_string().contains("bert, roberta, distilbert"),
         "{err}"
     );
-    let e = BertConfig::from_json(r#"{"model_type": "bert", "vocab_size": 10}"#).unwrap_err();
+    let e = r#"{"model_type": "bert", "vocab_size": 10}"#.parse::<BertConfig>().unwrap_err();
     assert!(matches!(e, Error::Json(_)), "{e}");
     std::fs::remove_file(dir.join("config.json")).unwrap();
-    assert!(matches!(
-        BertModel::load(&dir, &device),
-        Err(Error::Io { .. })
-    ));
+    assert!(matches!(load(&dir), Err(Error::Io { .. })));
 }
 
 #[test]
@@ -256,13 +261,15 @@ fn lora_on_bert_starts_as_a_no_op_and_can_be_merged() {
     let dir = fixture("tiny-bert");
     let st = SafetensorsFile::open(dir.join("reference.safetensors")).unwrap();
     let (input, _, _) = input_from(&st, &device);
-    let base = values(BertModel::load(&dir, &device).unwrap().forward(&input));
+    let base = values(load_bert(&dir, &device).unwrap().forward(&input));
     let mut config = LoraConfig::new(4, 8.0, &["query", "value", "intermediate.dense"]);
-    let (model, report) = BertModel::from_pretrained(&dir, &config, &device).unwrap();
+    let (model, report) =
+        with_adapters(load_bert(&dir, &device).unwrap(), &config, &device).unwrap();
     assert_eq!(report.adapted.len(), 6);
     assert_eq!(values(model.forward(&input)), base);
     config.init_lora_weights = burn_lora::lora::InitLoraWeights::Random;
-    let (mut model, _) = BertModel::from_pretrained(&dir, &config, &device).unwrap();
+    let (mut model, _) =
+        with_adapters(load_bert(&dir, &device).unwrap(), &config, &device).unwrap();
     let adapted = values(model.forward(&input));
     assert!(max_abs_diff(&adapted, &base) > 1e-3);
     burn_lora::lora::for_each_adapted(&mut model, |_, l| l.merge()).unwrap();

@@ -21,9 +21,9 @@ use burn_lora::data::{
     DataSplits, EncodedSet, Example, LabelSet, UnknownLabelPolicy, load_csv, load_jsonl,
 };
 use burn_lora::lora::{InitLoraWeights, LoraConfig, inject_adapters};
-use burn_lora::models::{Backbone, BertModel};
+use burn_lora::models::Backbone;
 use burn_lora::tokenize::TextTokenizer;
-use common::{fixture, max_abs_diff, values};
+use common::{fixture, load_bert, max_abs_diff, values};
 use serde_json::Value;
 
 fn device() -> Device {
@@ -245,7 +245,7 @@ fn adapter_round_trip() {
     let labels = LabelSet::new(vec!["x".into(), "y".into(), "z".into()]).unwrap();
     let mut lora = LoraConfig::new(4, 8.0, &["query", "value"]);
     lora.init_lora_weights = InitLoraWeights::Random;
-    let backbone = BertModel::load(&dir, &device).unwrap();
+    let backbone = load_bert(&dir, &device).unwrap();
     let mut model = MultiLabelClassifier::new(backbone, 3, Pooling::Mean, 0.0, &device).unwrap();
     inject_adapters(&mut model, &lora, &device).unwrap();
     // A set of ids within the tiny vocabulary.
@@ -292,14 +292,14 @@ fn adapter_round_trip() {
     assert_eq!(loaded.labels, labels);
     assert_eq!(loaded.thresholds.as_ref(), Some(&thresholds));
     assert_eq!(loaded.meta.as_ref(), Some(&meta));
-    let backbone = BertModel::load(&dir, &device).unwrap();
+    let backbone = load_bert(&dir, &device).unwrap();
     let mut fresh = MultiLabelClassifier::new(backbone, 3, Pooling::Mean, 0.0, &device).unwrap();
     load_adapter_weights(&loaded, &mut fresh, &device).unwrap();
     let after = predict_probs(&fresh, &set, 2, &device).unwrap();
     assert!(max_abs_diff(&before, &after) < 1e-6);
 
     // A head of the wrong size is a shape error, not a panic.
-    let backbone = BertModel::load(&dir, &device).unwrap();
+    let backbone = load_bert(&dir, &device).unwrap();
     let mut wrong = MultiLabelClassifier::new(backbone, 4, Pooling::Mean, 0.0, &device).unwrap();
     assert!(matches!(
         load_adapter_weights(&loaded, &mut wrong, &device),
@@ -320,7 +320,7 @@ fn python_peft_seq_cls_adapter_matches() {
     .unwrap();
     let adapter = read_adapter(fixture("peft_seqcls_minilm")).unwrap();
     assert!(adapter.meta.is_none());
-    let backbone = BertModel::load(&model_dir, &device).unwrap();
+    let backbone = load_bert(&model_dir, &device).unwrap();
     let mut model = MultiLabelClassifier::new(
         backbone,
         adapter.labels.len(),
@@ -354,7 +354,7 @@ fn python_peft_seq_cls_adapter_matches() {
 #[test]
 fn replaced_head_values_stay_trainable() {
     let device = device().autodiff();
-    let backbone = BertModel::load(fixture("tiny-bert"), &device).unwrap();
+    let backbone = load_bert(fixture("tiny-bert"), &device).unwrap();
     let mut model = MultiLabelClassifier::new(backbone, 3, Pooling::Cls, 0.0, &device).unwrap();
     let before = model.trainable_params();
     assert_eq!(before, model.head.num_params());

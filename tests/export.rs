@@ -12,8 +12,8 @@ use burn_lora::data::LabelSet;
 use burn_lora::export::export_merged;
 use burn_lora::io::SafetensorsFile;
 use burn_lora::lora::{LoraConfig, Quantization, inject_adapters, quantize_frozen};
-use burn_lora::models::{Backbone, BertModel, EncoderInput, LlamaModel};
-use common::{fixture, max_abs_diff, values};
+use burn_lora::models::{Backbone, EncoderInput};
+use common::{fixture, load_bert, load_gguf, load_llama, max_abs_diff, values};
 
 fn device() -> burn::tensor::Device {
     burn_lora::device::parse_device("flex").unwrap()
@@ -51,7 +51,7 @@ fn labels() -> LabelSet {
 fn input() -> EncoderInput {
     let ids: Vec<u32> = vec![2, 11, 12, 13, 14, 3, 2, 20, 21, 3, 0, 0];
     let mask: Vec<u32> = vec![1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0];
-    EncoderInput::from_rows(&ids, &mask, None, 2, 6, &device()).unwrap()
+    EncoderInput::new(&ids, &mask, None, 2, 6, &device()).unwrap()
 }
 
 /// The export read back: its backbone, with the head its file names.
@@ -85,7 +85,7 @@ fn merged_decoder_and_bert_exports_give_the_unmerged_logits() {
     let device = device();
 
     let llama = trained(
-        LlamaModel::load(fixture("tiny-llama"), &device).unwrap(),
+        load_llama(fixture("tiny-llama"), &device).unwrap(),
         Pooling::LastToken,
         &["q_proj", "v_proj", "down_proj"],
     );
@@ -94,7 +94,7 @@ fn merged_decoder_and_bert_exports_give_the_unmerged_logits() {
     assert_eq!(report.architecture, "LlamaForSequenceClassification");
     assert_eq!(report.merged, 6);
     let back = reload(
-        LlamaModel::load(dir.join("llama"), &device).unwrap(),
+        load_llama(dir.join("llama"), &device).unwrap(),
         &dir.join("llama"),
         "score",
         Pooling::LastToken,
@@ -113,13 +113,13 @@ fn merged_decoder_and_bert_exports_give_the_unmerged_logits() {
     assert_eq!(config["architectures"][0], "LlamaForSequenceClassification");
 
     let bert = trained(
-        BertModel::load(fixture("tiny-bert"), &device).unwrap(),
+        load_bert(fixture("tiny-bert"), &device).unwrap(),
         Pooling::Pooler,
         &["query", "value", "dense"],
     );
     export_merged(&bert, fixture("tiny-bert"), &labels(), dir.join("bert")).unwrap();
     let back = reload(
-        BertModel::load(dir.join("bert"), &device).unwrap(),
+        load_bert(dir.join("bert"), &device).unwrap(),
         &dir.join("bert"),
         "classifier",
         Pooling::Pooler,
@@ -138,7 +138,7 @@ fn exports_that_would_change_predictions_are_refused() {
     let out = std::env::temp_dir().join(format!("burn-lora-export-refused-{}", std::process::id()));
     // BertForSequenceClassification pools with its pooler, not a mean.
     let mean = trained(
-        BertModel::load(fixture("tiny-bert"), &device).unwrap(),
+        load_bert(fixture("tiny-bert"), &device).unwrap(),
         Pooling::Mean,
         &["query"],
     );
@@ -148,7 +148,7 @@ fn exports_that_would_change_predictions_are_refused() {
     ));
     // A GGUF base has no safetensors to rewrite.
     let gguf = trained(
-        LlamaModel::load_gguf(fixture("tiny-llama.gguf"), &device).unwrap(),
+        load_gguf(fixture("tiny-llama.gguf"), &device).unwrap(),
         Pooling::LastToken,
         &["q_proj"],
     );
@@ -158,7 +158,7 @@ fn exports_that_would_change_predictions_are_refused() {
     ));
     // A packed base cannot take the merge.
     let mut packed = trained(
-        LlamaModel::load(fixture("tiny-llama"), &device).unwrap(),
+        load_llama(fixture("tiny-llama"), &device).unwrap(),
         Pooling::LastToken,
         &["q_proj"],
     );
@@ -170,7 +170,7 @@ fn exports_that_would_change_predictions_are_refused() {
     // Labels that are not the head's.
     let two = LabelSet::new(vec!["x".into(), "y".into()]).unwrap();
     let llama = trained(
-        LlamaModel::load(fixture("tiny-llama"), &device).unwrap(),
+        load_llama(fixture("tiny-llama"), &device).unwrap(),
         Pooling::LastToken,
         &["q_proj"],
     );

@@ -23,7 +23,9 @@ use burn_lora::io::gguf::GgufFile;
 use burn_lora::lora::{Quantization, packing_report};
 use burn_lora::models::{Backbone, EncoderInput, LlamaModel};
 use burn_lora::tokenize::TextTokenizer;
-use common::{fixture, max_abs_diff, values};
+use common::{
+    fixture, fixture_options, load_gguf, load_gguf_with, load_llama_with, max_abs_diff, values,
+};
 
 fn device() -> Device {
     burn_lora::device::parse_device("flex").unwrap()
@@ -48,7 +50,7 @@ fn ints(st: &SafetensorsFile, name: &str) -> (Vec<u32>, Vec<usize>) {
 fn masked_diff(model: &LlamaModel, reference: &SafetensorsFile, device: &Device) -> f32 {
     let (ids, shape) = ints(reference, "input_ids");
     let (mask, _) = ints(reference, "attention_mask");
-    let input = EncoderInput::from_rows(&ids, &mask, None, shape[0], shape[1], device).unwrap();
+    let input = EncoderInput::new(&ids, &mask, None, shape[0], shape[1], device).unwrap();
     let ours = values(model.forward(&input));
     let (theirs, _) = reference.read_f32("last_hidden_state").unwrap();
     let h = model.hidden_size();
@@ -68,7 +70,7 @@ fn masked_diff(model: &LlamaModel, reference: &SafetensorsFile, device: &Device)
 fn tiny_gguf_decoders_match_transformers() {
     let device = device();
     for name in ["tiny-llama", "tiny-qwen2"] {
-        let model = LlamaModel::load_gguf(fixture(&format!("{name}.gguf")), &device).unwrap();
+        let model = load_gguf(fixture(&format!("{name}.gguf")), &device).unwrap();
         assert_eq!(model.model_type(), &name["tiny-".len()..]);
         let reference = SafetensorsFile::open(fixture(name).join("reference.safetensors")).unwrap();
         let worst = masked_diff(&model, &reference, &device);
@@ -105,7 +107,7 @@ fn greedy(model: &LlamaModel, prompt: &[u32], steps: usize, device: &Device) -> 
 #[test]
 fn smollm2_gguf_matches_transformers() {
     let device = device();
-    let model = LlamaModel::load_gguf(smollm2(), &device).unwrap();
+    let model = load_gguf(smollm2(), &device).unwrap();
     assert_eq!((model.hidden_size(), model.layers.len()), (576, 30));
     let reference = SafetensorsFile::open(fixture("smollm2_reference.safetensors")).unwrap();
     let worst = masked_diff(&model, &reference, &device);
@@ -128,13 +130,14 @@ fn smollm2_with_its_blocks_kept_matches_the_dequantised_load() {
     let reference = SafetensorsFile::open(fixture("smollm2_reference.safetensors")).unwrap();
     let (ids, shape) = ints(&reference, "input_ids");
     let (mask, _) = ints(&reference, "attention_mask");
-    let input = EncoderInput::from_rows(&ids, &mask, None, shape[0], shape[1], &device).unwrap();
-    let dense = values(
-        LlamaModel::load_gguf(smollm2(), &device)
-            .unwrap()
-            .forward(&input),
-    );
-    let kept = LlamaModel::load_gguf_packed(smollm2(), Some(Quantization::Keep), &device).unwrap();
+    let input = EncoderInput::new(&ids, &mask, None, shape[0], shape[1], &device).unwrap();
+    let dense = values(load_gguf(smollm2(), &device).unwrap().forward(&input));
+    let kept = load_gguf_with(
+        smollm2(),
+        &fixture_options().packing(Some(Quantization::Keep)),
+        &device,
+    )
+    .unwrap();
     let report = packing_report(&kept).unwrap();
     // 30 layers × 7 linears, each in Q4_1 blocks (32 values in 20 bytes: 5 bits per weight).
     assert_eq!(report.layers, 210);
@@ -163,15 +166,19 @@ fn a_corrupt_gguf_block_is_an_error() {
     std::fs::write(&path, bytes).unwrap();
     let device = device();
     for packing in [None, Some(Quantization::Keep), Some(Quantization::Nf4)] {
-        let err = LlamaModel::load_gguf_packed(&path, packing, &device).unwrap_err();
+        let err = load_gguf_with(&path, &fixture_options().packing(packing), &device).unwrap_err();
         assert!(
             matches!(&err, Error::InvalidState(m) | Error::Format { message: m, .. } if m.contains("corrupt")),
             "{packing:?}: {err}"
         );
     }
     // `keep` is for GGUF files: a safetensors checkpoint has no blocks to keep.
-    let err = LlamaModel::load_packed(fixture("tiny-llama"), Some(Quantization::Keep), &device)
-        .unwrap_err();
+    let err = load_llama_with(
+        fixture("tiny-llama"),
+        &fixture_options().packing(Some(Quantization::Keep)),
+        &device,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("keep"), "{err}");
     std::fs::remove_dir_all(dir).ok();
 }

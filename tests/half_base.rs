@@ -110,3 +110,104 @@ fn a_packed_base_is_not_cast() {
         Err(burn_lora::Error::Unsupported { .. })
     ));
 }
+
+/// Every dense frozen linear of `model`: path, stored dtype, weight `[out, in]` as f32.
+fn linears(model: &impl LoraTargets) -> Vec<(String, DType, Vec<f32>)> {
+    let mut found = Vec::new();
+    model
+        .read_linears("", &mut |path, linear| {
+            let dense = linear.base.dense().expect("a dense base");
+            found.push((
+                path.to_string(),
+                dense.weight.val().dtype(),
+                values(linear.base.weight_out_in()),
+            ));
+            Ok(())
+        })
+        .unwrap();
+    found
+}
+
+/// `LoadOptions::dtype` reads each linear straight into its storage dtype: a bf16
+/// checkpoint's weights arrive bit for bit (bf16 → f32 is exact, so the f32 view equals the
+/// file's values), an f32 checkpoint's are rounded exactly as casting the f32 model would
+/// round them, and the model computes what the cast f32 model computes.
+#[test]
+fn half_precision_loads_without_an_f32_model() {
+    let bf16_dir = common::fixture("tiny-llama-bf16-sharded");
+    let ckpt = burn_lora::io::Checkpoint::open(&bf16_dir).unwrap();
+    let input = burn_lora::models::EncoderInput::new(
+        &[3, 7, 1, 9, 4, 2, 8, 5],
+        &[1, 1, 1, 1, 1, 1, 0, 0],
+        None,
+        2,
+        4,
+        &burn_lora::device::parse_device("flex").unwrap(),
+    )
+    .unwrap();
+    for (dev_name, device) in devices() {
+        for dtype in [BaseDtype::F16, BaseDtype::Bf16] {
+            if !device.supports_dtype(dtype.dtype()) {
+                eprintln!("{dev_name}: no {dtype} storage; skipped");
+                continue;
+            }
+            let options = common::fixture_options().dtype(dtype);
+            let loaded = common::load_llama_with(&bf16_dir, &options, &device).unwrap();
+            let found = linears(&loaded);
+            assert!(!found.is_empty());
+            for (path, stored, weight) in &found {
+                assert_eq!(*stored, dtype.dtype(), "{dev_name} {path}");
+                let (file, _) = ckpt.read_f32(&format!("{path}.weight")).unwrap();
+                assert_eq!(weight, &rounded(&file, dtype), "{dev_name} {dtype} {path}");
+            }
+
+            // An f32 checkpoint loaded as `dtype` = the f32 model cast afterwards.
+            let f32_dir = common::fixture("tiny-llama");
+            let direct = common::load_llama_with(&f32_dir, &options, &device).unwrap();
+            let mut cast = common::load_llama(&f32_dir, &device).unwrap();
+            cast_frozen(&mut cast, dtype).unwrap();
+            assert_eq!(linears(&direct), linears(&cast), "{dev_name} {dtype}");
+            // The embedding table too is stored as `dtype`.
+            assert_eq!(direct.embed.weight.val().dtype(), dtype.dtype());
+            let table = cast.embed.weight.val().cast(dtype.float_dtype());
+            cast.embed = burn_lora::models::layers::FrozenEmbedding::new(table);
+            let input = burn_lora::models::EncoderInput {
+                input_ids: input.input_ids.clone().to_device(&device),
+                attention_mask: input.attention_mask.clone().to_device(&device),
+                token_type_ids: None,
+            };
+            use burn_lora::models::Backbone;
+            assert_eq!(
+                values(direct.forward(&input)),
+                values(cast.forward(&input)),
+                "{dev_name} {dtype}"
+            );
+            let report = burn_lora::lora::half_base_report(&direct).unwrap();
+            assert_eq!(report.layers, found.len());
+            assert_eq!(report.bytes_before, 2 * report.bytes_after);
+        }
+    }
+}
+
+/// Options that cannot be built are refused before any file is read (the path here does
+/// not exist: an I/O error would mean the files were touched first).
+#[test]
+fn load_options_are_checked_first() {
+    use burn_lora::models::{LoadOptions, load};
+    let device = burn_lora::device::parse_device("flex").unwrap();
+    let missing = "/nonexistent/burn-lora-model";
+    let packed_half = LoadOptions::new(16)
+        .dtype(BaseDtype::Bf16)
+        .packing(Some(burn_lora::lora::Quantization::Nf4));
+    let err = load(missing, &packed_half, &device).unwrap_err();
+    assert!(
+        matches!(err, burn_lora::Error::Unsupported { .. }) && err.to_string().contains("bf16"),
+        "{err}"
+    );
+    let err = load(missing, &LoadOptions::new(0), &device).unwrap_err();
+    assert!(matches!(err, burn_lora::Error::InputOutOfRange(_)), "{err}");
+    // Past the position table (the fixtures hold 64): refused by the family's constructor.
+    let err = common::load_bert_with(common::fixture("tiny-bert"), &LoadOptions::new(65), &device)
+        .unwrap_err();
+    assert!(err.to_string().contains("64 positions"), "{err}");
+}

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Int, Tensor, TensorData};
 use burn_lora::Error;
 use burn_lora::io::hub::HubRepo;
-use burn_lora::models::{Backbone, BertModel, EncoderInput, LlamaModel};
-use common::fixture;
+use burn_lora::models::{Backbone, EncoderInput};
+use common::{fixture, load_bert, load_llama};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("burn-lora-hub-{name}-{}", std::process::id()));
@@ -60,10 +60,8 @@ fn downloads_single_file_and_sharded_checkpoints_and_reuses_the_cache() {
     let repo = hub_repo("org/tiny-bert", &endpoint, &cache);
     let dir = repo.download_model().unwrap();
     assert_eq!(dir, cache.join("org--tiny-bert/main"));
-    let downloaded = BertModel::load(&dir, &device)
-        .unwrap()
-        .forward(&input(&device));
-    let direct = BertModel::load(fixture("tiny-bert"), &device)
+    let downloaded = load_bert(&dir, &device).unwrap().forward(&input(&device));
+    let direct = load_bert(fixture("tiny-bert"), &device)
         .unwrap()
         .forward(&input(&device));
     assert_eq!(common::values(downloaded), common::values(direct));
@@ -87,7 +85,7 @@ fn downloads_single_file_and_sharded_checkpoints_and_reuses_the_cache() {
     for f in &shards[2..] {
         assert!(dir.join(f).is_file(), "{f}");
     }
-    LlamaModel::load(&dir, &device).unwrap();
+    load_llama(&dir, &device).unwrap();
 }
 
 #[test]

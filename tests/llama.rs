@@ -9,8 +9,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_lora::classify::{MultiLabelClassifier, Pooling};
 use burn_lora::io::SafetensorsFile;
 use burn_lora::lora::LoraConfig;
+use burn_lora::lora::with_adapters;
 use burn_lora::models::{Backbone, EncoderInput, LlamaModel};
-use common::{devices, fixture, max_abs_diff, values};
+use common::{devices, fixture, load_gguf, load_llama, max_abs_diff, values};
 
 fn device() -> Device {
     burn_lora::device::parse_device("flex").unwrap()
@@ -43,11 +44,11 @@ fn tiny_decoders_match_on(dev_name: &str, device: &Device) {
         "tiny-glm4",
     ] {
         let dir = fixture(name);
-        let model = LlamaModel::load(&dir, device).unwrap();
+        let model = load_llama(&dir, device).unwrap();
         let st = SafetensorsFile::open(dir.join("reference.safetensors")).unwrap();
         let (ids, [b, s]) = ints(&st, "input_ids");
         let (mask, _) = ints(&st, "attention_mask");
-        let input = EncoderInput::from_rows(&ids, &mask, None, b, s, device).unwrap();
+        let input = EncoderInput::new(&ids, &mask, None, b, s, device).unwrap();
         let ours = values(model.forward(&input));
         let (reference, _) = st.read_f32("last_hidden_state").unwrap();
         let h = model.hidden_size();
@@ -67,7 +68,12 @@ fn peft_default_targets_and_all_linear() {
     let device = device();
     let mut lora = LoraConfig::new(4, 8.0, &[] as &[&str]);
     lora.target_modules = None;
-    let (_, report) = LlamaModel::from_pretrained(fixture("tiny-llama"), &lora, &device).unwrap();
+    let (_, report) = with_adapters(
+        load_llama(fixture("tiny-llama"), &device).unwrap(),
+        &lora,
+        &device,
+    )
+    .unwrap();
     // q_proj 32->32 and v_proj 32->16 per layer, 2 layers, r = 4.
     assert_eq!(report.adapted.len(), 4);
     assert_eq!(report.trainable_params, 2 * (4 * (32 + 32) + 4 * (32 + 16)));
@@ -77,10 +83,20 @@ fn peft_default_targets_and_all_linear() {
             .contains(&"layers.1.self_attn.v_proj".to_string())
     );
     lora.target_modules = Some(burn_lora::lora::ModuleSelector::AllLinear);
-    let (_, report) = LlamaModel::from_pretrained(fixture("tiny-llama"), &lora, &device).unwrap();
+    let (_, report) = with_adapters(
+        load_llama(fixture("tiny-llama"), &device).unwrap(),
+        &lora,
+        &device,
+    )
+    .unwrap();
     assert_eq!(report.adapted.len(), 14);
     // GLM: q, k, v, o, the fused gate_up_proj and down_proj per layer.
-    let (_, report) = LlamaModel::from_pretrained(fixture("tiny-glm"), &lora, &device).unwrap();
+    let (_, report) = with_adapters(
+        load_llama(fixture("tiny-glm"), &device).unwrap(),
+        &lora,
+        &device,
+    )
+    .unwrap();
     assert_eq!(report.adapted.len(), 12);
     assert!(
         report
@@ -99,8 +115,8 @@ fn glm_sequence_classification_logits_match_transformers() {
         let st = SafetensorsFile::open(dir.join("reference.safetensors")).unwrap();
         let (ids, [b, s]) = ints(&st, "input_ids");
         let (mask, _) = ints(&st, "attention_mask");
-        let input = EncoderInput::from_rows(&ids, &mask, None, b, s, &device).unwrap();
-        let model = LlamaModel::load(&dir, &device).unwrap();
+        let input = EncoderInput::new(&ids, &mask, None, b, s, &device).unwrap();
+        let model = load_llama(&dir, &device).unwrap();
         let hidden = model.hidden_size();
         let mut clf =
             MultiLabelClassifier::new(model, 3, Pooling::LastToken, 0.0, &device).unwrap();
@@ -120,7 +136,7 @@ fn glm_sequence_classification_logits_match_transformers() {
 #[test]
 fn last_token_pooling_handles_both_paddings() {
     let device = device();
-    let model = LlamaModel::load(fixture("tiny-llama"), &device).unwrap();
+    let model = load_llama(fixture("tiny-llama"), &device).unwrap();
     let clf = MultiLabelClassifier::new(model, 3, Pooling::LastToken, 0.0, &device).unwrap();
     let pad = clf.backbone.pad_token_id() as i64;
     let other = pad + 1;
@@ -156,8 +172,8 @@ fn last_token_pooling_handles_both_paddings() {
 fn peft_llama_seq_cls_adapter_matches_on_safetensors_and_gguf() {
     let device = device();
     let bases = [
-        LlamaModel::load(fixture("tiny-llama"), &device).unwrap(),
-        LlamaModel::load_gguf(fixture("tiny-llama.gguf"), &device).unwrap(),
+        load_llama(fixture("tiny-llama"), &device).unwrap(),
+        load_gguf(fixture("tiny-llama.gguf"), &device).unwrap(),
     ];
     for base in bases {
         check_peft_seq_cls(base, "peft_seqcls_tiny_llama", &device);
@@ -170,7 +186,7 @@ fn peft_llama_seq_cls_adapter_matches_on_safetensors_and_gguf() {
 fn peft_glm_seq_cls_adapters_match() {
     let device = device();
     for name in ["tiny-glm", "tiny-glm4"] {
-        let base = LlamaModel::load(fixture(name), &device).unwrap();
+        let base = load_llama(fixture(name), &device).unwrap();
         check_peft_seq_cls(
             base,
             &format!("peft_seqcls_{}", name.replace('-', "_")),
@@ -229,7 +245,7 @@ fn glm_bad_configs_and_missing_fused_weight_are_errors() {
     for factor in [0.3, 0.375, 1.5] {
         config["rope_parameters"]["partial_rotary_factor"] = factor.into();
         std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-        let err = LlamaModel::load(&dir, &device).unwrap_err();
+        let err = load_llama(&dir, &device).unwrap_err();
         assert!(
             matches!(err, burn_lora::Error::Unsupported { .. })
                 && err.to_string().contains("partial_rotary_factor"),
@@ -241,14 +257,14 @@ fn glm_bad_configs_and_missing_fused_weight_are_errors() {
     let mut no_head_dim: serde_json::Value = serde_json::from_str(&original).unwrap();
     no_head_dim.as_object_mut().unwrap().remove("head_dim");
     std::fs::write(dir.join("config.json"), no_head_dim.to_string()).unwrap();
-    let err = LlamaModel::load(&dir, &device).unwrap_err();
+    let err = load_llama(&dir, &device).unwrap_err();
     assert!(
         matches!(&err, burn_lora::Error::ShapeMismatch { expected, .. } if expected[0] == 4 * 128),
         "{err}"
     );
     std::fs::write(dir.join("config.json"), &original).unwrap();
     common::rewrite_without(&dir, "layers.1.mlp.gate_up_proj.weight");
-    let err = LlamaModel::load(&dir, &device).unwrap_err();
+    let err = load_llama(&dir, &device).unwrap_err();
     assert!(
         matches!(&err, burn_lora::Error::MissingTensor { name, .. } if name.contains("layers.1.mlp.gate_up_proj")),
         "{err}"
@@ -275,10 +291,10 @@ fn padding_id_falls_back_to_eos_and_errors_without_either() {
     config["pad_token_id"] = serde_json::Value::Null;
     config["eos_token_id"] = serde_json::json!(2);
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    assert_eq!(LlamaModel::load(&dir, &device).unwrap().pad_token_id(), 2);
+    assert_eq!(load_llama(&dir, &device).unwrap().pad_token_id(), 2);
     config["eos_token_id"] = serde_json::Value::Null;
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    let err = LlamaModel::load(&dir, &device).unwrap_err();
+    let err = load_llama(&dir, &device).unwrap_err();
     assert!(matches!(err, burn_lora::Error::Unsupported { .. }), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -295,7 +311,7 @@ fn glm4_trains_with_lora_on_every_linear() {
     let device = device();
     let train_device = device.clone().autodiff();
     device.seed(11);
-    let base = LlamaModel::load(fixture("tiny-glm4"), &train_device).unwrap();
+    let base = load_llama(fixture("tiny-glm4"), &train_device).unwrap();
     let mut model =
         MultiLabelClassifier::new(base, 3, Pooling::LastToken, 0.0, &train_device).unwrap();
     let mut lora = LoraConfig::new(4, 8.0, &[] as &[&str]);

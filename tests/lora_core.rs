@@ -13,8 +13,8 @@ use burn_lora::lora::{
     InitLoraWeights, LinearReader, LinearVisitor, LoraConfig, LoraLinear, LoraTargets,
     ModuleSelector, inject_adapters, join_path, scaling,
 };
-use burn_lora::models::{AnyBackbone, BertModel, LlamaModel};
-use common::{devices, fixture, max_abs_diff, max_rel_err, values};
+use burn_lora::models::AnyBackbone;
+use common::{devices, fixture, load_bert, load_llama, max_abs_diff, max_rel_err, values};
 use serde_json::Value;
 
 fn cases() -> Vec<Value> {
@@ -433,9 +433,9 @@ fn read_linears_matches_visit_linears() {
         // Weights only (the fixtures carry no tokenizer); through the one family type.
         let path = fixture(name);
         let mut model = if name.contains("bert") {
-            AnyBackbone::Bert(BertModel::load(&path, &device).unwrap())
+            AnyBackbone::Bert(load_bert(&path, &device).unwrap())
         } else {
-            AnyBackbone::Llama(LlamaModel::load(&path, &device).unwrap())
+            AnyBackbone::Llama(load_llama(&path, &device).unwrap())
         };
         // The family's PEFT default targets.
         let mut config = LoraConfig::new(2, 4.0, &[] as &[&str]);

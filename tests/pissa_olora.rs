@@ -25,7 +25,7 @@ use burn_lora::lora::{
     FrozenBase, InitLoraWeights, LoraConfig, LoraLinear, LoraTargets, Quantization, inject_adapters,
 };
 use burn_lora::models::{Backbone, BertModel};
-use common::{devices, fixture, max_abs_diff, max_rel_err, values};
+use common::{devices, fixture, load_bert, max_abs_diff, max_rel_err, values};
 use serde_json::Value;
 
 /// The device's generator is one per process and the tests of this file run on parallel
@@ -265,7 +265,7 @@ fn conversion_to_plain_lora_matches_peft() {
 }
 
 fn tiny_model(device: &Device) -> MultiLabelClassifier<BertModel> {
-    let backbone = BertModel::load(fixture("tiny-bert"), device).unwrap();
+    let backbone = load_bert(fixture("tiny-bert"), device).unwrap();
     MultiLabelClassifier::new(backbone, 3, Pooling::Mean, 0.0, device).unwrap()
 }
 

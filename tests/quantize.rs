@@ -11,10 +11,10 @@ use burn_lora::lora::{
     FrozenBase, FrozenWeight, LoraConfig, LoraLinear, PackedBase, PackedWeight, Quantization,
     inject_adapters, quantize_frozen,
 };
-use burn_lora::models::{Backbone, EncoderInput, LlamaModel};
+use burn_lora::models::{Backbone, EncoderInput};
 use burn_lora::train::{TrainConfig, Trainer, TrainingLoop};
 use burn_lora_kernels::nf4;
-use common::{fixture, max_abs_diff, values};
+use common::{fixture, fixture_options, load_llama, load_llama_with, max_abs_diff, values};
 
 fn device() -> burn::tensor::Device {
     burn_lora::device::parse_device("flex").unwrap()
@@ -123,9 +123,9 @@ fn packed_backward_is_the_dense_backward_of_the_dequantised_weight() {
 #[test]
 fn a_packed_decoder_stays_close_to_the_float_one() {
     let device = device();
-    let float = LlamaModel::load(fixture("tiny-llama"), &device).unwrap();
+    let float = load_llama(fixture("tiny-llama"), &device).unwrap();
     let ids: Vec<u32> = (0..16).map(|i| 3 + (i * 7) % 90).collect();
-    let input = EncoderInput::from_rows(&ids, &[1; 16], None, 2, 8, &device).unwrap();
+    let input = EncoderInput::new(&ids, &[1; 16], None, 2, 8, &device).unwrap();
     let reference = values(float.forward(&input));
     let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
     let mut errors = Vec::new();
@@ -168,7 +168,12 @@ fn a_packed_decoder_stays_close_to_the_float_one() {
         assert!(err < 0.15, "{how}: relative error {err}");
         errors.push(err);
         // Packing while loading (the float model never whole) gives the same model.
-        let loaded = LlamaModel::load_packed(fixture("tiny-llama"), Some(how), &device).unwrap();
+        let loaded = load_llama_with(
+            fixture("tiny-llama"),
+            &fixture_options().packing(Some(how)),
+            &device,
+        )
+        .unwrap();
         assert_eq!(
             values(loaded.forward(&input)),
             values(model.forward(&input))
@@ -194,7 +199,7 @@ fn a_packed_decoder_stays_close_to_the_float_one() {
 fn adapters_train_on_an_nf4_base() {
     let device = device();
     let train_device = device.clone().autodiff();
-    let mut base = LlamaModel::load(fixture("tiny-llama"), &train_device).unwrap();
+    let mut base = load_llama(fixture("tiny-llama"), &train_device).unwrap();
     quantize_frozen(&mut base, Quantization::Nf4).unwrap();
     let mut model =
         MultiLabelClassifier::new(base, 3, Pooling::LastToken, 0.0, &train_device).unwrap();

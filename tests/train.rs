@@ -17,7 +17,7 @@ use burn_lora::models::BertModel;
 use burn_lora::train::{
     Decay, EvalResult, LoopState, TrainConfig, Trainer, TrainerCheckpoint, TrainingLoop, run_loop,
 };
-use common::fixture;
+use common::{fixture, load_bert};
 
 /// The device's random generator is one per process: tests that seed it and draw from it
 /// (adapter init, data order) hold this lock so a test running alongside can't shift the
@@ -75,7 +75,7 @@ fn synthetic(n: usize, seed: u64) -> EncodedSet {
 }
 
 fn model(dir: &Path, device: &Device, adapters: bool) -> MultiLabelClassifier<BertModel> {
-    let backbone = BertModel::load(dir, device).unwrap();
+    let backbone = load_bert(dir, device).unwrap();
     let mut m = MultiLabelClassifier::new(backbone, 3, Pooling::Mean, 0.0, device).unwrap();
     if adapters {
         inject_adapters(
@@ -560,7 +560,7 @@ fn resume_after_kills_is_bit_identical_with_dropout() {
     for (name, device) in common::devices() {
         let train_device = device.clone().autodiff();
         let build = |adapters: bool| {
-            let backbone = BertModel::load(&model_dir, &train_device).unwrap();
+            let backbone = load_bert(&model_dir, &train_device).unwrap();
             let mut m =
                 MultiLabelClassifier::new(backbone, 3, Pooling::Mean, 0.1, &train_device).unwrap();
             if adapters {
@@ -686,7 +686,7 @@ fn loraplus_groups_match_peft() {
     let device = device();
     let train_device = device.clone().autodiff();
     device.seed(9);
-    let backbone = BertModel::load(tiny_bert_no_dropout(), &train_device).unwrap();
+    let backbone = load_bert(tiny_bert_no_dropout(), &train_device).unwrap();
     let mut model =
         MultiLabelClassifier::new(backbone, 3, Pooling::Mean, 0.0, &train_device).unwrap();
     let mut lora = LoraConfig::new(4, 8.0, &["query", "value"]);

@@ -57,7 +57,6 @@ fn main() {
 fn run() -> burn_lora::Result<()> {
     let args = Args::parse();
     let device = probe_device(&args.device)?;
-    let model = BertModel::load(&args.model, &device)?;
     // Sizes a model can take: no empty batch, no row past the position table.
     for (flag, value) in [
         ("batch", args.batch),
@@ -71,7 +70,9 @@ fn run() -> burn_lora::Result<()> {
             });
         }
     }
-    burn_lora::models::check_max_len(&model, args.seq)?;
+    let options = burn_lora::models::LoadOptions::new(args.seq);
+    let model =
+        BertModel::try_from(burn_lora::models::load(&args.model, &options, &device)?.backbone)?;
     let n = args.batch * args.seq;
     // Deterministic ids in the vocabulary's ordinary range (any vocabulary), no padding.
     let vocab = model.vocab_size() as i64;

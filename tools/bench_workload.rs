@@ -206,7 +206,12 @@ fn run() -> Result<()> {
         .map(|e| e.ids.len())
         .max()
         .unwrap_or(1);
-    let backbone = burn_lora::models::load(&workload.model, longest, model_device)?.backbone;
+    let backbone = burn_lora::models::load(
+        &workload.model,
+        &burn_lora::models::LoadOptions::new(longest),
+        model_device,
+    )?
+    .backbone;
     bench(backbone, &workload, &args, &device)
 }
 

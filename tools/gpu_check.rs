@@ -27,7 +27,9 @@ use burn_lora::io::SafetensorsFile;
 use burn_lora::lora::FrozenBase;
 use burn_lora::lora::{LoraConfig, inject_adapters};
 use burn_lora::models::TensorSource;
-use burn_lora::models::{Backbone, BertConfig, BertModel, EncoderInput, LlamaConfig, LlamaModel};
+use burn_lora::models::{
+    Backbone, BertConfig, BertModel, EncoderInput, LlamaConfig, LlamaModel, LoadOptions,
+};
 use burn_lora::train::{Decay, TrainConfig, Trainer, TrainingLoop};
 
 #[path = "../examples/common/allocator.rs"]
@@ -129,12 +131,12 @@ fn hidden_state_error(dir: &Path, decoder: bool, device: &Device) -> Result<f32>
         true => Some(ints("token_type_ids")?.0),
         false => None,
     };
-    let input = EncoderInput::from_rows(&ids, &mask, types.as_deref(), shape[0], shape[1], device)?;
+    let input = EncoderInput::new(&ids, &mask, types.as_deref(), shape[0], shape[1], device)?;
     let (ours, hidden) = if decoder {
-        let model = LlamaModel::load(dir, device)?;
+        let model = load_llama(dir, device)?;
         (model.forward(&input), model.hidden_size())
     } else {
-        let model = BertModel::load(dir, device)?;
+        let model = load_bert(dir, device)?;
         (model.forward(&input), model.hidden_size())
     };
     let ours = ours
@@ -157,7 +159,7 @@ fn hidden_state_error(dir: &Path, decoder: bool, device: &Device) -> Result<f32>
 fn tiny_training(device: &Device) -> Result<usize> {
     let train_device = device.clone().autodiff();
     device.seed(3);
-    let backbone = BertModel::load(fixture("tiny-bert"), &train_device)?;
+    let backbone = load_bert(fixture("tiny-bert"), &train_device)?;
     let mut model = MultiLabelClassifier::new(backbone, 3, Pooling::Mean, 0.0, &train_device)?;
     inject_adapters(
         &mut model,
@@ -173,7 +175,7 @@ fn tiny_training(device: &Device) -> Result<usize> {
             .into_data()
     };
     let before = base_weight(&model);
-    let vocab = BertConfig::from_file(fixture("tiny-bert/config.json"))?.vocab_size;
+    let vocab = read_config::<BertConfig>(&fixture("tiny-bert"))?.vocab_size;
     let set = random_set(16, 12, 3, vocab, 1);
     let batch = set.batch(&(0..16).collect::<Vec<_>>(), device);
     let mut trainer = Trainer::new(model, MultiLabelLoss::new(LossKind::Bce), config(), None);
@@ -247,12 +249,13 @@ impl TensorSource for RandomWeights {
 }
 
 fn throughput(device: &Device, steps: usize) -> Result<()> {
-    let minilm = BertConfig::from_json(MINILM_CONFIG)?;
-    let smollm2: LlamaConfig = serde_json::from_str(SMOLLM2_CONFIG)?;
-    let smollm2 = smollm2.checked()?;
+    let minilm: BertConfig = MINILM_CONFIG.parse()?;
+    let smollm2: LlamaConfig = SMOLLM2_CONFIG.parse()?;
     let (vocab_bert, vocab_llama) = (minilm.vocab_size, smollm2.vocab_size);
-    let load_bert = |d: &Device| BertModel::from_checkpoint(&minilm, &RandomWeights, None, d);
-    let load_llama = |d: &Device| LlamaModel::from_source(&smollm2, &RandomWeights, None, d);
+    let load_bert =
+        |d: &Device| BertModel::from_source(&minilm, &RandomWeights, &LoadOptions::new(128), d);
+    let load_llama =
+        |d: &Device| LlamaModel::from_source(&smollm2, &RandomWeights, &LoadOptions::new(128), d);
     let train = device.clone().autodiff();
     measure(
         "MiniLM-L6",
@@ -323,4 +326,25 @@ fn timed(steps: usize, tokens: usize, mut step: impl FnMut() -> Result<()>) -> R
         step()?;
     }
     Ok((steps.max(1) * tokens) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// A fixture folder's `config.json` (fixtures carry no tokenizer: they are built through
+/// their family's `from_source`, not `models::load`).
+fn read_config<C: std::str::FromStr<Err = burn_lora::Error>>(dir: &Path) -> Result<C> {
+    let path = dir.join("config.json");
+    std::fs::read_to_string(&path)
+        .map_err(|e| burn_lora::Error::io(&path, e))?
+        .parse()
+}
+
+fn load_bert(dir: impl AsRef<Path>, device: &Device) -> Result<BertModel> {
+    let dir = dir.as_ref();
+    let ckpt = burn_lora::io::Checkpoint::open(dir)?;
+    BertModel::from_source(&read_config(dir)?, &ckpt, &LoadOptions::new(32), device)
+}
+
+fn load_llama(dir: impl AsRef<Path>, device: &Device) -> Result<LlamaModel> {
+    let dir = dir.as_ref();
+    let ckpt = burn_lora::io::Checkpoint::open(dir)?;
+    LlamaModel::from_source(&read_config(dir)?, &ckpt, &LoadOptions::new(32), device)
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 
 use super::safetensors::SafetensorsFile;
 use crate::error::{Error, Result};
@@ -103,11 +103,16 @@ impl Checkpoint {
 
     /// Read `name` as f32 values (f32, f16 and bf16 files) and its shape.
     pub fn read_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
-        let id = *self.by_name.get(name).ok_or_else(|| Error::MissingTensor {
+        self.file_of(name)?.read_f32(name)
+    }
+
+    /// The shard holding `name`.
+    fn file_of(&self, name: &str) -> Result<&SafetensorsFile> {
+        let id = self.by_name.get(name).ok_or_else(|| Error::MissingTensor {
             name: name.to_string(),
             path: self.dir.clone(),
         })?;
-        self.files[id].read_f32(name)
+        Ok(&self.files[*id])
     }
 
     /// All tensor names.
@@ -122,10 +127,18 @@ impl Checkpoint {
         shape: [usize; D],
         device: &Device,
     ) -> Result<Tensor<D>> {
-        let id = *self.by_name.get(name).ok_or_else(|| Error::MissingTensor {
-            name: name.to_string(),
-            path: self.dir.clone(),
-        })?;
-        self.files[id].tensor(name, Some(shape), device)
+        self.file_of(name)?.tensor(name, Some(shape), device)
+    }
+
+    /// Load `name` with the exact `shape`, stored as `dtype` (f32, f16 or bf16): a tensor
+    /// the file stores in `dtype` is copied as is, never widened to f32 on the way.
+    pub fn tensor_as<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor<D>> {
+        self.file_of(name)?.tensor_as(name, shape, dtype, device)
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use half::{bf16, f16};
 use memmap2::Mmap;
 use safetensors::tensor::{Metadata, TensorView};
@@ -151,6 +151,67 @@ impl SafetensorsFile {
     ) -> Result<Tensor<D>> {
         let (values, shape) = self.read_f32(name)?;
         Self::shaped(name, values, shape, expected, device)
+    }
+
+    /// Load `name` with the exact `shape`, stored as `dtype` (`F32`, `F16` or `BF16`). A
+    /// half-precision tensor asked for in its own dtype is copied bit for bit; any other
+    /// pair converts through f32 (rounding to nearest even, as torch's `.to()`).
+    pub fn tensor_as<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor<D>> {
+        let view = self.lookup(name)?;
+        if view.shape() != shape {
+            return Err(Error::ShapeMismatch {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                actual: view.shape().to_vec(),
+            });
+        }
+        let bytes = view.data();
+        let data = match (view.dtype(), dtype) {
+            (_, DType::F32) => TensorData::new(self.read_f32(name)?.0, shape),
+            (Dtype::F16, DType::F16) => TensorData::new(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| f16::from_le_bytes([c[0], c[1]]))
+                    .collect::<Vec<_>>(),
+                shape,
+            ),
+            (Dtype::BF16, DType::BF16) => TensorData::new(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| bf16::from_le_bytes([c[0], c[1]]))
+                    .collect::<Vec<_>>(),
+                shape,
+            ),
+            (_, DType::F16) => TensorData::new(
+                self.read_f32(name)?
+                    .0
+                    .into_iter()
+                    .map(f16::from_f32)
+                    .collect::<Vec<_>>(),
+                shape,
+            ),
+            (_, DType::BF16) => TensorData::new(
+                self.read_f32(name)?
+                    .0
+                    .into_iter()
+                    .map(bf16::from_f32)
+                    .collect::<Vec<_>>(),
+                shape,
+            ),
+            (_, other) => {
+                return Err(Error::UnsupportedDtype {
+                    name: name.to_string(),
+                    dtype: format!("{other:?} (as a float tensor: F32, F16, BF16)"),
+                });
+            }
+        };
+        Ok(Tensor::from_data(data, (device, dtype)))
     }
 
     /// [`tensor`](Self::tensor), refusing NaN or infinite values (trained weights, e.g. an

@@ -59,7 +59,8 @@ impl BaseDtype {
         }
     }
 
-    fn float_dtype(self) -> FloatDType {
+    /// burn's float dtype of the same name.
+    pub fn float_dtype(self) -> FloatDType {
         match self {
             BaseDtype::F32 => FloatDType::F32,
             BaseDtype::F16 => FloatDType::F16,
@@ -150,9 +151,9 @@ pub(crate) fn over_rows<const D: usize>(
 /// Copy a transposed 2-D tensor into contiguous storage (a one-off cost at load time,
 /// so every forward afterwards reads the weight in order).
 pub(crate) fn transpose_contiguous(t: Tensor<2>) -> Tensor<2> {
-    let device = t.device();
+    let (device, dtype) = (t.device(), t.dtype());
     let data: TensorData = t.transpose().into_data();
-    Tensor::from_data(data, &device)
+    Tensor::from_data(data, (&device, dtype))
 }
 
 impl DenseBase {
@@ -340,6 +341,25 @@ pub fn half_base_dtype<M: super::LoraTargets>(model: &M) -> Result<Option<BaseDt
         Ok(())
     })?;
     Ok(found)
+}
+
+/// The dense frozen linears of `model` stored in half precision (what
+/// [`LoadOptions::dtype`](crate::models::LoadOptions::dtype) loaded or [`cast_frozen`]
+/// set): how many, their bytes as f32 (`bytes_before`) and as stored (`bytes_after`).
+pub fn half_base_report<M: super::LoraTargets>(model: &M) -> Result<CastReport> {
+    let mut report = CastReport::default();
+    model.read_linears("", &mut |_, linear| {
+        if let FrozenWeight::Dense(dense) = &linear.base
+            && dense.dtype() != BaseDtype::F32
+        {
+            let values = dense.in_features() * dense.out_features();
+            report.layers += 1;
+            report.bytes_before += values * BaseDtype::F32.bytes();
+            report.bytes_after += values * dense.dtype().bytes();
+        }
+        Ok(())
+    })?;
+    Ok(report)
 }
 
 /// Store every dense frozen linear weight of `model` as `dtype` (the `--base-dtype` of the

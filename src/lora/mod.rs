@@ -11,6 +11,7 @@ pub mod wrap;
 
 pub use base::{
     BaseDtype, CastReport, DenseBase, FrozenBase, FrozenWeight, cast_frozen, half_base_dtype,
+    half_base_report,
 };
 pub use config::{
     InitLoraWeights, LayerIndices, LayersPattern, LoraBias, LoraConfig, ModuleLoraParams,

@@ -473,7 +473,8 @@ pub fn base_quantization<M: super::LoraTargets>(model: &M) -> Result<Option<Quan
 }
 
 /// The packed linears of `model` as a [`QuantizeReport`] (e.g. after
-/// [`load_packed`](crate::models::load_packed), which packs while loading).
+/// [`LoadOptions::packing`](crate::models::LoadOptions::packing), which packs while
+/// loading).
 pub fn packing_report<M: super::LoraTargets>(model: &M) -> Result<QuantizeReport> {
     let mut report = QuantizeReport::default();
     model.read_linears("", &mut |_, linear| {

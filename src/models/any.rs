@@ -1,16 +1,12 @@
-//! One type for every supported family, and the loader that tells them apart: a program
-//! written against [`AnyBackbone`] serves BERT-family folders, Llama-family folders and
-//! GGUF files without a dispatch of its own.
-
-use std::path::{Path, PathBuf};
+//! One type for every supported family: a program written against [`AnyBackbone`] serves
+//! BERT-family folders, Llama-family folders and GGUF files without a dispatch of its own.
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
-use super::{Backbone, BertModel, EncoderInput, LlamaModel, ModelFormat, check_max_len};
-use crate::error::Result;
-use crate::lora::{LinearReader, LinearVisitor, LoraTargets, ModuleSelector, Quantization};
-use crate::tokenize::TextTokenizer;
+use super::{Backbone, BertModel, EncoderInput, LlamaModel};
+use crate::error::{Error, Result};
+use crate::lora::{LinearReader, LinearVisitor, LoraTargets, ModuleSelector};
 
 /// A pretrained backbone of any supported family.
 // One value per program, moved rarely: the variants' size difference (a few hundred bytes
@@ -99,55 +95,36 @@ impl LoraTargets for AnyBackbone {
     }
 }
 
-/// A loaded pretrained model: the backbone (without adapters), its tokenizer and where
-/// it came from.
-#[derive(Debug)]
-pub struct Pretrained {
-    /// The backbone, frozen, on the device it was loaded to.
-    pub backbone: AnyBackbone,
-    /// Its tokenizer, truncating to the `max_len` given to [`load`].
-    pub tokenizer: TextTokenizer,
-    /// The local folder or GGUF file (a model id resolves to its download folder).
-    pub path: PathBuf,
-    /// What the path held.
-    pub format: ModelFormat,
+impl TryFrom<AnyBackbone> for BertModel {
+    type Error = Error;
+
+    /// The BERT-family model inside, or an error naming the family it is.
+    fn try_from(backbone: AnyBackbone) -> Result<Self> {
+        match backbone {
+            AnyBackbone::Bert(m) => Ok(m),
+            other => Err(wrong_family(&other, "BERT-family")),
+        }
+    }
 }
 
-/// Load a pretrained model from a folder (`config.json` + safetensors + `tokenizer.json`),
-/// a GGUF file, or, with the `hub` feature, a Hugging Face model id; the family comes
-/// from the files. `max_len` is the truncation length: one past the model's position
-/// table is an error here, before any data is tokenised.
-pub fn load(path_or_id: impl AsRef<Path>, max_len: usize, device: &Device) -> Result<Pretrained> {
-    load_packed(path_or_id, max_len, None, device)
+impl TryFrom<AnyBackbone> for LlamaModel {
+    type Error = Error;
+
+    /// The Llama-family model inside, or an error naming the family it is.
+    fn try_from(backbone: AnyBackbone) -> Result<Self> {
+        match backbone {
+            AnyBackbone::Llama(m) => Ok(m),
+            other => Err(wrong_family(&other, "Llama-family")),
+        }
+    }
 }
 
-/// [`load`] with every linear's frozen weight packed as it is read (QLoRA's base: NF4;
-/// [`Quantization::Keep`]: a GGUF file's own blocks): the float model is never whole in
-/// memory.
-pub fn load_packed(
-    path_or_id: impl AsRef<Path>,
-    max_len: usize,
-    packing: Option<Quantization>,
-    device: &Device,
-) -> Result<Pretrained> {
-    let path = super::resolve_model(path_or_id)?;
-    let format = ModelFormat::detect(&path)?;
-    // The tokenizer first: a bad one fails before the weights are read.
-    let tokenizer = format.tokenizer(&path, max_len)?;
-    let backbone = match format {
-        ModelFormat::Encoder => AnyBackbone::Bert(BertModel::load_packed(&path, packing, device)?),
-        ModelFormat::Decoder => {
-            AnyBackbone::Llama(LlamaModel::load_packed(&path, packing, device)?)
-        }
-        ModelFormat::Gguf => {
-            AnyBackbone::Llama(LlamaModel::load_gguf_packed(&path, packing, device)?)
-        }
-    };
-    check_max_len(&backbone, max_len)?;
-    Ok(Pretrained {
-        backbone,
-        tokenizer,
-        path,
-        format,
-    })
+fn wrong_family(backbone: &AnyBackbone, wanted: &str) -> Error {
+    Error::Unsupported {
+        what: "model_type",
+        detail: format!(
+            "`{}` where a {wanted} model was asked for",
+            backbone.model_type()
+        ),
+    }
 }

@@ -1,30 +1,205 @@
 //! BERT-family encoders (BERT, RoBERTa, DistilBERT) loaded from Hugging Face checkpoints,
 //! computed as transformers does: post-LN, erf GELU, absolute positions (+ token types).
 
-use std::path::Path;
-
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Int, Tensor};
 
-use super::config::{BertConfig, HiddenAct};
+use serde::Deserialize;
+
+use super::config::HiddenAct;
+use super::family::{self, Family, ModelType};
 use super::layers::{FrozenEmbedding, LayerNorm, merge_heads, padding_bias, split_heads};
+use super::loader::LoadOptions;
 use super::source::TensorSource;
-use super::{Backbone, EncoderInput};
+use super::{AnyBackbone, Backbone, EncoderInput, check_max_len};
 use crate::error::{Error, Result};
 use crate::io::Checkpoint;
 use crate::lora::{
-    InjectionReport, LinearReader, LinearVisitor, LoraConfig, LoraLinear, LoraTargets,
-    ModuleSelector, Quantization, join_path, with_adapters,
+    LinearReader, LinearVisitor, LoraLinear, LoraTargets, ModuleSelector, join_path,
 };
 use crate::nn::attention;
 
-/// The Hugging Face module names of one family's encoder layer, and the prefix its
-/// `…ForSequenceClassification` puts before them.
+/// The BERT family's registry entry.
+pub static FAMILY: Family = Family {
+    name: "bert",
+    decoder: false,
+    model_types: &[
+        ModelType {
+            name: "bert",
+            task_class: "BertForSequenceClassification",
+            task_prefix: "bert.",
+            default_targets: &["query", "value"],
+        },
+        ModelType {
+            name: "roberta",
+            task_class: "RobertaForSequenceClassification",
+            task_prefix: "roberta.",
+            default_targets: &["query", "value"],
+        },
+        ModelType {
+            name: "distilbert",
+            task_class: "DistilBertForSequenceClassification",
+            task_prefix: "distilbert.",
+            default_targets: &["q_lin", "v_lin"],
+        },
+    ],
+    gguf_architectures: &[],
+    config_defaults: family::no_defaults,
+    load_folder: |dir, options, device| {
+        let config: BertConfig = family::read_config(&dir.join("config.json"), false)?;
+        let model = BertModel::from_source(&config, &Checkpoint::open(dir)?, options, device)?;
+        Ok(AnyBackbone::Bert(model))
+    },
+    load_gguf: None,
+};
+
+/// The fields of a BERT-family `config.json` that the encoder needs. Unknown fields are
+/// ignored; DistilBERT's own names (`dim`, `n_layers`, ...) are accepted as aliases.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct BertConfig {
+    /// `bert`, `roberta` or `distilbert`.
+    pub model_type: String,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size.
+    #[serde(alias = "dim")]
+    pub hidden_size: usize,
+    /// Number of encoder layers.
+    #[serde(alias = "n_layers")]
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer.
+    #[serde(alias = "n_heads")]
+    pub num_attention_heads: usize,
+    /// Feed-forward inner size.
+    #[serde(alias = "hidden_dim")]
+    pub intermediate_size: usize,
+    /// Activation of the feed-forward block (`gelu` = erf GELU).
+    #[serde(default = "default_act", alias = "activation")]
+    pub hidden_act: HiddenAct,
+    /// Learned absolute positions.
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    /// Token-type (segment) vocabulary; 0 for DistilBERT.
+    #[serde(default)]
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon (DistilBERT fixes 1e-12).
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// Padding token id.
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+    /// Dropout on hidden states.
+    #[serde(default = "default_dropout", alias = "dropout")]
+    pub hidden_dropout_prob: f64,
+    /// Dropout on attention probabilities.
+    #[serde(default = "default_dropout", alias = "attention_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    /// Only `absolute` is supported.
+    #[serde(default = "default_pos_type")]
+    pub position_embedding_type: String,
+}
+
+fn default_act() -> HiddenAct {
+    HiddenAct::Gelu
+}
+fn default_max_pos() -> usize {
+    512
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_pos_type() -> String {
+    "absolute".into()
+}
+
+impl BertConfig {
+    fn check(&self) -> Result<()> {
+        let bad = |detail: String| Error::Unsupported {
+            what: "model config",
+            detail,
+        };
+        if self.hidden_size == 0 || self.num_attention_heads == 0 {
+            return Err(bad("hidden_size and num_attention_heads must be > 0".into()));
+        }
+        use crate::limits::{check_size, sizes as limits};
+        check_size("num_hidden_layers", self.num_hidden_layers, limits::LAYERS)?;
+        check_size("vocab_size", self.vocab_size, limits::VOCAB)?;
+        check_size("hidden_size", self.hidden_size, limits::WIDTH)?;
+        check_size("intermediate_size", self.intermediate_size, limits::WIDTH)?;
+        check_size(
+            "num_attention_heads",
+            self.num_attention_heads,
+            limits::HEADS,
+        )?;
+        check_size(
+            "max_position_embeddings",
+            self.max_position_embeddings,
+            limits::POSITIONS,
+        )?;
+        check_size("type_vocab_size", self.type_vocab_size, limits::VOCAB)?;
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return Err(bad(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            )));
+        }
+        if self.hidden_act == HiddenAct::Silu {
+            return Err(bad("hidden_act `silu` in a BERT-family encoder".into()));
+        }
+        // burn-nn's Dropout asserts its probability; a config's is checked here instead.
+        for (name, p) in [
+            ("hidden_dropout_prob", self.hidden_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                self.attention_probs_dropout_prob,
+            ),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(bad(format!("{name} {p} is not in [0, 1)")));
+            }
+        }
+        if self.position_embedding_type != "absolute" {
+            return Err(bad(format!(
+                "position_embedding_type `{}` (only absolute)",
+                self.position_embedding_type
+            )));
+        }
+        Ok(())
+    }
+
+    /// Per-head size.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// RoBERTa numbers positions from `pad_token_id + 1`, BERT from 0.
+    pub fn position_offset(&self) -> usize {
+        if self.model_type == "roberta" {
+            self.pad_token_id.unwrap_or(1) as usize + 1
+        } else {
+            0
+        }
+    }
+}
+
+impl std::str::FromStr for BertConfig {
+    type Err = Error;
+
+    /// Parse and check a BERT-family `config.json` text.
+    fn from_str(text: &str) -> Result<Self> {
+        let config: BertConfig = family::parse_config(text, false)?;
+        config.check()?;
+        Ok(config)
+    }
+}
+
+/// The Hugging Face module names of one model type's encoder layer.
 #[derive(Debug, Clone, Copy)]
 struct Names {
-    task_prefix: &'static str,
-    task_class: &'static str,
     layers: &'static str,
     query: &'static str,
     key: &'static str,
@@ -37,8 +212,6 @@ struct Names {
 }
 
 const BERT_NAMES: Names = Names {
-    task_prefix: "bert.",
-    task_class: "BertForSequenceClassification",
     layers: "encoder.layer",
     query: "attention.self.query",
     key: "attention.self.key",
@@ -50,15 +223,7 @@ const BERT_NAMES: Names = Names {
     out_norm: "output.LayerNorm",
 };
 
-const ROBERTA_NAMES: Names = Names {
-    task_prefix: "roberta.",
-    task_class: "RobertaForSequenceClassification",
-    ..BERT_NAMES
-};
-
 const DISTILBERT_NAMES: Names = Names {
-    task_prefix: "distilbert.",
-    task_class: "DistilBertForSequenceClassification",
     layers: "transformer.layer",
     query: "attention.q_lin",
     key: "attention.k_lin",
@@ -73,7 +238,6 @@ const DISTILBERT_NAMES: Names = Names {
 fn names_for(model_type: &str) -> Names {
     match model_type {
         "distilbert" => DISTILBERT_NAMES,
-        "roberta" => ROBERTA_NAMES,
         _ => BERT_NAMES,
     }
 }
@@ -204,43 +368,16 @@ pub struct BertModel {
 }
 
 impl BertModel {
-    /// Load a checkpoint folder (`config.json` + safetensors), without adapters.
-    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        Self::load_packed(dir, None, device)
-    }
-
-    /// [`load`](Self::load) with every linear's weight packed as it is read (`None`: float).
-    pub fn load_packed(
-        dir: impl AsRef<Path>,
-        packing: Option<Quantization>,
-        device: &Device,
-    ) -> Result<Self> {
-        let dir = dir.as_ref();
-        let config = BertConfig::from_file(dir.join("config.json"))?;
-        let checkpoint = Checkpoint::open(dir)?;
-        Self::from_checkpoint(&config, &checkpoint, packing, device)
-    }
-
-    /// Load a checkpoint and put adapters on the linears `lora` targets
-    /// (PEFT default for BERT-family: `query`, `value`).
-    pub fn from_pretrained(
-        dir: impl AsRef<Path>,
-        lora: &LoraConfig,
-        device: &Device,
-    ) -> Result<(Self, InjectionReport)> {
-        with_adapters(Self::load(dir, device)?, lora, device)
-    }
-
     /// Build from a tensor source (an opened checkpoint, or any [`TensorSource`]); names
     /// may carry a `bert.`/`roberta.`/`distilbert.` prefix (as saved by the task heads) or
     /// none (as saved by the bare model).
-    /// `packing` packs every linear's weight as it is read (`None`: float).
-    pub fn from_checkpoint(
+    pub fn from_source(
         config: &BertConfig,
         ckpt: &impl TensorSource,
-        packing: Option<Quantization>,
+        options: &LoadOptions,
         device: &Device,
     ) -> Result<Self> {
+        options.check(device)?;
         let names = names_for(&config.model_type);
         let prefix = ["", "bert.", "roberta.", "distilbert."]
             .into_iter()
@@ -251,14 +388,22 @@ impl BertModel {
             })?;
         let h = config.hidden_size;
         let t1 = |name: &str, n: usize| ckpt.tensor::<1>(&format!("{prefix}{name}"), [n], device);
-        let t2 = |name: &str, shape: [usize; 2]| {
-            ckpt.tensor::<2>(&format!("{prefix}{name}"), shape, device)
+        // Embedding tables, stored as the frozen linears are.
+        let table = |name: &str, shape: [usize; 2]| {
+            ckpt.tensor_as::<2>(&format!("{prefix}{name}"), shape, options.dtype, device)
+                .map(FrozenEmbedding::new)
         };
         let linear = |name: &str, out_f: usize, in_f: usize| -> Result<LoraLinear> {
+            let weight = ckpt.tensor_as::<2>(
+                &format!("{prefix}{name}.weight"),
+                [out_f, in_f],
+                options.dtype,
+                device,
+            )?;
             LoraLinear::from_out_in_packed(
-                t2(&format!("{name}.weight"), [out_f, in_f])?,
+                weight,
                 Some(t1(&format!("{name}.bias"), out_f)?),
-                packing,
+                options.packing,
             )
         };
         let norm = |name: &str| -> Result<LayerNorm> {
@@ -269,22 +414,19 @@ impl BertModel {
             ))
         };
         let token_type = if config.type_vocab_size > 0 {
-            Some(FrozenEmbedding::new(t2(
+            Some(table(
                 "embeddings.token_type_embeddings.weight",
                 [config.type_vocab_size, h],
-            )?))
+            )?)
         } else {
             None
         };
         let embeddings = BertEmbeddings {
-            word: FrozenEmbedding::new(t2(
-                "embeddings.word_embeddings.weight",
-                [config.vocab_size, h],
-            )?),
-            position: FrozenEmbedding::new(t2(
+            word: table("embeddings.word_embeddings.weight", [config.vocab_size, h])?,
+            position: table(
                 "embeddings.position_embeddings.weight",
                 [config.max_position_embeddings, h],
-            )?),
+            )?,
             token_type,
             norm: norm("embeddings.LayerNorm")?,
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
@@ -314,20 +456,22 @@ impl BertModel {
                 gelu_tanh: config.hidden_act == HiddenAct::GeluNew,
             });
         }
-        let pooler = if ckpt.contains(&format!("{prefix}pooler.dense.weight")) {
+        let pooler = if ckpt.contains(&format!("{prefix}{POOLER}.weight")) {
             Some(BertPooler {
-                dense: linear("pooler.dense", h, h)?,
+                dense: linear(POOLER, h, h)?,
             })
         } else {
             None
         };
-        Ok(BertModel {
+        let model = BertModel {
             embeddings,
             layers,
             pooler,
             model_type: config.model_type.clone(),
             hidden: h,
-        })
+        };
+        check_max_len(&model, options.max_len)?;
+        Ok(model)
     }
 
     /// The pooler output `tanh(W·h[CLS] + b)` from last hidden states, if this model has a pooler.
@@ -386,11 +530,11 @@ impl Backbone for BertModel {
     }
 
     fn task_prefix(&self) -> &'static str {
-        names_for(&self.model_type).task_prefix
+        family::entry_or_first(&FAMILY, &self.model_type).task_prefix
     }
 
     fn task_class(&self) -> &'static str {
-        names_for(&self.model_type).task_class
+        family::entry_or_first(&FAMILY, &self.model_type).task_class
     }
 
     fn has_pooler(&self) -> bool {
@@ -402,20 +546,62 @@ impl Backbone for BertModel {
     }
 }
 
+/// One adaptable linear of an encoder layer: its name in the model type's [`Names`] and
+/// its field. Both visitors read this one table (the loader reads the same [`Names`]).
+struct LinearSlot {
+    name: fn(&Names) -> &'static str,
+    field: fn(&mut BertLayer) -> &mut LoraLinear,
+    read: fn(&BertLayer) -> &LoraLinear,
+}
+
+/// Every linear of a layer, in transformers' module order.
+const LINEARS: [LinearSlot; 6] = [
+    LinearSlot {
+        name: |n| n.query,
+        field: |l| &mut l.attention.query,
+        read: |l| &l.attention.query,
+    },
+    LinearSlot {
+        name: |n| n.key,
+        field: |l| &mut l.attention.key,
+        read: |l| &l.attention.key,
+    },
+    LinearSlot {
+        name: |n| n.value,
+        field: |l| &mut l.attention.value,
+        read: |l| &l.attention.value,
+    },
+    LinearSlot {
+        name: |n| n.attn_out,
+        field: |l| &mut l.attention_output,
+        read: |l| &l.attention_output,
+    },
+    LinearSlot {
+        name: |n| n.ffn_in,
+        field: |l| &mut l.intermediate,
+        read: |l| &l.intermediate,
+    },
+    LinearSlot {
+        name: |n| n.ffn_out,
+        field: |l| &mut l.output,
+        read: |l| &l.output,
+    },
+];
+
+/// The pooler's module name (every model type that has one).
+const POOLER: &str = "pooler.dense";
+
 impl LoraTargets for BertModel {
     fn visit_linears(&mut self, prefix: &str, visitor: &mut LinearVisitor<'_>) -> Result<()> {
         let names = self.names();
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let p = join_path(prefix, &format!("{}.{i}", names.layers));
-            visitor(&join_path(&p, names.query), &mut layer.attention.query)?;
-            visitor(&join_path(&p, names.key), &mut layer.attention.key)?;
-            visitor(&join_path(&p, names.value), &mut layer.attention.value)?;
-            visitor(&join_path(&p, names.attn_out), &mut layer.attention_output)?;
-            visitor(&join_path(&p, names.ffn_in), &mut layer.intermediate)?;
-            visitor(&join_path(&p, names.ffn_out), &mut layer.output)?;
+            for slot in &LINEARS {
+                visitor(&join_path(&p, (slot.name)(&names)), (slot.field)(layer))?;
+            }
         }
         if let Some(pooler) = self.pooler.as_mut() {
-            visitor(&join_path(prefix, "pooler.dense"), &mut pooler.dense)?;
+            visitor(&join_path(prefix, POOLER), &mut pooler.dense)?;
         }
         Ok(())
     }
@@ -424,25 +610,17 @@ impl LoraTargets for BertModel {
         let names = self.names();
         for (i, layer) in self.layers.iter().enumerate() {
             let p = join_path(prefix, &format!("{}.{i}", names.layers));
-            reader(&join_path(&p, names.query), &layer.attention.query)?;
-            reader(&join_path(&p, names.key), &layer.attention.key)?;
-            reader(&join_path(&p, names.value), &layer.attention.value)?;
-            reader(&join_path(&p, names.attn_out), &layer.attention_output)?;
-            reader(&join_path(&p, names.ffn_in), &layer.intermediate)?;
-            reader(&join_path(&p, names.ffn_out), &layer.output)?;
+            for slot in &LINEARS {
+                reader(&join_path(&p, (slot.name)(&names)), (slot.read)(layer))?;
+            }
         }
         if let Some(pooler) = self.pooler.as_ref() {
-            reader(&join_path(prefix, "pooler.dense"), &pooler.dense)?;
+            reader(&join_path(prefix, POOLER), &pooler.dense)?;
         }
         Ok(())
     }
 
     fn default_targets(&self) -> ModuleSelector {
-        // PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.
-        if self.model_type == "distilbert" {
-            ModuleSelector::names(&["q_lin", "v_lin"])
-        } else {
-            ModuleSelector::names(&["query", "value"])
-        }
+        ModuleSelector::names(family::entry_or_first(&FAMILY, &self.model_type).default_targets)
     }
 }

@@ -17,16 +17,32 @@ pub fn frozen<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
 }
 
 impl FrozenEmbedding {
-    /// New table from a `[vocab, dim]` tensor.
+    /// New table from a `[vocab, dim]` tensor, kept in its dtype (f32, or a
+    /// half-precision base's f16/bf16).
     pub fn new(weight: Tensor<2>) -> Self {
         FrozenEmbedding {
             weight: frozen(weight),
         }
     }
 
-    /// Look up `[batch, seq]` ids → `[batch, seq, dim]`.
+    /// Look up `[batch, seq]` ids → `[batch, seq, dim]`, in f32 (a half-precision table's
+    /// rows widen exactly).
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        burn::tensor::module::embedding(self.weight.val(), ids)
+        to_f32(burn::tensor::module::embedding(self.weight.val(), ids))
+    }
+
+    /// The table in f32.
+    pub fn table_f32(&self) -> Tensor<2> {
+        to_f32(self.weight.val())
+    }
+}
+
+/// `t` in f32 (a no-op when it is).
+fn to_f32<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    if t.dtype() == burn::tensor::DType::F32 {
+        t
+    } else {
+        t.cast(burn::tensor::FloatDType::F32)
     }
 }
 

@@ -12,42 +12,67 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
 use super::config::HiddenAct;
+use super::family::{self, Family, ModelType};
 use super::layers::{FrozenEmbedding, MASK_VALUE, frozen, merge_heads, split_heads};
+use super::llama_gguf::GgufWeights;
+use super::loader::LoadOptions;
 use super::source::TensorSource;
-use super::{Backbone, EncoderInput};
+use super::{AnyBackbone, Backbone, EncoderInput, check_max_len};
 use crate::error::{Error, Result};
 use crate::io::Checkpoint;
 use crate::lora::{
-    FrozenWeight, InjectionReport, LinearReader, LinearVisitor, LoraConfig, LoraLinear,
-    LoraTargets, ModuleSelector, PackedBase, Quantization, join_path, with_adapters,
+    FrozenWeight, LinearReader, LinearVisitor, LoraLinear, LoraTargets, ModuleSelector, PackedBase,
+    Quantization, join_path,
 };
 use crate::nn::attention;
 
-/// `model_type` values this module loads.
-pub const LLAMA_FAMILY: [&str; 6] = ["llama", "mistral", "qwen2", "qwen3", "glm", "glm4"];
+/// PEFT's default targets for Llama, Mistral and Qwen.
+pub(crate) const DEFAULT_TARGETS: &[&str] = &["q_proj", "v_proj"];
 
-/// transformers' sequence-classification class of each family member, in
-/// [`LLAMA_FAMILY`]'s order.
-const TASK_CLASSES: [&str; 6] = [
-    "LlamaForSequenceClassification",
-    "MistralForSequenceClassification",
-    "Qwen2ForSequenceClassification",
-    "Qwen3ForSequenceClassification",
-    "GlmForSequenceClassification",
-    "Glm4ForSequenceClassification",
-];
-
-/// transformers' defaults for keys a GLM `config.json` may leave out (they differ from
-/// Llama's): `GlmConfig` / `Glm4Config`.
-fn glm_defaults() -> [(&'static str, serde_json::Value); 5] {
-    [
-        ("head_dim", 128.into()),
-        ("num_key_value_heads", 2.into()),
-        ("rms_norm_eps", 1.5625e-7.into()),
-        ("partial_rotary_factor", 0.5.into()),
-        ("attention_bias", true.into()),
-    ]
+/// A decoder model type of the Llama layout (its `…ForSequenceClassification` keeps the
+/// backbone under `model.`).
+pub(crate) const fn decoder_type(name: &'static str, task_class: &'static str) -> ModelType {
+    ModelType {
+        name,
+        task_class,
+        task_prefix: "model.",
+        default_targets: DEFAULT_TARGETS,
+    }
 }
+
+/// Build a [`LlamaModel`] from a folder whose `config.json` names a decoder model type.
+pub(crate) fn load_folder(
+    dir: &Path,
+    options: &LoadOptions,
+    device: &Device,
+) -> Result<AnyBackbone> {
+    let config: LlamaConfig = family::read_config(&dir.join("config.json"), true)?;
+    let model = LlamaModel::from_source(&config, &Checkpoint::open(dir)?, options, device)?;
+    Ok(AnyBackbone::Llama(model))
+}
+
+/// The Llama family's registry entry (Llama, Mistral, Qwen2, Qwen3, SmolLM).
+pub static FAMILY: Family = Family {
+    name: "llama",
+    decoder: true,
+    model_types: &[
+        decoder_type("llama", "LlamaForSequenceClassification"),
+        decoder_type("mistral", "MistralForSequenceClassification"),
+        decoder_type("qwen2", "Qwen2ForSequenceClassification"),
+        decoder_type("qwen3", "Qwen3ForSequenceClassification"),
+    ],
+    // llama.cpp's `glm4` is not one yet: its fused `ffn_up`, extra norms, NORM-type RoPE
+    // and ChatGLM pre-tokenizer are unmapped.
+    gguf_architectures: &["llama", "mistral", "qwen2", "qwen3"],
+    config_defaults: family::no_defaults,
+    load_folder,
+    load_gguf: Some(|file, options, device| {
+        let config = LlamaConfig::try_from(file)?;
+        let weights = GgufWeights::new(file, &config);
+        let model = LlamaModel::from_source(&config, &weights, options, device)?;
+        Ok(AnyBackbone::Llama(model))
+    }),
+};
 
 /// RoPE parameters, in either the transformers 4 (`rope_theta` + `rope_scaling`) or the
 /// transformers 5 (`rope_parameters`) spelling.
@@ -159,30 +184,6 @@ fn default_rms_eps() -> f64 {
 }
 
 impl LlamaConfig {
-    /// Parse and check a Llama-family `config.json`.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let format = |e: serde_json::Error| Error::Format {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        };
-        let mut value: serde_json::Value = serde_json::from_str(&text).map_err(format)?;
-        if let Some(fields) = value.as_object_mut() {
-            let glm = matches!(
-                fields.get("model_type").and_then(|t| t.as_str()),
-                Some("glm" | "glm4")
-            );
-            if glm {
-                for (key, default) in glm_defaults() {
-                    fields.entry(key).or_insert(default);
-                }
-            }
-        }
-        let config: LlamaConfig = serde_json::from_value(value).map_err(format)?;
-        config.checked()
-    }
-
     /// GLM or GLM-4: partial interleaved RoPE, fused `gate_up_proj`, no o_proj bias.
     pub fn is_glm(&self) -> bool {
         matches!(self.model_type.as_str(), "glm" | "glm4")
@@ -231,14 +232,10 @@ impl LlamaConfig {
                 ),
             });
         }
-        if !LLAMA_FAMILY.contains(&self.model_type.as_str()) {
+        if !family::model_type(&self.model_type)?.0.decoder {
             return Err(Error::Unsupported {
                 what: "model_type",
-                detail: format!(
-                    "`{}` (decoders: {})",
-                    self.model_type,
-                    LLAMA_FAMILY.join(", ")
-                ),
+                detail: format!("`{}` is an encoder, not a decoder", self.model_type),
             });
         }
         if self.num_attention_heads == 0
@@ -536,6 +533,16 @@ pub struct LlamaModel {
     pub hidden: usize,
 }
 
+impl std::str::FromStr for LlamaConfig {
+    type Err = Error;
+
+    /// Parse and check a decoder's `config.json` text; keys it leaves out take the
+    /// defaults of its model type's family (GLM's differ from Llama's).
+    fn from_str(text: &str) -> Result<Self> {
+        family::parse_config::<LlamaConfig>(text, true)?.checked()
+    }
+}
+
 fn rotate_half(x: Tensor<4>) -> Tensor<4> {
     let [b, h, s, d] = x.dims();
     let x1 = x.clone().slice([0..b, 0..h, 0..s, 0..d / 2]);
@@ -553,41 +560,16 @@ fn rotate_pairs(x: Tensor<4>) -> Tensor<4> {
 }
 
 impl LlamaModel {
-    /// Load a checkpoint folder (`config.json` + safetensors), without adapters.
-    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        Self::load_packed(dir, None, device)
-    }
-
-    /// [`load`](Self::load) with every linear's weight packed as it is read (`None`: float).
-    pub fn load_packed(
-        dir: impl AsRef<Path>,
-        packing: Option<Quantization>,
-        device: &Device,
-    ) -> Result<Self> {
-        let dir = dir.as_ref();
-        let config = LlamaConfig::from_file(dir.join("config.json"))?;
-        let ckpt = Checkpoint::open(dir)?;
-        Self::from_source(&config, &ckpt, packing, device)
-    }
-
-    /// Load and inject adapters (PEFT default for the family: `q_proj`, `v_proj`).
-    pub fn from_pretrained(
-        dir: impl AsRef<Path>,
-        lora: &LoraConfig,
-        device: &Device,
-    ) -> Result<(Self, InjectionReport)> {
-        with_adapters(Self::load(dir, device)?, lora, device)
-    }
-
     /// Build from a tensor source (a checkpoint folder, a GGUF file); Hugging Face names
-    /// with or without the `model.` prefix. `packing` packs every linear's weight as it is
-    /// read (`None`: float).
+    /// with or without the `model.` prefix.
     pub fn from_source(
         config: &LlamaConfig,
         ckpt: &impl TensorSource,
-        packing: Option<Quantization>,
+        options: &LoadOptions,
         device: &Device,
     ) -> Result<Self> {
+        options.check(device)?;
+        let packing = options.packing;
         let prefix = ["model.", ""]
             .into_iter()
             .find(|p| ckpt.contains(&format!("{p}embed_tokens.weight")))
@@ -621,7 +603,7 @@ impl LlamaModel {
                         e => e,
                     });
             }
-            let w = ckpt.tensor::<2>(&name, [out_f, in_f], device)?;
+            let w = ckpt.tensor_as::<2>(&name, [out_f, in_f], options.dtype, device)?;
             LoraLinear::from_out_in_packed(w, b, packing.filter(|_| !keep))
         };
         let norm = |n: &str, len: usize| -> Result<RmsNorm> {
@@ -670,9 +652,10 @@ impl LlamaModel {
             });
         }
         let lm_head = if !config.tie_word_embeddings && ckpt.contains("lm_head.weight") {
-            Some(frozen(ckpt.tensor::<2>(
+            Some(frozen(ckpt.tensor_as::<2>(
                 "lm_head.weight",
                 [config.vocab_size, h],
+                options.dtype,
                 device,
             )?))
         } else {
@@ -684,10 +667,11 @@ impl LlamaModel {
                 what: "model config",
                 detail: "neither pad_token_id nor eos_token_id is set: no padding id".into(),
             })?;
-        Ok(LlamaModel {
-            embed: FrozenEmbedding::new(ckpt.tensor::<2>(
+        let model = LlamaModel {
+            embed: FrozenEmbedding::new(ckpt.tensor_as::<2>(
                 &format!("{prefix}embed_tokens.weight"),
                 [config.vocab_size, h],
+                options.dtype,
                 device,
             )?),
             layers,
@@ -701,7 +685,9 @@ impl LlamaModel {
             pad_id,
             model_type: config.model_type.clone(),
             hidden: h,
-        })
+        };
+        check_max_len(&model, options.max_len)?;
+        Ok(model)
     }
 
     /// `cos`, `sin` of shape `[1, 1, seq, rotary_dim]` for positions `0..seq`, laid out
@@ -835,8 +821,9 @@ impl LlamaModel {
     /// Next-token logits `[batch, seq, vocab]` from hidden states (tied or `lm_head`).
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let w = match &self.lm_head {
-            Some(w) => w.val(),
-            None => self.embed.weight.val(),
+            Some(w) if w.val().dtype() == burn::tensor::DType::F32 => w.val(),
+            Some(w) => w.val().cast(burn::tensor::FloatDType::F32),
+            None => self.embed.table_f32(),
         };
         crate::lora::base::linear_rows(hidden, w.transpose(), None)
     }
@@ -881,10 +868,8 @@ impl Backbone for LlamaModel {
     }
 
     fn task_class(&self) -> &'static str {
-        LLAMA_FAMILY
-            .iter()
-            .position(|t| *t == self.model_type)
-            .map_or(TASK_CLASSES[0], |i| TASK_CLASSES[i])
+        let family = family::model_type(&self.model_type).map_or(&FAMILY, |(f, _)| f);
+        family::entry_or_first(family, &self.model_type).task_class
     }
 }
 
@@ -913,9 +898,9 @@ impl LoraTargets for LlamaModel {
         Ok(())
     }
 
-    /// PEFT's default for Llama, Mistral and Qwen; PEFT has none for GLM (it asks for
-    /// `target_modules`), so GLM takes the same pair here.
+    /// The registry's targets of the model type (PEFT's pair for Llama, Mistral, Qwen).
     fn default_targets(&self) -> ModuleSelector {
-        ModuleSelector::names(&["q_proj", "v_proj"])
+        let family = family::model_type(&self.model_type).map_or(&FAMILY, |(f, _)| f);
+        ModuleSelector::names(family::entry_or_first(family, &self.model_type).default_targets)
     }
 }

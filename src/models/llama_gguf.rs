@@ -7,17 +7,11 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::HiddenAct;
-use super::llama::{EosTokenId, LINEARS, LlamaConfig, LlamaModel, RopeParameters};
+use super::llama::{EosTokenId, LINEARS, LlamaConfig, RopeParameters};
 use super::source::TensorSource;
 use crate::error::{Error, Result};
 use crate::io::gguf::{GgufFile, GgufValue};
-use crate::lora::{
-    GgufBlocks, InjectionReport, LoraConfig, PackedWeight, Quantization, with_adapters,
-};
-
-/// The GGUF architectures this reader maps (llama.cpp's `glm4` is not one yet: its fused
-/// `ffn_up`, extra norms, NORM-type RoPE and ChatGLM pre-tokenizer are unmapped).
-const GGUF_ARCHS: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
+use crate::lora::{GgufBlocks, PackedWeight};
 
 /// Architectures whose q/k rows llama.cpp's converter permutes for its rotary layout.
 const PERMUTED_ARCHS: [&str; 2] = ["llama", "mistral"];
@@ -29,24 +23,21 @@ fn format_err(file: &GgufFile, message: String) -> Error {
     }
 }
 
-/// `general.architecture`, checked against the Llama family.
-pub fn gguf_architecture(file: &GgufFile) -> Result<String> {
+/// `general.architecture`, checked against the registry.
+pub(crate) fn gguf_architecture(file: &GgufFile) -> Result<String> {
     let arch = file
         .meta("general.architecture")
         .and_then(GgufValue::as_str)
         .ok_or_else(|| format_err(file, "metadata `general.architecture` missing".into()))?;
-    if !GGUF_ARCHS.contains(&arch) {
-        return Err(Error::Unsupported {
-            what: "GGUF architecture",
-            detail: format!("`{arch}` (GGUF decoders: {})", GGUF_ARCHS.join(", ")),
-        });
-    }
+    super::family::gguf_family(arch)?;
     Ok(arch.to_string())
 }
 
-impl LlamaConfig {
+impl TryFrom<&GgufFile> for LlamaConfig {
+    type Error = Error;
+
     /// The config transformers derives from a GGUF file's metadata.
-    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+    fn try_from(file: &GgufFile) -> Result<Self> {
         let arch = gguf_architecture(file)?;
         let key = |k: &str| format!("{arch}.{k}");
         let int = |k: &str| -> Result<usize> { Ok(file.meta_u64(&key(k))? as usize) };
@@ -277,35 +268,6 @@ impl TensorSource for GgufWeights<'_> {
         Ok(Some(PackedWeight::Gguf(GgufBlocks::new(
             ty, bytes, rows, cols,
         )?)))
-    }
-}
-
-impl LlamaModel {
-    /// Load a llama.cpp GGUF file (dequantised to the device's float type), without adapters.
-    pub fn load_gguf(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        Self::load_gguf_packed(path, None, device)
-    }
-
-    /// [`load_gguf`](Self::load_gguf) with every linear's weight dequantised and packed
-    /// again (NF4, int8) as it is read, or kept in the file's own quantised blocks
-    /// ([`Quantization::Keep`]).
-    pub fn load_gguf_packed(
-        path: impl AsRef<Path>,
-        packing: Option<Quantization>,
-        device: &Device,
-    ) -> Result<Self> {
-        let file = GgufFile::open(path)?;
-        let config = LlamaConfig::from_gguf(&file)?;
-        Self::from_source(&config, &GgufWeights::new(&file, &config), packing, device)
-    }
-
-    /// Load a GGUF file and inject adapters.
-    pub fn from_pretrained_gguf(
-        path: impl AsRef<Path>,
-        lora: &LoraConfig,
-        device: &Device,
-    ) -> Result<(Self, InjectionReport)> {
-        with_adapters(Self::load_gguf(path, device)?, lora, device)
     }
 }
 

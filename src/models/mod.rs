@@ -1,22 +1,34 @@
-//! Pretrained backbones loaded from Hugging Face checkpoints.
+//! Pretrained backbones loaded from Hugging Face checkpoints and GGUF files.
+//!
+//! [`load`] is the one entry for model files; each family has one constructor,
+//! `from_source(config, &impl TensorSource, &LoadOptions, device)`. Which family loads a
+//! `model_type` is the registry's answer ([`FAMILIES`]): adding a family is one file
+//! (config, model, `from_source`, its [`Family`]) and one registry line, plus a variant of
+//! [`AnyBackbone`] when it brings a model of its own (GLM, [`glm`], is a family of the
+//! Llama model: its file is its registry entry and its config defaults).
 
 pub mod any;
 pub mod bert;
 pub mod config;
+pub mod family;
+pub mod glm;
 pub mod layers;
 pub mod llama;
 pub mod llama_gguf;
+pub mod loader;
 pub mod pretrained;
 pub mod source;
 
 use burn::module::{Module, ModuleDisplay};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-pub use any::{AnyBackbone, Pretrained, load, load_packed};
-pub use bert::BertModel;
-pub use config::{BertConfig, HiddenAct, SUPPORTED_MODEL_TYPES};
+pub use any::AnyBackbone;
+pub use bert::{BertConfig, BertModel};
+pub use config::HiddenAct;
+pub use family::{FAMILIES, Family, ModelType, supported_model_types};
 pub use llama::{EosTokenId, LlamaConfig, LlamaModel};
 pub use llama_gguf::GgufWeights;
+pub use loader::{LoadOptions, Pretrained, load};
 pub use pretrained::{ModelFormat, resolve_model};
 pub use source::TensorSource;
 
@@ -36,7 +48,7 @@ pub struct EncoderInput {
 
 impl EncoderInput {
     /// Build from row-major host data of shape `[batch, seq]`.
-    pub fn from_rows(
+    pub fn new(
         ids: &[u32],
         mask: &[u32],
         type_ids: Option<&[u32]>,

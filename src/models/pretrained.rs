@@ -3,8 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::config::SUPPORTED_MODEL_TYPES;
-use super::llama::LLAMA_FAMILY;
+use super::family;
 use crate::error::{Error, Result};
 use crate::tokenize::TextTokenizer;
 
@@ -43,7 +42,7 @@ pub fn resolve_model(arg: impl AsRef<Path>) -> Result<PathBuf> {
 
 impl ModelFormat {
     /// Look at `path`: a file starting with the GGUF magic, or a folder whose
-    /// `config.json` names a supported `model_type`.
+    /// `config.json` names a `model_type` of the registry ([`FAMILIES`](super::FAMILIES)).
     pub fn detect(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         if path.is_file() {
@@ -59,31 +58,12 @@ impl ModelFormat {
                 Err(e) => Err(Error::io(path, e)),
             };
         }
-        let config = path.join("config.json");
-        let text = std::fs::read_to_string(&config).map_err(|e| Error::io(&config, e))?;
-        #[derive(serde::Deserialize)]
-        struct ModelType {
-            model_type: String,
-        }
-        let ty: ModelType = serde_json::from_str(&text).map_err(|e| Error::Format {
-            path: config.clone(),
-            message: e.to_string(),
-        })?;
-        if SUPPORTED_MODEL_TYPES.contains(&ty.model_type.as_str()) {
-            Ok(ModelFormat::Encoder)
-        } else if LLAMA_FAMILY.contains(&ty.model_type.as_str()) {
-            Ok(ModelFormat::Decoder)
+        let (family, _) = family::model_type(&config_model_type(path)?)?;
+        Ok(if family.decoder {
+            ModelFormat::Decoder
         } else {
-            Err(Error::Unsupported {
-                what: "model_type",
-                detail: format!(
-                    "`{}` (encoders: {}; decoders: {})",
-                    ty.model_type,
-                    SUPPORTED_MODEL_TYPES.join(", "),
-                    LLAMA_FAMILY.join(", ")
-                ),
-            })
-        }
+            ModelFormat::Encoder
+        })
     }
 
     /// Whether the model is a decoder (last-token pooling, prompt templates).
@@ -99,4 +79,19 @@ impl ModelFormat {
             _ => TextTokenizer::from_file(path.join("tokenizer.json"), max_len),
         }
     }
+}
+
+/// The `model_type` of the `config.json` in folder `dir`.
+pub(crate) fn config_model_type(dir: &Path) -> Result<String> {
+    let config = dir.join("config.json");
+    let text = std::fs::read_to_string(&config).map_err(|e| Error::io(&config, e))?;
+    #[derive(serde::Deserialize)]
+    struct ModelType {
+        model_type: String,
+    }
+    let ty: ModelType = serde_json::from_str(&text).map_err(|e| Error::Format {
+        path: config.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(ty.model_type)
 }

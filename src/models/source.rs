@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::io::Checkpoint;
-use crate::lora::PackedWeight;
+use crate::lora::{BaseDtype, PackedWeight};
 
 /// Named float tensors, addressed by Hugging Face parameter names.
 pub trait TensorSource {
@@ -25,6 +25,23 @@ pub trait TensorSource {
         shape: [usize; D],
         device: &Device,
     ) -> Result<Tensor<D>>;
+
+    /// Load `name` with exactly `shape`, stored as `dtype`. The default reads it as f32
+    /// and casts (one tensor at a time: the f32 model never exists whole); a source that
+    /// stores half precision reads it straight into its dtype.
+    fn tensor_as<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        dtype: BaseDtype,
+        device: &Device,
+    ) -> Result<Tensor<D>> {
+        let tensor = self.tensor(name, shape, device)?;
+        Ok(match dtype {
+            BaseDtype::F32 => tensor,
+            half => tensor.cast(half.float_dtype()),
+        })
+    }
 
     /// Linear weight `name` (`[out, in]`) in the quantised blocks the source stores it in,
     /// for [`Quantization::Keep`](crate::lora::Quantization::Keep): `None` where it is
@@ -59,5 +76,15 @@ impl TensorSource for Checkpoint {
         device: &Device,
     ) -> Result<Tensor<D>> {
         Checkpoint::tensor(self, name, shape, device)
+    }
+
+    fn tensor_as<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        dtype: BaseDtype,
+        device: &Device,
+    ) -> Result<Tensor<D>> {
+        Checkpoint::tensor_as(self, name, shape, dtype.dtype(), device)
     }
 }

@@ -162,3 +162,74 @@ pub fn predict_jsonl<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Vec<serde_json::V
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// Options for the tiny fixtures: their position tables hold 64 tokens, fewer than the
+/// crate's default length.
+pub fn fixture_options() -> burn_lora::models::LoadOptions {
+    burn_lora::models::LoadOptions::new(32)
+}
+
+/// A BERT-family folder's backbone through the family's `from_source` (the fixtures have
+/// no tokenizer, so not through `models::load`).
+pub fn load_bert_with(
+    dir: impl AsRef<Path>,
+    options: &burn_lora::models::LoadOptions,
+    device: &Device,
+) -> burn_lora::Result<burn_lora::models::BertModel> {
+    let dir = dir.as_ref();
+    let config = read_text(&dir.join("config.json"))?.parse()?;
+    let ckpt = burn_lora::io::Checkpoint::open(dir)?;
+    burn_lora::models::BertModel::from_source(&config, &ckpt, options, device)
+}
+
+/// [`load_bert_with`] at [`fixture_options`].
+pub fn load_bert(
+    dir: impl AsRef<Path>,
+    device: &Device,
+) -> burn_lora::Result<burn_lora::models::BertModel> {
+    load_bert_with(dir, &fixture_options(), device)
+}
+
+/// A Llama-family folder's backbone through `from_source`.
+pub fn load_llama_with(
+    dir: impl AsRef<Path>,
+    options: &burn_lora::models::LoadOptions,
+    device: &Device,
+) -> burn_lora::Result<burn_lora::models::LlamaModel> {
+    let dir = dir.as_ref();
+    let config = read_text(&dir.join("config.json"))?.parse()?;
+    let ckpt = burn_lora::io::Checkpoint::open(dir)?;
+    burn_lora::models::LlamaModel::from_source(&config, &ckpt, options, device)
+}
+
+/// [`load_llama_with`] at [`fixture_options`].
+pub fn load_llama(
+    dir: impl AsRef<Path>,
+    device: &Device,
+) -> burn_lora::Result<burn_lora::models::LlamaModel> {
+    load_llama_with(dir, &fixture_options(), device)
+}
+
+/// A GGUF file's backbone through `from_source`.
+pub fn load_gguf_with(
+    path: impl AsRef<Path>,
+    options: &burn_lora::models::LoadOptions,
+    device: &Device,
+) -> burn_lora::Result<burn_lora::models::LlamaModel> {
+    let file = burn_lora::io::gguf::GgufFile::open(path)?;
+    let config = burn_lora::models::LlamaConfig::try_from(&file)?;
+    let weights = burn_lora::models::GgufWeights::new(&file, &config);
+    burn_lora::models::LlamaModel::from_source(&config, &weights, options, device)
+}
+
+/// [`load_gguf_with`] at [`fixture_options`].
+pub fn load_gguf(
+    path: impl AsRef<Path>,
+    device: &Device,
+) -> burn_lora::Result<burn_lora::models::LlamaModel> {
+    load_gguf_with(path, &fixture_options(), device)
+}
+
+fn read_text(path: &Path) -> burn_lora::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| burn_lora::Error::io(path, e))
+}
