@@ -197,6 +197,51 @@ fn matmul_packed_matches_a_dense_product_with_gradient() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
+/// `x·f32(w)` for a half-precision frozen `w`: the product and the input gradient of the
+/// f32 product on the rounded weight; a weight that needs a gradient still gets one.
+#[test]
+fn matmul_cast_matches_the_f32_product_with_gradient() {
+    let _seeded = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = flex_autodiff();
+    device.seed(7);
+    let normal = Distribution::Normal(0.0, 1.0);
+    let (m, k, n) = (40, 24, 16);
+    for dtype in [
+        burn::tensor::FloatDType::F16,
+        burn::tensor::FloatDType::BF16,
+    ] {
+        let w = Tensor::<2>::random([k, n], normal, &device).cast(dtype);
+        let w32 = w.clone().inner().cast(burn::tensor::FloatDType::F32);
+        let x = Tensor::<2>::random([m, k], normal, &device).require_grad();
+        let g = Tensor::<2>::random([m, n], normal, &device);
+        let y = nn::matmul_cast(x.clone(), w.clone());
+        let grads = (y.clone() * g.clone()).sum().backward();
+        let dx = x.grad(&grads).expect("x is tracked");
+        let y_ref = x.clone().inner().matmul(w32.clone());
+        let dx_ref = g.clone().inner().matmul(w32.transpose());
+        assert!(max_abs_diff(&values(y), &values(y_ref)) < 1e-4, "{dtype:?}");
+        assert!(
+            max_abs_diff(&values(dx), &values(dx_ref)) < 1e-4,
+            "{dtype:?}"
+        );
+
+        // A tracked weight is differentiated too (burn's cast and product).
+        let w = w.require_grad();
+        let y = nn::matmul_cast(x.clone(), w.clone());
+        let grads = (y * g.clone()).sum().backward();
+        let dw = w.grad(&grads).expect("w is tracked");
+        let dw_ref = x.clone().inner().transpose().matmul(g.inner());
+        let dw = dw.cast(burn::tensor::FloatDType::F32);
+        let scale = values(dw_ref.clone())
+            .iter()
+            .fold(0f32, |a, v| a.max(v.abs()));
+        assert!(
+            max_abs_diff(&values(dw), &values(dw_ref)) <= 1e-2 * scale,
+            "{dtype:?}"
+        );
+    }
+}
+
 #[test]
 fn matmul_scaled_matches_burn_with_gradients() {
     let _seeded = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());

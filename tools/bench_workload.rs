@@ -114,6 +114,7 @@ struct Args {
     targets_spec: String,
     dora: bool,
     gradient_checkpointing: bool,
+    base_dtype: burn_lora::lora::BaseDtype,
 }
 
 impl Args {
@@ -141,6 +142,10 @@ impl Args {
                     "gradient-checkpointing",
                     "train on burn's checkpointing autodiff device",
                 ),
+                args::value(
+                    "base-dtype",
+                    "storage of the frozen linears and embeddings: f32, f16, bf16 (default f32)",
+                ),
             ],
         );
         let targets_spec = a.get_or("targets", "peft".to_string());
@@ -155,6 +160,7 @@ impl Args {
             targets_spec: targets_spec.trim().to_string(),
             dora: a.flag("dora"),
             gradient_checkpointing: a.flag("gradient-checkpointing"),
+            base_dtype: a.get_or("base-dtype", burn_lora::lora::BaseDtype::F32),
         }
     }
 }
@@ -208,7 +214,7 @@ fn run() -> Result<()> {
         .unwrap_or(1);
     let backbone = burn_lora::models::load(
         &workload.model,
-        &burn_lora::models::LoadOptions::new(longest),
+        &burn_lora::models::LoadOptions::new(longest).dtype(args.base_dtype),
         model_device,
     )?
     .backbone;
@@ -295,6 +301,7 @@ fn bench<B: Backbone>(
             "blas": burn_lora::nn::blas_library(),
             "rank": args.rank, "alpha": args.alpha, "targets": args.targets_spec,
             "dora": args.dora, "gradient_checkpointing": args.gradient_checkpointing,
+            "base_dtype": args.base_dtype.to_string(),
         })
     );
     Ok(())

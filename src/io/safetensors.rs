@@ -67,6 +67,28 @@ impl SafetensorsFile {
         })
     }
 
+    /// Drop `name`'s pages from this process's resident memory once its values are copied
+    /// out: loading a model then never holds the file and the model at once (the pages stay
+    /// in the OS's page cache; a later read maps them again).
+    fn release(&self, name: &str) {
+        #[cfg(unix)]
+        if let Some(info) = self.metadata.info(name) {
+            let (start, end) = info.data_offsets;
+            // SAFETY: the map is a read-only shared mapping of a file this crate never
+            // writes: MADV_DONTNEED only unmaps pages, and the next access reads the same
+            // bytes back from the file. A failure only leaves the pages resident.
+            let _ = unsafe {
+                self.mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    self.data_start + start,
+                    end - start,
+                )
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = name;
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -111,7 +133,9 @@ impl SafetensorsFile {
                 });
             }
         };
-        Ok((values, view.shape().to_vec()))
+        let shape = view.shape().to_vec();
+        self.release(name);
+        Ok((values, shape))
     }
 
     /// Read an integer tensor (`I64`, `I32`, `U32`) as i64 values and its shape.
@@ -211,6 +235,7 @@ impl SafetensorsFile {
                 });
             }
         };
+        self.release(name);
         Ok(Tensor::from_data(data, (device, dtype)))
     }
 

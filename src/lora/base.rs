@@ -216,7 +216,18 @@ impl FrozenBase for DenseBase {
     }
 
     fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear_rows(x, self.weight_f32(), self.bias.as_ref().map(|b| b.val()))
+        let (weight, bias) = (self.weight.val(), self.bias.as_ref().map(|b| b.val()));
+        if weight.dtype() == DType::F32 {
+            return linear_rows(x, weight, bias);
+        }
+        // Half precision: cast inside the product, and again in its backward.
+        over_rows(x, self.out_features(), |rows| {
+            let y = crate::nn::matmul_cast(rows, weight);
+            match bias {
+                Some(bias) => y + bias.unsqueeze::<2>(),
+                None => y,
+            }
+        })
     }
 
     fn weight_out_in(&self) -> Tensor<2> {

@@ -612,6 +612,14 @@ impl LlamaModel {
                 config.rms_norm_eps,
             ))
         };
+        // The largest tensor first, while little else is resident: its transient copies
+        // then never add to a nearly whole model's memory.
+        let embed = FrozenEmbedding::new(ckpt.tensor_as::<2>(
+            &format!("{prefix}embed_tokens.weight"),
+            [config.vocab_size, h],
+            options.dtype,
+            device,
+        )?);
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("layers.{i}");
@@ -668,12 +676,7 @@ impl LlamaModel {
                 detail: "neither pad_token_id nor eos_token_id is set: no padding id".into(),
             })?;
         let model = LlamaModel {
-            embed: FrozenEmbedding::new(ckpt.tensor_as::<2>(
-                &format!("{prefix}embed_tokens.weight"),
-                [config.vocab_size, h],
-                options.dtype,
-                device,
-            )?),
+            embed,
             layers,
             norm: norm("norm", h)?,
             lm_head,

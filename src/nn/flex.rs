@@ -13,7 +13,7 @@ use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::nn::Dropout;
-use burn::tensor::{Bytes, DType, Device, Distribution, Shape, Tensor, TensorData};
+use burn::tensor::{Bytes, DType, Device, Distribution, FloatDType, Shape, Tensor, TensorData};
 use burn_lora_kernels as kernels;
 
 use super::PackedMatrix;
@@ -87,6 +87,10 @@ pub trait FastOps: Backend {
         scale: f32,
     ) -> FloatTensor<Self> {
         Self::float_add(Self::batched_matmul(a, b, scale), bias)
+    }
+    /// `x·f32(w)` for `x [m, k]` (f32) and `w [k, n]` in half precision.
+    fn matmul_cast(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::matmul_2d(x, Self::float_cast(weight, FloatDType::F32))
     }
     /// `x·Wᵀ` for `x [m, k]` and a packed `W [n, k]`, dequantised for the product.
     fn matmul_packed(x: FloatTensor<Self>, weight: PackedMatrix) -> FloatTensor<Self> {
@@ -635,27 +639,10 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
     }
 
     fn mul_mask(x: FloatTensor<Self>, mask: FloatTensor<Self>) -> FloatTensor<Self> {
-        /// `x ⊙ mask`: the gradient is `grad ⊙ mask`, the mask a constant.
-        #[derive(Debug)]
-        struct MulMask;
-
-        impl<B: Backend + FastOps> Backward<B, 1> for MulMask {
-            type State = FloatTensor<B>;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let mask = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::mul_mask(grad, mask));
-            }
-        }
-
+        // The gradient is `grad ⊙ mask`, the mask a constant.
         let mask = mask.into_primitive();
         record!(
-            MulMask,
+            InputGrad::<B, _> { grad_of: |mask, grad| B::mul_mask(grad, mask) },
             [x],
             state: mask.clone(),
             forward: B::mul_mask(x.into_primitive(), mask),
@@ -675,31 +662,33 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         scaled_product::<B, C>(a, b, scale, Some(bias))
     }
 
-    fn matmul_packed(x: FloatTensor<Self>, weight: PackedMatrix) -> FloatTensor<Self> {
-        /// `x·Wᵀ` for a frozen packed `W`: the backward dequantises `W` again instead of
-        /// keeping the dequantised copy alive from the forward to the backward.
-        #[derive(Debug)]
-        struct PackedProduct;
-
-        impl<B: Backend + FastOps> Backward<B, 1> for PackedProduct {
-            type State = PackedMatrix;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let weight = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                    let w = weight.dequantized::<B>(&grad.device());
-                    B::matmul_2d(grad, w)
-                });
-            }
-        }
-
+    fn matmul_cast(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        // `x·f32(w)` for a frozen half-precision `w` (the public function sends a tracked
+        // one elsewhere): the state is the half-precision handle the model holds, cast again
+        // in the backward instead of an f32 copy kept alive from the forward.
+        let weight = weight.into_primitive();
         record!(
-            PackedProduct,
+            InputGrad::<B, _> {
+                grad_of: |w, grad| {
+                    B::matmul_2d(grad, B::float_transpose(B::float_cast(w, FloatDType::F32)))
+                },
+            },
+            [x],
+            state: weight.clone(),
+            forward: B::matmul_cast(x.into_primitive(), weight),
+        )
+    }
+
+    fn matmul_packed(x: FloatTensor<Self>, weight: PackedMatrix) -> FloatTensor<Self> {
+        // `x·Wᵀ` for a frozen packed `W`: the backward dequantises `W` again instead of
+        // keeping the dequantised copy alive from the forward to the backward.
+        record!(
+            InputGrad::<B, PackedMatrix> {
+                grad_of: |w, grad| {
+                    let device = grad.device();
+                    B::matmul_2d(grad, w.dequantized::<B>(&device))
+                },
+            },
             [x],
             state: weight.clone(),
             forward: B::matmul_packed(x.into_primitive(), weight),
@@ -777,20 +766,21 @@ fn product_grads<B: Backend + FastOps>(
     (dx, dw)
 }
 
-/// The backward of an element-wise `y = f(x)`: `grad · f'(x)`, from the saved input.
+/// A one-parent node whose input gradient is `grad_of(state, grad)`: element-wise ops
+/// (state: their input), a constant mask, and products with a frozen weight kept as stored
+/// (state: the packed or half-precision weight, rebuilt in the backward).
 #[derive(Debug)]
-struct ElementwiseBackward<B: Backend> {
-    derivative: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+struct InputGrad<B: Backend, S> {
+    grad_of: fn(S, FloatTensor<B>) -> FloatTensor<B>,
 }
 
-impl<B: Backend> Backward<B, 1> for ElementwiseBackward<B> {
-    // The forward's input.
-    type State = FloatTensor<B>;
+impl<B: Backend, S: Clone + Send + std::fmt::Debug + 'static> Backward<B, 1> for InputGrad<B, S> {
+    type State = S;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let x = ops.state;
+        let state = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            (self.derivative)(x, grad)
+            (self.grad_of)(state, grad)
         });
     }
 }
@@ -802,7 +792,7 @@ fn elementwise<B: Backend, C: CheckpointStrategy>(
     derivative: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
 ) -> FloatTensor<Autodiff<B, C>> {
     record!(
-        ElementwiseBackward { derivative },
+        InputGrad::<B, _> { grad_of: derivative },
         [x],
         state: x.primitive().clone(),
         forward: forward(x.into_primitive()),
@@ -848,6 +838,14 @@ pub(super) fn matmul_scaled<const D: usize>(
         Some(bias) => <Dispatch as FastOps>::batched_matmul_add(a, b, bias.into_dispatch(), scale),
         None => <Dispatch as FastOps>::batched_matmul(a, b, scale),
     })
+}
+
+/// [`super::matmul_cast`] on burn-flex.
+pub(super) fn matmul_cast(x: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as FastOps>::matmul_cast(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+    ))
 }
 
 /// [`super::matmul_packed`] on burn-flex.

@@ -17,6 +17,7 @@
 //!   one buffer, the scale inside the product, the broadcast mask pre-filled.
 //! - [`matmul_packed`]: `x·Wᵀ` for a packed (NF4, int8) frozen weight; the graph keeps the
 //!   packed handle and the backward dequantises again, so no f32 copy waits for it.
+//!   [`matmul_cast`] does the same for a half-precision (f16, bf16) frozen weight.
 //! - [`softmax_last`], [`gelu`], [`silu`]: softmax (in place over the scores, a vectorised
 //!   `exp`) and its backward `dx = y⊙g − y⊙Σ(y⊙g)` in one pass per row; GELU, SiLU and
 //!   their derivatives; all on all cores.
@@ -161,6 +162,18 @@ pub fn matmul_scaled<const D: usize>(
         Some(bias) => y + bias,
         None => y,
     }
+}
+
+/// `x·f32(w)` for `x [m, k]` and a frozen half-precision `w [k, n]` (f16, bf16), computed
+/// in f32. On burn-flex the training graph keeps the half-precision weight and casts it
+/// again in the backward, so no f32 copy of it waits from the forward to the backward;
+/// elsewhere (and for a weight that needs a gradient) burn's cast and product.
+pub fn matmul_cast(x: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
+    #[cfg(feature = "flex")]
+    if is_flex(&x.device()) && !weight.is_require_grad() {
+        return flex::matmul_cast(x, weight);
+    }
+    x.matmul(weight.cast(burn::tensor::FloatDType::F32))
 }
 
 /// `x·Wᵀ` for `x [m, k]` and a packed `W [n, k]`. On burn-flex the training graph keeps the
