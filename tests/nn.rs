@@ -197,6 +197,72 @@ fn matmul_packed_matches_a_dense_product_with_gradient() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
+/// LoRA's dropout and `A` product as one node: the same output and the same gradients for
+/// `x` and `w`, bit for bit, as dropout then the product (the node keeps `x` and the mask's
+/// seed; the backward draws the mask again).
+#[test]
+fn dropout_linear_equals_dropout_then_product() {
+    let _seeded = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = flex_autodiff();
+    let layer = DropoutConfig::new(0.3).init();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let (m, k, n) = (70, 48, 8);
+    device.seed(9);
+    let x = Tensor::<2>::random([m, k], normal, &device);
+    let w = Tensor::<2>::random([k, n], normal, &device);
+    let g = Tensor::<2>::random([m, n], normal, &device);
+    let run = |fused: bool| {
+        let (x, w) = (x.clone().require_grad(), w.clone().require_grad());
+        device.seed(11);
+        let y = if fused {
+            nn::dropout_linear(&layer, x.clone(), w.clone())
+        } else {
+            nn::linear_2d(nn::dropout(&layer, x.clone()), w.clone(), None)
+        };
+        let grads = (y.clone() * g.clone()).sum().backward();
+        let (dx, dw) = (x.grad(&grads).unwrap(), w.grad(&grads).unwrap());
+        (values(y), values(dx), values(dw))
+    };
+    let (fused, plain) = (run(true), run(false));
+    assert_eq!(fused, plain);
+    // The mask is real: some inputs were dropped (their gradient rows are partly zero).
+    assert!(fused.1.iter().filter(|v| **v == 0.0).count() > m * k / 10);
+    // Without autodiff and in evaluation: the plain product.
+    let frozen = layer.valid();
+    assert_eq!(
+        values(nn::dropout_linear(&frozen, x.clone(), w.clone())),
+        values(nn::linear_2d(x.clone(), w.clone(), None))
+    );
+}
+
+/// SwiGLU as one node (keeping `gate` and `up`, computing `SiLU(gate)` again in the
+/// backward): the values and both gradients of SiLU then `⊙`, bit for bit.
+#[test]
+fn swiglu_equals_silu_times_up() {
+    let _seeded = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = flex_autodiff();
+    device.seed(13);
+    let normal = Distribution::Normal(0.0, 2.0);
+    let gate = Tensor::<3>::random([3, 5, 40], normal, &device);
+    let up = Tensor::<3>::random([3, 5, 40], normal, &device);
+    let w = Tensor::<3>::random([3, 5, 40], normal, &device);
+    let run = |fused: bool| {
+        let (gate, up) = (gate.clone().require_grad(), up.clone().require_grad());
+        let y = if fused {
+            nn::swiglu(gate.clone(), up.clone())
+        } else {
+            nn::silu(gate.clone()) * up.clone()
+        };
+        let grads = (y.clone() * w.clone()).sum().backward();
+        let (d_gate, d_up) = (gate.grad(&grads).unwrap(), up.grad(&grads).unwrap());
+        (values(y), values(d_gate), values(d_up))
+    };
+    assert_eq!(run(true), run(false));
+    // And burn's own SiLU agrees (the reference the fast SiLU is checked against).
+    let reference = values(activation::silu(gate.clone()) * up.clone());
+    assert!(max_abs_diff(&run(true).0, &reference) < 1e-5);
+}
+
 /// `x·f32(w)` for a half-precision frozen `w`: the product and the input gradient of the
 /// f32 product on the rounded weight; a weight that needs a gradient still gets one.
 #[test]

@@ -429,10 +429,11 @@ impl LoraLinear {
             }
             Some(adapter) if adapter.enabled && !adapter.merged => {
                 let base = self.base.forward(x.clone());
-                let h = crate::nn::dropout(&adapter.dropout, x);
-                let h = linear_rows(h, adapter.a.val(), None);
-                // `base + s·(h·B)` as one product accumulating onto the base output.
                 let [rank, out] = adapter.b.dims();
+                let h = over_rows(x, rank, |rows| {
+                    crate::nn::dropout_linear(&adapter.dropout, rows, adapter.a.val())
+                });
+                // `base + s·(h·B)` as one product accumulating onto the base output.
                 over_rows(base, out, |base| {
                     let rows = base.dims()[0];
                     let h = h.reshape([rows, rank]);

@@ -131,14 +131,10 @@ pub(crate) fn parse_config<C: serde::de::DeserializeOwned>(text: &str, decoder: 
         .to_string();
     let (family, _) = model_type(&name)?;
     if family.decoder != decoder {
-        let (want, other) = if decoder {
-            ("decoder", "encoder")
-        } else {
-            ("encoder", "decoder")
-        };
+        let want = if decoder { "a decoder" } else { "an encoder" };
         return Err(Error::Unsupported {
             what: "model_type",
-            detail: format!("`{name}` is an {other}; this config describes a {want}"),
+            detail: format!("`{name}` is not {want}, which this config describes"),
         });
     }
     if let Some(fields) = value.as_object_mut() {

@@ -792,7 +792,7 @@ impl LlamaModel {
             (None, Some(gate), Some(up)) => (gate.forward(normed.clone()), up.forward(normed)),
             _ => unreachable!("the loader sets gate_up_proj or both gate_proj and up_proj"),
         };
-        let mut mlp = layer.down_proj.forward(crate::nn::silu(gate) * up);
+        let mut mlp = layer.down_proj.forward(crate::nn::swiglu(gate, up));
         if let Some(norm) = &layer.mlp_out_norm {
             mlp = norm.forward(mlp);
         }

@@ -13,7 +13,8 @@ use crate::io::gguf::GgufFile;
 use crate::lora::{BaseDtype, Quantization};
 use crate::tokenize::TextTokenizer;
 
-/// How to build a backbone: truncation length, packing and storage of the frozen linears.
+/// How to build a backbone: truncation length, and how the frozen weights are stored
+/// (packed, or dense in f32/f16/bf16).
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct LoadOptions {
@@ -54,7 +55,7 @@ impl LoadOptions {
         self
     }
 
-    /// With dense frozen linears stored as `dtype`.
+    /// With dense frozen linears and embedding tables stored as `dtype`.
     pub fn dtype(mut self, dtype: BaseDtype) -> Self {
         self.dtype = dtype;
         self

@@ -47,6 +47,10 @@ pub trait FastOps: Backend {
     fn silu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         silu_backward_composed::<Self>(x, grad)
     }
+    /// SwiGLU's `SiLU(gate) ⊙ up` (same shapes).
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_mul(Self::silu(gate), up)
+    }
     /// `x·w` for `x [m, k]` and `w [k, n]`.
     fn matmul_2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_matmul(x, weight)
@@ -69,9 +73,20 @@ pub trait FastOps: Backend {
     ) -> FloatTensor<Self> {
         Self::float_add(base, scaled::<Self>(Self::float_matmul(h, b), scale))
     }
-    /// `x ⊙ mask` for a constant `mask` of `x`'s shape (a dropout keep-mask).
-    fn mul_mask(x: FloatTensor<Self>, mask: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::float_mul(x, mask)
+    /// `x ⊙ m` for the inverted-dropout keep-mask `m` that `seed` draws
+    /// ([`kernels::keep_mask`]).
+    fn dropout_seeded(x: FloatTensor<Self>, keep: f64, seed: u64) -> FloatTensor<Self> {
+        dropout_composed::<Self>(x, keep, seed)
+    }
+    /// `(x ⊙ m)·w` for `x [m, k]`, `w [k, n]` and the keep-mask `m` that `seed` draws
+    /// (LoRA's dropout followed by its `A` product).
+    fn dropout_matmul(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        keep: f64,
+        seed: u64,
+    ) -> FloatTensor<Self> {
+        Self::matmul_2d(Self::dropout_seeded(x, keep, seed), weight)
     }
     /// `scale·(a·b)` over the last two dimensions of `a [.., m, k]` and `b [.., k, n]`
     /// (same leading dimensions).
@@ -104,6 +119,14 @@ impl PackedMatrix {
     fn dequantized<B: Backend>(&self, device: &B::Device) -> FloatTensor<B> {
         B::float_from_data(self.data(), device)
     }
+}
+
+/// `x ⊙ keep_mask(seed)` from the backend's own ops (the mask built on the host).
+fn dropout_composed<B: Backend>(x: FloatTensor<B>, keep: f64, seed: u64) -> FloatTensor<B> {
+    let shape = x.shape();
+    let mask = kernels::keep_mask(shape.num_elements(), keep, seed);
+    let mask = B::float_from_data(TensorData::new(mask, shape), &x.device());
+    B::float_mul(x, mask)
 }
 
 /// `y + bias` for `y [m, n]` and `bias [n]`, from the backend's own ops.
@@ -391,11 +414,14 @@ impl FastOps for Flex {
         })
     }
 
-    fn mul_mask(x: FlexTensor, mask: FlexTensor) -> FlexTensor {
-        if x.layout().shape() != mask.layout().shape() {
-            return Flex::float_mul(x, mask);
+    fn dropout_seeded(x: FlexTensor, keep: f64, seed: u64) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            return dropout_composed::<Flex>(x, keep, seed);
         }
-        binary_f32(x, mask, kernels::mul, Flex::float_mul)
+        // Fused: the mask is never in memory.
+        let contiguous = x.to_contiguous();
+        let values = contiguous.as_slice::<f32>().expect("contiguous f32");
+        shaped_like(&x, kernels::apply_keep_mask(values, keep, seed))
     }
 
     fn batched_matmul(a: FlexTensor, b: FlexTensor, scale: f32) -> FlexTensor {
@@ -521,6 +547,43 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         elementwise::<B, C>(x, B::silu, B::silu_backward)
     }
 
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        /// `SiLU(gate) ⊙ up`: the node keeps `gate` and `up`, not `SiLU(gate)`, which the
+        /// backward computes again (`d up = grad ⊙ SiLU(gate)`,
+        /// `d gate = SiLU'(gate) ⊙ grad ⊙ up`).
+        #[derive(Debug)]
+        struct SwiGlu;
+
+        impl<B: Backend + FastOps> Backward<B, 2> for SwiGlu {
+            type State = (FloatTensor<B>, FloatTensor<B>);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let [node_gate, node_up] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (gate, up) = ops.state;
+                let d_up = node_up
+                    .is_some()
+                    .then(|| B::float_mul(grad.clone(), B::silu(gate.clone())));
+                let d_gate = node_gate
+                    .is_some()
+                    .then(|| B::silu_backward(gate, B::float_mul(grad, up)));
+                register_grads!(grads, (node_gate, d_gate), (node_up, d_up));
+            }
+        }
+
+        record!(
+            SwiGlu,
+            [gate, up],
+            state: (gate.primitive().clone(), up.primitive().clone()),
+            forward: B::swiglu(gate.into_primitive(), up.into_primitive()),
+        )
+    }
+
     fn matmul_2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         /// `x·w`: the backward needs `w` for `x`'s gradient and `x` for `w`'s.
         #[derive(Debug)]
@@ -638,14 +701,16 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         )
     }
 
-    fn mul_mask(x: FloatTensor<Self>, mask: FloatTensor<Self>) -> FloatTensor<Self> {
-        // The gradient is `grad ⊙ mask`, the mask a constant.
-        let mask = mask.into_primitive();
+    fn dropout_seeded(x: FloatTensor<Self>, keep: f64, seed: u64) -> FloatTensor<Self> {
+        // The gradient is `grad ⊙ m`: the node keeps the seed, and the backward draws the
+        // mask again, so no mask of the input's size waits for the backward.
         record!(
-            InputGrad::<B, _> { grad_of: |mask, grad| B::mul_mask(grad, mask) },
+            InputGrad::<B, (f64, u64)> {
+                grad_of: |(keep, seed), grad| B::dropout_seeded(grad, keep, seed),
+            },
             [x],
-            state: mask.clone(),
-            forward: B::mul_mask(x.into_primitive(), mask),
+            state: (keep, seed),
+            forward: B::dropout_seeded(x.into_primitive(), keep, seed),
         )
     }
 
@@ -660,6 +725,50 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         scale: f32,
     ) -> FloatTensor<Self> {
         scaled_product::<B, C>(a, b, scale, Some(bias))
+    }
+
+    fn dropout_matmul(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        keep: f64,
+        seed: u64,
+    ) -> FloatTensor<Self> {
+        /// `(x ⊙ m)·w`: the node keeps `x` (which the layer's other products share) and the
+        /// mask's seed, not the dropped-out copy of `x`; the backward draws the mask again.
+        #[derive(Debug)]
+        struct DropoutProduct;
+
+        impl<B: Backend + FastOps> Backward<B, 2> for DropoutProduct {
+            type State = (Operands<B>, f64, u64);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let [node_x, node_w] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let ((x, w), keep, seed) = ops.state;
+                // dx = (grad·wᵀ) ⊙ m; dw = (x ⊙ m)ᵀ·grad.
+                let dx = w.map(|w| {
+                    let dh = B::matmul_2d(grad.clone(), B::float_transpose(w));
+                    B::dropout_seeded(dh, keep, seed)
+                });
+                let dw = x.map(|x| {
+                    let h = B::dropout_seeded(x, keep, seed);
+                    B::matmul_2d(B::float_transpose(h), grad)
+                });
+                register_grads!(grads, (node_x, dx), (node_w, dw));
+            }
+        }
+
+        record!(
+            DropoutProduct,
+            [x, weight],
+            state: (operands::<B, C>(&x, &weight), keep, seed),
+            forward: B::dropout_matmul(x.into_primitive(), weight.into_primitive(), keep, seed),
+        )
     }
 
     fn matmul_cast(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -815,6 +924,17 @@ pub(super) fn linear_2d(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>
     })
 }
 
+/// [`super::dropout_linear`] on burn-flex, while the dropout is active.
+pub(super) fn dropout_linear(layer: &Dropout, x: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
+    let seed = draw_seed(&x.device());
+    Tensor::from_dispatch(<Dispatch as FastOps>::dropout_matmul(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        1.0 - layer.prob,
+        seed,
+    ))
+}
+
 /// [`super::add_product`] on burn-flex.
 pub(super) fn add_product(base: Tensor<2>, h: Tensor<2>, b: Tensor<2>, scale: f32) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as FastOps>::add_product(
@@ -866,16 +986,21 @@ pub(super) fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FastOps>::silu(x.into_dispatch()))
 }
 
+/// [`super::swiglu`] on burn-flex.
+pub(super) fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as FastOps>::swiglu(
+        gate.into_dispatch(),
+        up.into_dispatch(),
+    ))
+}
+
 /// [`super::dropout`] on burn-flex, while it is active: the keep-mask drawn on all cores.
 pub(super) fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
-    let device = x.device();
-    let keep = 1.0 - layer.prob;
-    let shape = x.shape();
-    let mask = kernels::keep_mask(shape.num_elements(), keep, draw_seed(&device));
-    let mask = Tensor::<D>::from_data(TensorData::new(mask, shape), &device);
-    Tensor::from_dispatch(<Dispatch as FastOps>::mul_mask(
+    let seed = draw_seed(&x.device());
+    Tensor::from_dispatch(<Dispatch as FastOps>::dropout_seeded(
         x.into_dispatch(),
-        mask.into_dispatch(),
+        1.0 - layer.prob,
+        seed,
     ))
 }
 

@@ -23,7 +23,8 @@
 //!   their derivatives; all on all cores.
 //! - [`dropout`] draws its keep-mask from a counter-based generator on all cores, seeded by
 //!   one draw from the device's seeded generator, so runs stay reproducible, and applies it
-//!   (and its gradient) on all cores.
+//!   as it draws it; the training graph keeps only the seed, and the backward draws the
+//!   mask again for the gradient (no input-sized mask waits from forward to backward).
 //!
 //! Only burn-flex takes these paths (the `flex` feature; they live in the private module
 //! `flex`); other backends (GPUs, where burn fuses element-wise work itself), and every
@@ -125,6 +126,18 @@ pub fn linear_2d(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Te
     burn::tensor::module::linear(x, weight, bias)
 }
 
+/// `dropout(x)·w` for `x [m, k]` and `w [k, n]` (LoRA's dropout and `A` product). On
+/// burn-flex, while the dropout is active, one differentiable node that keeps `x` and the
+/// mask's seed rather than the dropped-out copy of `x` (the backward draws the mask again):
+/// the same values and gradients as [`dropout`] then [`linear_2d`], bit for bit.
+pub fn dropout_linear(layer: &Dropout, x: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
+    #[cfg(feature = "flex")]
+    if is_flex(&x.device()) && dropout_is_active(layer, &x.device()) {
+        return flex::dropout_linear(layer, x, weight);
+    }
+    linear_2d(dropout(layer, x), weight, None)
+}
+
 /// `base + scale·(h·b)` for `base [m, n]`, `h [m, r]`, `b [r, n]`: LoRA's update added onto
 /// the frozen layer's output. On burn-flex one differentiable node in which gemm accumulates
 /// onto `base`'s buffer (no separate product, scaling and addition passes); burn's ops
@@ -205,6 +218,18 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return flex::silu(x);
     }
     burn::tensor::activation::silu(x)
+}
+
+/// SwiGLU's `SiLU(gate) ⊙ up` (Llama's MLP): on burn-flex one differentiable node that keeps
+/// `gate` and `up` and computes `SiLU(gate)` again in the backward (no third tensor of the
+/// MLP's width waits for it), the same values and gradients as [`silu`] then `⊙`; burn's
+/// ops elsewhere.
+pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if is_flex(&gate.device()) && gate.dims() == up.dims() {
+        return flex::swiglu(gate, up);
+    }
+    silu(gate) * up
 }
 
 /// Whether [`dropout`] changes its input on `device`: training (an autodiff device, the

@@ -362,16 +362,29 @@ fn splitmix64(mut z: u64) -> u64 {
 /// Element `i` depends only on `(seed, i)` (SplitMix64 over a counter, two 32-bit draws per
 /// hash), so the mask is the same however the work is split across threads.
 pub fn keep_mask(n: usize, keep: f64, seed: u64) -> Vec<f32> {
+    masked(n, keep, seed, |_, m| m)
+}
+
+/// `x ⊙ keep_mask(x.len(), keep, seed)`, bit for bit, without the mask in memory: a
+/// dropout's forward, and its backward on the gradient (the mask drawn again from its seed
+/// instead of kept from the forward).
+pub fn apply_keep_mask(x: &[f32], keep: f64, seed: u64) -> Vec<f32> {
+    masked(x.len(), keep, seed, |i, m| x[i] * m)
+}
+
+/// `n` values `value(i, mᵢ)` for the keep-mask values `mᵢ` of [`keep_mask`].
+fn masked(n: usize, keep: f64, seed: u64, value: impl Fn(usize, f32) -> f32 + Sync) -> Vec<f32> {
     let threshold = (keep * 4_294_967_296.0) as u64; // keep · 2³²
     let scale = (1.0 / keep) as f32;
     fill_parallel(n, CHUNK, |c, chunk| {
-        let base = (c * CHUNK / 2) as u64;
+        let (base, start) = ((c * CHUNK / 2) as u64, c * CHUNK);
         for (j, pair) in chunk.chunks_mut(2).enumerate() {
             let counter = base + j as u64 + 1;
             let bits = splitmix64(seed.wrapping_add(counter.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-            for (k, m) in pair.iter_mut().enumerate() {
+            for (k, out) in pair.iter_mut().enumerate() {
                 let draw = (bits >> (32 * k)) & 0xFFFF_FFFF;
-                m.write(if draw < threshold { scale } else { 0.0 });
+                let m = if draw < threshold { scale } else { 0.0 };
+                out.write(value(start + 2 * j + k, m));
             }
         }
     })
@@ -380,6 +393,27 @@ pub fn keep_mask(n: usize, keep: f64, seed: u64) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn applying_the_mask_equals_multiplying_by_it() {
+        // Across chunk boundaries, an odd length, and values whose product with 0 is -0 or
+        // NaN: the same bits as `x * mask`.
+        let n = CHUNK * 2 + 7;
+        let mut x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        x[1] = f32::NAN;
+        x[2] = f32::INFINITY;
+        let mask = keep_mask(n, 0.7, 11);
+        let want: Vec<u32> = x
+            .iter()
+            .zip(&mask)
+            .map(|(a, m)| (a * m).to_bits())
+            .collect();
+        let got: Vec<u32> = apply_keep_mask(&x, 0.7, 11)
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn keep_mask_keeps_the_requested_fraction_scaled() {
