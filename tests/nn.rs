@@ -199,7 +199,7 @@ fn matmul_packed_matches_a_dense_product_with_gradient() {
 
 /// LoRA's dropout and `A` product as one node: the same output and the same gradients for
 /// `x` and `w`, bit for bit, as dropout then the product (the node keeps `x` and the mask's
-/// seed; the backward draws the mask again).
+/// bits, not the dropped-out copy of `x`).
 #[test]
 fn dropout_linear_equals_dropout_then_product() {
     let _seeded = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
@@ -410,4 +410,48 @@ fn add_product_matches_burn_with_gradients() {
         let _ = nn::add_product(plain.clone(), h.clone().inner(), b.clone().inner(), 0.75);
         assert_eq!(values(plain), before);
     }
+}
+
+/// Under burn's gradient checkpointing the nodes that may be recomputed (GELU, SiLU,
+/// SwiGLU, dropout) give their outputs again in the backward, from parents kept or
+/// recomputed themselves: the same values and gradients, bit for bit, as on the plain
+/// autodiff device, through every node kind of `nn`.
+#[test]
+fn gradient_checkpointing_recomputes_the_same_bits() {
+    let _seeded = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let run = |device: Device| {
+        device.seed(21);
+        let normal = Distribution::Normal(0.0, 1.0);
+        let drop = DropoutConfig::new(0.2).init();
+        let x = Tensor::<2>::random([24, 16], normal, &device).require_grad();
+        let w1 = Tensor::<2>::random([16, 32], normal, &device);
+        let b1 = Tensor::<1>::random([32], normal, &device);
+        let a = Tensor::<2>::random([16, 4], normal, &device).require_grad();
+        let b = Tensor::<2>::random([4, 32], normal, &device).require_grad();
+        let w2 = Tensor::<2>::random([32, 16], normal, &device).require_grad();
+        let g = Tensor::<4>::random([2, 2, 6, 16], normal, &device);
+        // A frozen linear with a LoRA update, two activations, a gated product, dropout,
+        // a tracked linear, then attention with dropout on its probabilities.
+        let h = nn::linear_2d(x.clone(), w1, Some(b1));
+        let h = nn::add_product(
+            h,
+            nn::dropout_linear(&drop, x.clone(), a.clone()),
+            b.clone(),
+            0.5,
+        );
+        let h = nn::swiglu(nn::gelu(h.clone()), nn::silu(h));
+        let h = nn::dropout(&drop, h);
+        let y = nn::linear_2d(h, w2.clone(), None).reshape([2, 2, 6, 16]);
+        let bias = Tensor::<4>::zeros([2, 1, 1, 6], &device);
+        let out = nn::attention(y.clone(), y.clone() * 0.5, y, bias, Some(&drop));
+        let grads = (out.clone() * g).sum().backward();
+        let grad = |t: &Tensor<2>| values(t.grad(&grads).expect("tracked"));
+        (values(out), grad(&x), grad(&a), grad(&b), grad(&w2))
+    };
+    let plain = run(flex_autodiff());
+    let checkpointing = run(flex_autodiff().gradient_checkpointing());
+    assert_eq!(plain, checkpointing);
+    // Dropout was active: some of x's gradient passed through dropped places only.
+    assert!(plain.1.iter().all(|v| v.is_finite()));
+    assert!(plain.2.iter().any(|v| *v != 0.0));
 }

@@ -727,3 +727,50 @@ fn loraplus_groups_match_peft() {
         );
     }
 }
+
+/// `TrainConfig::gradient_checkpointing` (burn's checkpointing autodiff device: the nodes
+/// that may be recomputed give their outputs again in the backward) trains to the same
+/// losses and weights as the plain autodiff device, dropout on everywhere (tiny-bert's own
+/// 0.1 hidden and attention dropout, LoRA dropout 0.1, head dropout 0.1), same seed. The
+/// issue asked for the same loss curve to 1e-5; the recomputation is the same arithmetic,
+/// so the bits agree.
+#[test]
+fn gradient_checkpointing_trains_the_same() {
+    let _rng = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lora = LoraConfig::new(4, 8.0, &["query", "value", "dense"]);
+    lora.lora_dropout = 0.1;
+    let (train, valid) = (synthetic(48, 21), synthetic(16, 22));
+    let device = device();
+    let run = |gradient_checkpointing: bool| {
+        let config = config(2).with_gradient_checkpointing(gradient_checkpointing);
+        let train_device = config.train_device(&device);
+        device.seed(3);
+        let backbone = load_bert(fixture("tiny-bert"), &train_device).unwrap();
+        let mut model =
+            MultiLabelClassifier::new(backbone, 3, Pooling::Mean, 0.1, &train_device).unwrap();
+        inject_adapters(&mut model, &lora, &train_device).unwrap();
+        let mut trainer = Trainer::new(model, MultiLabelLoss::new(LossKind::Bce), config, None);
+        let state = trainer.fit(&train, &valid, &device, None).unwrap();
+        (
+            state.step,
+            state.last_loss,
+            trainable_by_kind(trainer.model()),
+        )
+    };
+    let (plain, checkpointing) = (run(false), run(true));
+    assert_eq!(plain.0, 12, "6 steps per epoch, 2 epochs");
+    assert_eq!(plain.0, checkpointing.0);
+    assert!(
+        (plain.1 - checkpointing.1).abs() <= 1e-5,
+        "last loss {} vs {}",
+        plain.1,
+        checkpointing.1
+    );
+    assert_eq!(plain.2.len(), checkpointing.2.len());
+    for ((kind, a), (_, b)) in plain.2.iter().zip(&checkpointing.2) {
+        let diff = common::max_abs_diff(a, b);
+        assert!(diff <= 1e-5, "{kind} differs by {diff}");
+    }
+    // Training moved the adapters (B starts at zero).
+    assert!(plain.2["lora_B"].iter().any(|v| *v != 0.0));
+}

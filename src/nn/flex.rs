@@ -4,10 +4,13 @@
 //! here), and the `Tensor`-level entry points the public functions of [`super`] call on a
 //! burn-flex device.
 
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::retro_forward::RetroForward;
+use burn::backend::autodiff::checkpoint::state::BackwardStates;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, OpsPrep, Tracked, unary};
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
@@ -15,6 +18,7 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::nn::Dropout;
 use burn::tensor::{Bytes, DType, Device, Distribution, FloatDType, Shape, Tensor, TensorData};
 use burn_lora_kernels as kernels;
+use kernels::dropout::KeepMask;
 
 use super::PackedMatrix;
 
@@ -73,20 +77,18 @@ pub trait FastOps: Backend {
     ) -> FloatTensor<Self> {
         Self::float_add(base, scaled::<Self>(Self::float_matmul(h, b), scale))
     }
-    /// `x ⊙ m` for the inverted-dropout keep-mask `m` that `seed` draws
-    /// ([`kernels::keep_mask`]).
-    fn dropout_seeded(x: FloatTensor<Self>, keep: f64, seed: u64) -> FloatTensor<Self> {
-        dropout_composed::<Self>(x, keep, seed)
+    /// `x ⊙ m` for an inverted-dropout keep-mask `m` over `x`'s elements (row-major).
+    fn dropout_masked(x: FloatTensor<Self>, mask: KeepMask) -> FloatTensor<Self> {
+        dropout_composed::<Self>(x, &mask)
     }
-    /// `(x ⊙ m)·w` for `x [m, k]`, `w [k, n]` and the keep-mask `m` that `seed` draws
-    /// (LoRA's dropout followed by its `A` product).
+    /// `(x ⊙ m)·w` for `x [m, k]`, `w [k, n]` and a keep-mask `m` over `x` (LoRA's dropout
+    /// followed by its `A` product).
     fn dropout_matmul(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        keep: f64,
-        seed: u64,
+        mask: KeepMask,
     ) -> FloatTensor<Self> {
-        Self::matmul_2d(Self::dropout_seeded(x, keep, seed), weight)
+        Self::matmul_2d(Self::dropout_masked(x, mask), weight)
     }
     /// `scale·(a·b)` over the last two dimensions of `a [.., m, k]` and `b [.., k, n]`
     /// (same leading dimensions).
@@ -121,11 +123,10 @@ impl PackedMatrix {
     }
 }
 
-/// `x ⊙ keep_mask(seed)` from the backend's own ops (the mask built on the host).
-fn dropout_composed<B: Backend>(x: FloatTensor<B>, keep: f64, seed: u64) -> FloatTensor<B> {
-    let shape = x.shape();
-    let mask = kernels::keep_mask(shape.num_elements(), keep, seed);
-    let mask = B::float_from_data(TensorData::new(mask, shape), &x.device());
+/// `x ⊙ m` from the backend's own ops (the mask's values built on the host).
+fn dropout_composed<B: Backend>(x: FloatTensor<B>, mask: &KeepMask) -> FloatTensor<B> {
+    let mask = TensorData::new(mask.values(), x.shape());
+    let mask = B::float_from_data(mask, &x.device());
     B::float_mul(x, mask)
 }
 
@@ -414,14 +415,13 @@ impl FastOps for Flex {
         })
     }
 
-    fn dropout_seeded(x: FlexTensor, keep: f64, seed: u64) -> FlexTensor {
+    fn dropout_masked(x: FlexTensor, mask: KeepMask) -> FlexTensor {
         if x.dtype() != DType::F32 {
-            return dropout_composed::<Flex>(x, keep, seed);
+            return dropout_composed::<Flex>(x, &mask);
         }
-        // Fused: the mask is never in memory.
         let contiguous = x.to_contiguous();
         let values = contiguous.as_slice::<f32>().expect("contiguous f32");
-        shaped_like(&x, kernels::apply_keep_mask(values, keep, seed))
+        shaped_like(&x, mask.apply(values))
     }
 
     fn batched_matmul(a: FlexTensor, b: FlexTensor, scale: f32) -> FlexTensor {
@@ -483,23 +483,46 @@ macro_rules! register_grads {
     };
 }
 
-/// Record `$forward` (an expression over the inner backend's tensors) as one compute-bound
-/// node `$op` over the given autodiff parents, keeping `$state` (evaluated before the
-/// forward, and only when a parent is tracked) for its backward. Compute-bound: the output
-/// is kept, not recomputed, under gradient checkpointing.
-macro_rules! record {
-    ($op:expr, [$($parent:expr),+ $(,)?], state: $state:expr, forward: $forward:expr $(,)?) => {
-        match $op
-            .prepare::<C>([$($parent.node()),+])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
+/// Finish a prepared node: its output `$forward` (an expression over the inner backend's
+/// tensors), and, when a parent is tracked, the state `$state` its backward reads, evaluated
+/// before the forward with `$prep` at hand to checkpoint tensors.
+macro_rules! finish {
+    ($prepared:expr, |$prep:ident| $state:expr, forward: $forward:expr $(,)?) => {
+        match $prepared {
+            #[allow(unused_mut)]
+            OpsKind::Tracked(mut $prep) => {
                 let state = $state;
-                prep.finish(state, $forward)
+                $prep.finish(state, $forward)
             }
             OpsKind::UnTracked(prep) => prep.finish($forward),
         }
+    };
+}
+
+/// Record one compute-bound node `$op` over the given autodiff parents (see [`finish!`]):
+/// under gradient checkpointing its output is kept, never computed again.
+macro_rules! record {
+    ($op:expr, [$($parent:ident),+], $($rest:tt)+) => {
+        finish!(
+            $op.prepare::<C>([$($parent.node()),+]).compute_bound().stateful(),
+            $($rest)+
+        )
+    };
+}
+
+/// Record one memory-bound node `$op` (see [`finish!`]): under gradient checkpointing a
+/// later node that asks for its output gets it computed again by `$retro` (a
+/// [`Recompute`]) from the parents, instead of kept from the forward.
+macro_rules! record_recomputable {
+    ($op:expr, [$($parent:ident),+], retro: $retro:expr, $($rest:tt)+) => {
+        finish!(
+            $op.prepare::<C>([$($parent.node()),+])
+                .memory_bound()
+                .retro_forward($retro)
+                .parents([$(&$parent),+])
+                .stateful(),
+            $($rest)+
+        )
     };
 }
 
@@ -555,17 +578,19 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         struct SwiGlu;
 
         impl<B: Backend + FastOps> Backward<B, 2> for SwiGlu {
-            type State = (FloatTensor<B>, FloatTensor<B>);
+            type State = (NodeId, NodeId);
 
             fn backward(
                 self,
                 ops: Ops<Self::State, 2>,
                 grads: &mut Gradients,
-                _: &mut Checkpointer,
+                checkpointer: &mut Checkpointer,
             ) {
                 let [node_gate, node_up] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
                 let (gate, up) = ops.state;
+                let gate: FloatTensor<B> = checkpointer.retrieve_node_output(gate);
+                let up: FloatTensor<B> = checkpointer.retrieve_node_output(up);
                 let d_up = node_up
                     .is_some()
                     .then(|| B::float_mul(grad.clone(), B::silu(gate.clone())));
@@ -576,10 +601,13 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
             }
         }
 
-        record!(
+        record_recomputable!(
             SwiGlu,
             [gate, up],
-            state: (gate.primitive().clone(), up.primitive().clone()),
+            retro: Recompute::<B, (), 2>::new([gate.id(), up.id()], (), |_, [gate, up]| {
+                B::swiglu(gate, up)
+            }),
+            |prep| (prep.checkpoint(&gate), prep.checkpoint(&up)),
             forward: B::swiglu(gate.into_primitive(), up.into_primitive()),
         )
     }
@@ -590,17 +618,17 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         struct Product;
 
         impl<B: Backend + FastOps> Backward<B, 2> for Product {
-            type State = Operands<B>;
+            type State = Operands;
 
             fn backward(
                 self,
                 ops: Ops<Self::State, 2>,
                 grads: &mut Gradients,
-                _: &mut Checkpointer,
+                checkpointer: &mut Checkpointer,
             ) {
                 let [node_x, node_w] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
-                let (dx, dw) = product_grads::<B>(ops.state, grad);
+                let (dx, dw) = product_grads::<B>(checkpointer, ops.state, grad);
                 register_grads!(grads, (node_x, dx), (node_w, dw));
             }
         }
@@ -608,7 +636,7 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         record!(
             Product,
             [x, weight],
-            state: operands::<B, C>(&x, &weight),
+            |prep| operands(&mut prep, &x, &weight),
             forward: B::matmul_2d(x.into_primitive(), weight.into_primitive()),
         )
     }
@@ -623,13 +651,13 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         struct ProductBias;
 
         impl<B: Backend + FastOps> Backward<B, 3> for ProductBias {
-            type State = Operands<B>;
+            type State = Operands;
 
             fn backward(
                 self,
                 ops: Ops<Self::State, 3>,
                 grads: &mut Gradients,
-                _: &mut Checkpointer,
+                checkpointer: &mut Checkpointer,
             ) {
                 let [node_x, node_w, node_b] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
@@ -638,7 +666,7 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
                     let sum = B::float_sum_dim(grad.clone(), 0);
                     grads.register::<B>(node.id, B::float_reshape(sum, Shape::new([n])));
                 }
-                let (dx, dw) = product_grads::<B>(ops.state, grad);
+                let (dx, dw) = product_grads::<B>(checkpointer, ops.state, grad);
                 register_grads!(grads, (node_x, dx), (node_w, dw));
             }
         }
@@ -646,7 +674,7 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         record!(
             ProductBias,
             [x, weight, bias],
-            state: operands::<B, C>(&x, &weight),
+            |prep| operands(&mut prep, &x, &weight),
             forward: B::linear_2d(
                 x.into_primitive(),
                 weight.into_primitive(),
@@ -667,18 +695,18 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         struct AddProduct;
 
         impl<B: Backend + FastOps> Backward<B, 3> for AddProduct {
-            type State = (Operands<B>, f32);
+            type State = (Operands, f32);
 
             fn backward(
                 self,
                 ops: Ops<Self::State, 3>,
                 grads: &mut Gradients,
-                _: &mut Checkpointer,
+                checkpointer: &mut Checkpointer,
             ) {
                 let [node_base, node_h, node_b] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
                 let (operands, scale) = ops.state;
-                let (dh, db) = product_grads::<B>(operands, grad.clone());
+                let (dh, db) = product_grads::<B>(checkpointer, operands, grad.clone());
                 register_grads!(
                     grads,
                     (node_h, dh.map(|d| scaled::<B>(d, scale))),
@@ -691,7 +719,7 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         record!(
             AddProduct,
             [base, h, b],
-            state: (operands::<B, C>(&h, &b), scale),
+            |prep| (operands(&mut prep, &h, &b), scale),
             forward: B::add_product(
                 base.into_primitive(),
                 h.into_primitive(),
@@ -701,16 +729,19 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         )
     }
 
-    fn dropout_seeded(x: FloatTensor<Self>, keep: f64, seed: u64) -> FloatTensor<Self> {
-        // The gradient is `grad ⊙ m`: the node keeps the seed, and the backward draws the
-        // mask again, so no mask of the input's size waits for the backward.
-        record!(
-            InputGrad::<B, (f64, u64)> {
-                grad_of: |(keep, seed), grad| B::dropout_seeded(grad, keep, seed),
+    fn dropout_masked(x: FloatTensor<Self>, mask: KeepMask) -> FloatTensor<Self> {
+        // The gradient is `grad ⊙ m`: the node keeps the mask's bits (1/32 of an f32 mask),
+        // not the input.
+        record_recomputable!(
+            InputGrad::<B, KeepMask> {
+                grad_of: |mask, grad| B::dropout_masked(grad, mask),
             },
             [x],
-            state: (keep, seed),
-            forward: B::dropout_seeded(x.into_primitive(), keep, seed),
+            retro: Recompute::<B, _, 1>::new([x.id()], mask.clone(), |mask, [x]| {
+                B::dropout_masked(x, mask.clone())
+            }),
+            |_prep| mask.clone(),
+            forward: B::dropout_masked(x.into_primitive(), mask),
         )
     }
 
@@ -730,33 +761,33 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
     fn dropout_matmul(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        keep: f64,
-        seed: u64,
+        mask: KeepMask,
     ) -> FloatTensor<Self> {
         /// `(x ⊙ m)·w`: the node keeps `x` (which the layer's other products share) and the
-        /// mask's seed, not the dropped-out copy of `x`; the backward draws the mask again.
+        /// mask's bits, not the dropped-out copy of `x`.
         #[derive(Debug)]
         struct DropoutProduct;
 
         impl<B: Backend + FastOps> Backward<B, 2> for DropoutProduct {
-            type State = (Operands<B>, f64, u64);
+            type State = (Operands, KeepMask);
 
             fn backward(
                 self,
                 ops: Ops<Self::State, 2>,
                 grads: &mut Gradients,
-                _: &mut Checkpointer,
+                checkpointer: &mut Checkpointer,
             ) {
                 let [node_x, node_w] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
-                let ((x, w), keep, seed) = ops.state;
+                let (operands, mask) = ops.state;
+                let (x, w) = retrieve::<B>(checkpointer, operands);
                 // dx = (grad·wᵀ) ⊙ m; dw = (x ⊙ m)ᵀ·grad.
                 let dx = w.map(|w| {
                     let dh = B::matmul_2d(grad.clone(), B::float_transpose(w));
-                    B::dropout_seeded(dh, keep, seed)
+                    B::dropout_masked(dh, mask.clone())
                 });
                 let dw = x.map(|x| {
-                    let h = B::dropout_seeded(x, keep, seed);
+                    let h = B::dropout_masked(x, mask);
                     B::matmul_2d(B::float_transpose(h), grad)
                 });
                 register_grads!(grads, (node_x, dx), (node_w, dw));
@@ -766,8 +797,8 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         record!(
             DropoutProduct,
             [x, weight],
-            state: (operands::<B, C>(&x, &weight), keep, seed),
-            forward: B::dropout_matmul(x.into_primitive(), weight.into_primitive(), keep, seed),
+            |prep| (operands(&mut prep, &x, &weight), mask.clone()),
+            forward: B::dropout_matmul(x.into_primitive(), weight.into_primitive(), mask),
         )
     }
 
@@ -783,7 +814,7 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
                 },
             },
             [x],
-            state: weight.clone(),
+            |_prep| weight.clone(),
             forward: B::matmul_cast(x.into_primitive(), weight),
         )
     }
@@ -799,7 +830,7 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
                 },
             },
             [x],
-            state: weight.clone(),
+            |_prep| weight.clone(),
             forward: B::matmul_packed(x.into_primitive(), weight),
         )
     }
@@ -821,12 +852,18 @@ fn scaled_product<B: Backend + FastOps, C: CheckpointStrategy>(
     struct ScaledProduct;
 
     impl<B: Backend + FastOps> Backward<B, 2> for ScaledProduct {
-        type State = (Operands<B>, f32);
+        type State = (Operands, f32);
 
-        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        fn backward(
+            self,
+            ops: Ops<Self::State, 2>,
+            grads: &mut Gradients,
+            checkpointer: &mut Checkpointer,
+        ) {
             let [node_a, node_b] = ops.parents;
             let grad = grads.consume::<B>(&ops.node);
-            let ((a, b), scale) = ops.state;
+            let (operands, scale) = ops.state;
+            let (a, b) = retrieve::<B>(checkpointer, operands);
             let last_two = |t: FloatTensor<B>| {
                 let r = t.shape().num_dims();
                 B::float_swap_dims(t, r - 2, r - 1)
@@ -845,39 +882,61 @@ fn scaled_product<B: Backend + FastOps, C: CheckpointStrategy>(
     record!(
         ScaledProduct,
         [a, b],
-        state: (operands::<B, C>(&a, &b), scale),
+        |prep| (operands(&mut prep, &a, &b), scale),
         forward: forward(a.into_primitive(), b.into_primitive(), bias),
     )
 }
 
-/// The operands the backward of `x·w` needs: `x` when `w` is tracked, `w` when `x` is.
-type Operands<B> = (Option<FloatTensor<B>>, Option<FloatTensor<B>>);
+/// The operands the backward of `x·w` needs, checkpointed: `x` when `w` is tracked, `w`
+/// when `x` is. (Through the checkpointer, not kept as tensors: under gradient checkpointing
+/// an operand that a recomputable node produced is computed again rather than kept.)
+type Operands = (Option<NodeId>, Option<NodeId>);
 
-/// [`Operands`] of a product about to be recorded.
-fn operands<B: Backend, C: CheckpointStrategy>(
+/// [`Operands`] of a product about to be recorded by `prep`.
+fn operands<BO, B, S, C, const N: usize>(
+    prep: &mut OpsPrep<BO, B, S, C, N, Tracked>,
     x: &FloatTensor<Autodiff<B, C>>,
     w: &FloatTensor<Autodiff<B, C>>,
-) -> Operands<B> {
+) -> Operands
+where
+    B: Backend,
+    BO: Backward<B, N, State = S>,
+    S: Clone + Send + std::fmt::Debug + 'static,
+    C: CheckpointStrategy,
+{
     (
-        w.is_tracked().then(|| x.primitive().clone()),
-        x.is_tracked().then(|| w.primitive().clone()),
+        w.is_tracked().then(|| prep.checkpoint(x)),
+        x.is_tracked().then(|| prep.checkpoint(w)),
+    )
+}
+
+/// The tensors of checkpointed [`Operands`], in the backward.
+fn retrieve<B: Backend>(
+    checkpointer: &mut Checkpointer,
+    (x, w): Operands,
+) -> (Option<FloatTensor<B>>, Option<FloatTensor<B>>) {
+    (
+        x.map(|id| checkpointer.retrieve_node_output(id)),
+        w.map(|id| checkpointer.retrieve_node_output(id)),
     )
 }
 
 /// The gradients of `x·w` with respect to `x` (`grad·wᵀ`) and `w` (`xᵀ·grad`), each where
 /// its operand was kept.
 fn product_grads<B: Backend + FastOps>(
-    (x, w): Operands<B>,
+    checkpointer: &mut Checkpointer,
+    operands: Operands,
     grad: FloatTensor<B>,
 ) -> (Option<FloatTensor<B>>, Option<FloatTensor<B>>) {
+    let (x, w) = retrieve::<B>(checkpointer, operands);
     let dx = w.map(|w| B::matmul_2d(grad.clone(), B::float_transpose(w)));
     let dw = x.map(|x| B::matmul_2d(B::float_transpose(x), grad));
     (dx, dw)
 }
 
-/// A one-parent node whose input gradient is `grad_of(state, grad)`: element-wise ops
-/// (state: their input), a constant mask, and products with a frozen weight kept as stored
-/// (state: the packed or half-precision weight, rebuilt in the backward).
+/// A one-parent node whose input gradient is `grad_of(state, grad)`: a constant mask, and
+/// products with a frozen weight kept as stored (state: the packed or half-precision
+/// weight, rebuilt in the backward).
 #[derive(Debug)]
 struct InputGrad<B: Backend, S> {
     grad_of: fn(S, FloatTensor<B>) -> FloatTensor<B>,
@@ -894,18 +953,79 @@ impl<B: Backend, S: Clone + Send + std::fmt::Debug + 'static> Backward<B, 1> for
     }
 }
 
-/// `forward(x)` as one autodiff node whose backward is `derivative(x, grad)`.
+/// An element-wise node whose input gradient is `derivative(x, grad)`; `x` is checkpointed.
+#[derive(Debug)]
+struct Elementwise<B: Backend> {
+    derivative: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+}
+
+impl<B: Backend> Backward<B, 1> for Elementwise<B> {
+    type State = NodeId;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let x = checkpointer.retrieve_node_output(ops.state);
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            (self.derivative)(x, grad)
+        });
+    }
+}
+
+/// `forward(x)` as one recomputable autodiff node whose backward is `derivative(x, grad)`.
 fn elementwise<B: Backend, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     forward: fn(FloatTensor<B>) -> FloatTensor<B>,
     derivative: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
 ) -> FloatTensor<Autodiff<B, C>> {
-    record!(
-        InputGrad::<B, _> { grad_of: derivative },
+    record_recomputable!(
+        Elementwise::<B> { derivative },
         [x],
-        state: x.primitive().clone(),
+        retro: Recompute::<B, _, 1>::new([x.id()], forward, |forward, [x]| forward(x)),
+        |prep| prep.checkpoint(&x),
         forward: forward(x.into_primitive()),
     )
+}
+
+/// The forward of a recomputable node, `forward(state, inputs)`, which the backward runs
+/// again (from its parents' outputs, themselves kept or recomputed) when a later node asks
+/// for this node's output under gradient checkpointing.
+struct Recompute<B: Backend, S, const N: usize> {
+    inputs: [NodeId; N],
+    state: S,
+    forward: fn(&S, [FloatTensor<B>; N]) -> FloatTensor<B>,
+}
+
+impl<B: Backend, S, const N: usize> Recompute<B, S, N> {
+    fn new(
+        inputs: [NodeId; N],
+        state: S,
+        forward: fn(&S, [FloatTensor<B>; N]) -> FloatTensor<B>,
+    ) -> Self {
+        Self {
+            inputs,
+            state,
+            forward,
+        }
+    }
+}
+
+impl<B: Backend, S, const N: usize> std::fmt::Debug for Recompute<B, S, N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Recompute {:?}", self.inputs)
+    }
+}
+
+impl<B: Backend, S: Send + Sync + 'static, const N: usize> RetroForward for Recompute<B, S, N> {
+    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
+        let inputs = self
+            .inputs
+            .map(|id| states.get_state::<FloatTensor<B>>(&id));
+        states.save(out_node, (self.forward)(&self.state, inputs));
+    }
 }
 
 // The public functions of `super` on a burn-flex device (which they have checked).
@@ -926,12 +1046,11 @@ pub(super) fn linear_2d(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>
 
 /// [`super::dropout_linear`] on burn-flex, while the dropout is active.
 pub(super) fn dropout_linear(layer: &Dropout, x: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
-    let seed = draw_seed(&x.device());
+    let mask = draw_mask(layer, &x);
     Tensor::from_dispatch(<Dispatch as FastOps>::dropout_matmul(
         x.into_dispatch(),
         weight.into_dispatch(),
-        1.0 - layer.prob,
-        seed,
+        mask,
     ))
 }
 
@@ -996,12 +1115,20 @@ pub(super) fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D
 
 /// [`super::dropout`] on burn-flex, while it is active: the keep-mask drawn on all cores.
 pub(super) fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
-    let seed = draw_seed(&x.device());
-    Tensor::from_dispatch(<Dispatch as FastOps>::dropout_seeded(
+    let mask = draw_mask(layer, &x);
+    Tensor::from_dispatch(<Dispatch as FastOps>::dropout_masked(
         x.into_dispatch(),
-        1.0 - layer.prob,
-        seed,
+        mask,
     ))
+}
+
+/// `layer`'s keep-mask over `x`'s elements, seeded by the device's generator.
+fn draw_mask<const D: usize>(layer: &Dropout, x: &Tensor<D>) -> KeepMask {
+    KeepMask::draw(
+        x.shape().num_elements(),
+        1.0 - layer.prob,
+        draw_seed(&x.device()),
+    )
 }
 
 /// A mask seed from two draws of the device's seeded generator (≈ 48 random bits: two f32

@@ -22,9 +22,8 @@
 //!   `exp`) and its backward `dx = y⊙g − y⊙Σ(y⊙g)` in one pass per row; GELU, SiLU and
 //!   their derivatives; all on all cores.
 //! - [`dropout`] draws its keep-mask from a counter-based generator on all cores, seeded by
-//!   one draw from the device's seeded generator, so runs stay reproducible, and applies it
-//!   as it draws it; the training graph keeps only the seed, and the backward draws the
-//!   mask again for the gradient (no input-sized mask waits from forward to backward).
+//!   one draw from the device's seeded generator, so runs stay reproducible; the training
+//!   graph keeps the mask in one bit per element (1/32 of an f32 mask) for the backward.
 //!
 //! Only burn-flex takes these paths (the `flex` feature; they live in the private module
 //! `flex`); other backends (GPUs, where burn fuses element-wise work itself), and every
@@ -128,8 +127,8 @@ pub fn linear_2d(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Te
 
 /// `dropout(x)·w` for `x [m, k]` and `w [k, n]` (LoRA's dropout and `A` product). On
 /// burn-flex, while the dropout is active, one differentiable node that keeps `x` and the
-/// mask's seed rather than the dropped-out copy of `x` (the backward draws the mask again):
-/// the same values and gradients as [`dropout`] then [`linear_2d`], bit for bit.
+/// mask's bits rather than the dropped-out copy of `x`: the same values and gradients as
+/// [`dropout`] then [`linear_2d`], bit for bit.
 pub fn dropout_linear(layer: &Dropout, x: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
     #[cfg(feature = "flex")]
     if is_flex(&x.device()) && dropout_is_active(layer, &x.device()) {

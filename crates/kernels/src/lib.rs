@@ -1,6 +1,6 @@
 //! Multi-threaded f32 element-wise kernels behind burn-lora's fast paths on burn-flex
-//! (`burn_lora::ops`): exact GELU, SiLU and their derivatives, and dropout keep-masks; and
-//! NF4 block quantisation ([`nf4`]) for QLoRA-style frozen weights; f32 matrix products
+//! (`burn_lora::nn`): exact GELU, SiLU and their derivatives, and dropout keep-masks stored
+//! one bit per element ([`dropout`]); and NF4 block quantisation ([`nf4`]) for QLoRA-style frozen weights; f32 matrix products
 //! into fresh output buffers ([`matmul`]), the large ones through a system CBLAS loaded at
 //! run time when the `blas` feature is on and finds one (module `blas`); and the SVD/QR
 //! factors of PiSSA and OLoRA initialisation ([`decompose`]).
@@ -13,6 +13,7 @@
 #[cfg(feature = "blas")]
 pub mod blas;
 pub mod decompose;
+pub mod dropout;
 pub mod int8;
 pub mod matmul;
 pub mod nf4;
@@ -350,100 +351,9 @@ fn softmax_row_backward(y: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>]) {
     }
 }
 
-/// SplitMix64's output function: a well-mixed 64-bit hash of a counter.
-fn splitmix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// `n` inverted-dropout mask values: `1/keep` with probability `keep`, else 0.
-///
-/// Element `i` depends only on `(seed, i)` (SplitMix64 over a counter, two 32-bit draws per
-/// hash), so the mask is the same however the work is split across threads.
-pub fn keep_mask(n: usize, keep: f64, seed: u64) -> Vec<f32> {
-    masked(n, keep, seed, |_, m| m)
-}
-
-/// `x ⊙ keep_mask(x.len(), keep, seed)`, bit for bit, without the mask in memory: a
-/// dropout's forward, and its backward on the gradient (the mask drawn again from its seed
-/// instead of kept from the forward).
-pub fn apply_keep_mask(x: &[f32], keep: f64, seed: u64) -> Vec<f32> {
-    masked(x.len(), keep, seed, |i, m| x[i] * m)
-}
-
-/// `n` values `value(i, mᵢ)` for the keep-mask values `mᵢ` of [`keep_mask`].
-fn masked(n: usize, keep: f64, seed: u64, value: impl Fn(usize, f32) -> f32 + Sync) -> Vec<f32> {
-    let threshold = (keep * 4_294_967_296.0) as u64; // keep · 2³²
-    let scale = (1.0 / keep) as f32;
-    fill_parallel(n, CHUNK, |c, chunk| {
-        let (base, start) = ((c * CHUNK / 2) as u64, c * CHUNK);
-        for (j, pair) in chunk.chunks_mut(2).enumerate() {
-            let counter = base + j as u64 + 1;
-            let bits = splitmix64(seed.wrapping_add(counter.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-            for (k, out) in pair.iter_mut().enumerate() {
-                let draw = (bits >> (32 * k)) & 0xFFFF_FFFF;
-                let m = if draw < threshold { scale } else { 0.0 };
-                out.write(value(start + 2 * j + k, m));
-            }
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn applying_the_mask_equals_multiplying_by_it() {
-        // Across chunk boundaries, an odd length, and values whose product with 0 is -0 or
-        // NaN: the same bits as `x * mask`.
-        let n = CHUNK * 2 + 7;
-        let mut x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
-        x[1] = f32::NAN;
-        x[2] = f32::INFINITY;
-        let mask = keep_mask(n, 0.7, 11);
-        let want: Vec<u32> = x
-            .iter()
-            .zip(&mask)
-            .map(|(a, m)| (a * m).to_bits())
-            .collect();
-        let got: Vec<u32> = apply_keep_mask(&x, 0.7, 11)
-            .iter()
-            .map(|v| v.to_bits())
-            .collect();
-        assert_eq!(got, want);
-    }
-
-    #[test]
-    fn keep_mask_keeps_the_requested_fraction_scaled() {
-        let mask = keep_mask(1 << 20, 0.9, 7);
-        let kept = mask.iter().filter(|&&m| m != 0.0).count() as f64 / mask.len() as f64;
-        // Binomial sd at n = 2²⁰, p = 0.9 is ~3e-4.
-        assert!((kept - 0.9).abs() < 2e-3, "kept {kept}");
-        assert!(
-            mask.iter()
-                .all(|&m| m == 0.0 || (m - 1.0 / 0.9).abs() < 1e-6)
-        );
-        assert_ne!(keep_mask(64, 0.5, 1), keep_mask(64, 0.5, 2));
-        assert_eq!(
-            keep_mask(CHUNK * 3 + 5, 0.5, 3),
-            keep_mask(CHUNK * 3 + 5, 0.5, 3)
-        );
-    }
-
-    #[test]
-    fn keep_mask_draws_are_independent_of_neighbours() {
-        // Adjacent elements (the two halves of one hash, and across hashes) agree about as
-        // often as independent draws would: p² + (1-p)² = 0.5 at p = 0.5.
-        let mask = keep_mask(1 << 20, 0.5, 11);
-        let same = mask
-            .windows(2)
-            .filter(|w| (w[0] == 0.0) == (w[1] == 0.0))
-            .count() as f64
-            / (mask.len() - 1) as f64;
-        assert!((same - 0.5).abs() < 3e-3, "agreement {same}");
-    }
 
     /// Rows of awkward lengths (shorter than, equal to, and not a multiple of the lanes) with
     /// masked positions, compared with softmax in f64.
