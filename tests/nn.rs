@@ -455,3 +455,64 @@ fn gradient_checkpointing_recomputes_the_same_bits() {
     assert!(plain.1.iter().all(|v| v.is_finite()));
     assert!(plain.2.iter().any(|v| *v != 0.0));
 }
+
+/// Grouped-query attention reads `k` and `v` with fewer heads as they are: the values and
+/// the gradients of `q`, `k`, `v` equal attention over `k`, `v` repeated per query head
+/// (transformers' `repeat_kv`), with a causal bias per row and a padding bias per key, on
+/// burn-flex under autodiff and without it.
+#[test]
+fn grouped_query_attention_equals_repeated_heads() {
+    let _seeded = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = flex_autodiff();
+    device.seed(31);
+    let normal = Distribution::Normal(0.0, 1.0);
+    let (b, heads, kv_heads, s, d) = (2, 6, 2, 5, 8);
+    let q = Tensor::<4>::random([b, heads, s, d], normal, &device);
+    let k = Tensor::<4>::random([b, kv_heads, s, d], normal, &device);
+    let v = Tensor::<4>::random([b, kv_heads, s, d], normal, &device);
+    let g = Tensor::<4>::random([b, heads, s, d], normal, &device);
+    let causal: Vec<f32> = (0..s * s)
+        .map(|i| if i % s > i / s { -1e9 } else { 0.0 })
+        .collect();
+    let causal = Tensor::<1>::from_floats(causal.as_slice(), &device).reshape([1, 1, s, s]);
+    let padding = Tensor::<4>::random([b, 1, 1, s], normal, &device);
+    let repeat = |t: Tensor<4>| {
+        t.reshape([b, kv_heads, 1, s, d])
+            .repeat_dim(2, heads / kv_heads)
+            .reshape([b, heads, s, d])
+    };
+    for bias in [causal, padding] {
+        let run = |grouped: bool| {
+            let (q, k, v) = (
+                q.clone().require_grad(),
+                k.clone().require_grad(),
+                v.clone().require_grad(),
+            );
+            let out = if grouped {
+                nn::attention(q.clone(), k.clone(), v.clone(), bias.clone(), None)
+            } else {
+                nn::attention(
+                    q.clone(),
+                    repeat(k.clone()),
+                    repeat(v.clone()),
+                    bias.clone(),
+                    None,
+                )
+            };
+            let grads = (out.clone() * g.clone()).sum().backward();
+            let grad = |t: &Tensor<4>| values(t.grad(&grads).expect("tracked"));
+            [values(out), grad(&q), grad(&k), grad(&v)]
+        };
+        let (grouped, repeated) = (run(true), run(false));
+        for (what, (a, b)) in ["output", "dq", "dk", "dv"]
+            .iter()
+            .zip(grouped.iter().zip(&repeated))
+        {
+            assert!(max_abs_diff(a, b) < 1e-5, "{what}: {}", max_abs_diff(a, b));
+        }
+        // Inference (no autodiff): the same output.
+        let plain = |t: &Tensor<4>| t.clone().inner();
+        let out = nn::attention(plain(&q), plain(&k), plain(&v), plain(&bias), None);
+        assert!(max_abs_diff(&values(out), &repeated[0]) < 1e-5);
+    }
+}

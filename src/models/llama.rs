@@ -747,7 +747,6 @@ impl LlamaModel {
         sin: &Tensor<4>,
         bias: &Tensor<4>,
     ) -> Tensor<3> {
-        let [b, s, _] = x.dims();
         let normed = layer.input_norm.forward(x.clone());
         let mut q = split_heads(
             layer.q_proj.forward(normed.clone()),
@@ -765,16 +764,7 @@ impl LlamaModel {
             k = kn.forward(k);
         }
         let (q, k) = (self.rope(q, cos, sin), self.rope(k, cos, sin));
-        let rep = self.heads / self.kv_heads;
-        let repeat = |t: Tensor<4>| -> Tensor<4> {
-            if rep == 1 {
-                return t;
-            }
-            t.reshape([b, self.kv_heads, 1, s, self.head_dim])
-                .repeat_dim(2, rep)
-                .reshape([b, self.heads, s, self.head_dim])
-        };
-        let (k, v) = (repeat(k), repeat(v));
+        // Grouped-query attention: `attention` reads the kv heads as they are.
         let ctx = merge_heads(attention(q, k, v, bias.clone(), None));
         let mut attn = layer.o_proj.forward(ctx);
         if let Some(norm) = &layer.attn_out_norm {

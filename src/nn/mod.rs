@@ -252,14 +252,23 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     layer.forward(x)
 }
 
-/// Scaled dot-product attention `softmax(QKᵀ/√d + bias)·V` with an additive bias
-/// broadcastable to `[b, h, s_q, s_k]`, and dropout on the probabilities while training.
+/// Scaled dot-product attention `softmax(QKᵀ/√d + bias)·V` for `q [b, heads, s_q, d]` and
+/// `k`, `v` `[b, kv_heads, s_k, d]`, with an additive bias broadcastable to
+/// `[b, heads, s_q, s_k]`, and dropout on the probabilities while training.
+///
+/// Grouped-query attention (`kv_heads` dividing `heads`, query head `j` reading key/value
+/// head `j / (heads / kv_heads)`, as transformers' `repeat_kv`) without repeating `k` and
+/// `v`: each key/value head's queries are stacked into one `[group·s_q, d]` matrix, so the
+/// products read `k` and `v` as they are and training keeps them unrepeated.
 ///
 /// Without a backward pass (inference) on a backend other than burn-flex this is burn's
 /// fused attention op, which a GPU backend can run as one kernel. Under autodiff burn
 /// decomposes that op into these same steps anyway, so the explicit form stays there, where
 /// the probabilities' dropout also lives; on burn-flex the explicit form with the fast
 /// products of [`matmul_scaled`] is also the faster one for inference.
+///
+/// # Panics
+/// When `kv_heads` does not divide `heads` (the model configs are checked for that).
 pub fn attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -268,11 +277,17 @@ pub fn attention(
     probs_dropout: Option<&Dropout>,
 ) -> Tensor<4> {
     let device = q.device();
+    let [b, heads, s_q, head_dim] = q.dims();
+    let [_, kv_heads, s_k, _] = k.dims();
+    assert!(
+        kv_heads > 0 && heads.is_multiple_of(kv_heads),
+        "{kv_heads} key/value heads for {heads} query heads"
+    );
+    let group = heads / kv_heads;
     if !device.is_autodiff() && !is_flex(&device) {
-        let [b, h, s_q, _] = q.dims();
-        let s_k = k.dims()[2];
+        let (k, v) = (repeat_heads(k, group), repeat_heads(v, group));
         // Full shape: not every backend broadcasts the bias of the fused op.
-        let bias = bias.expand([b, h, s_q, s_k]);
+        let bias = bias.expand([b, heads, s_q, s_k]);
         return burn::tensor::module::attention(
             q,
             k,
@@ -282,7 +297,20 @@ pub fn attention(
             AttentionModuleOptions::default(),
         );
     }
-    let head_dim = q.dims()[3];
+    let [_, bias_heads, bias_rows, _] = bias.dims();
+    if group > 1 && bias_heads != 1 {
+        // A bias per query head cannot follow the stacked queries: repeat k and v instead.
+        let (k, v) = (repeat_heads(k, group), repeat_heads(v, group));
+        return attention(q, k, v, bias, probs_dropout);
+    }
+    // Query heads j·group … j·group + group − 1 share key/value head j: rows (r, i) of the
+    // stacked matrix are query head j·group + r at position i.
+    let q = q.reshape([b, kv_heads, group * s_q, head_dim]);
+    let bias = if bias_rows > 1 {
+        bias.repeat_dim(2, group)
+    } else {
+        bias
+    };
     let scale = 1.0 / (head_dim as f32).sqrt();
     let scores = matmul_scaled(q, k.swap_dims(2, 3), scale, Some(bias));
     let probs = softmax_last(scores);
@@ -290,5 +318,17 @@ pub fn attention(
         Some(layer) => dropout(layer, probs),
         None => probs,
     };
-    matmul_scaled(probs, v, 1.0, None)
+    matmul_scaled(probs, v, 1.0, None).reshape([b, heads, s_q, head_dim])
+}
+
+/// `[b, kv_heads, s, d]` → `[b, kv_heads·group, s, d]`, each head repeated `group` times in
+/// place (transformers' `repeat_kv`).
+fn repeat_heads(x: Tensor<4>, group: usize) -> Tensor<4> {
+    if group == 1 {
+        return x;
+    }
+    let [b, kv_heads, s, d] = x.dims();
+    x.reshape([b, kv_heads, 1, s, d])
+        .repeat_dim(2, group)
+        .reshape([b, kv_heads * group, s, d])
 }
