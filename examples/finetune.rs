@@ -134,7 +134,7 @@ const FLAGS: &[args::Flag] = &[
     ),
     switch(
         "gradient-checkpointing",
-        "recompute activations in the backward instead of keeping them (burn's balanced strategy)",
+        "recompute element-wise activations in the backward (burn's balanced strategy; same results; measured: no gain on MiniLM, more memory on SmolLM2)",
     ),
     value(
         "base-dtype",

@@ -24,6 +24,11 @@
 //! - [`dropout`] draws its keep-mask from a counter-based generator on all cores, seeded by
 //!   one draw from the device's seeded generator, so runs stay reproducible; the training
 //!   graph keeps the mask in one bit per element (1/32 of an f32 mask) for the backward.
+//! - [`attention`] reads grouped-query K and V as they are (no repeated copies to keep).
+//!
+//! Under burn's gradient checkpointing the element-wise nodes (GELU, SiLU, SwiGLU, dropout)
+//! are memory-bound with a retro-forward, and every node reads the tensors its backward needs
+//! through the checkpointer, so a later node can have them computed again instead of kept.
 //!
 //! Only burn-flex takes these paths (the `flex` feature; they live in the private module
 //! `flex`); other backends (GPUs, where burn fuses element-wise work itself), and every
