@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use burn_lora::data::Example;
 use burn_lora::device::probe_device;
-use burn_lora::lora::Quantization;
+use burn_lora::lora::{BaseDtype, Quantization};
 use burn_lora::{Classifier, Prediction};
 use serde_json::json;
 
@@ -51,6 +51,10 @@ const FLAGS: &[args::Flag] = &[
         "none | nf4 | nf4-dq | int8 | keep: the frozen base's packing (default: the one the adapters were trained with)",
     ),
     value(
+        "base-dtype",
+        "f32 | f16 | bf16: how a float base's frozen weights are stored (default f32, whatever the adapters were trained with)",
+    ),
+    value(
         "template",
         "prompt template with {text}, or a file holding one; '{text}' = none (default: the one the adapter was trained with)",
     ),
@@ -67,6 +71,7 @@ struct Args {
     threshold: Option<f32>,
     format: String,
     quantize: Option<String>,
+    base_dtype: Option<String>,
     template: Option<String>,
     device: String,
 }
@@ -81,6 +86,7 @@ impl Args {
             threshold: a.get("threshold"),
             format: a.get_or("format", "table".to_string()),
             quantize: a.get("quantize"),
+            base_dtype: a.get("base-dtype"),
             template: a.get("template"),
             device: a.get_or("device", "flex".to_string()),
         }
@@ -109,6 +115,15 @@ fn check_flags(a: &Args) -> Result<(), String> {
     }
     if let Some(q) = &a.quantize {
         packing(q).map_err(|e| format!("--quantize: {e}"))?;
+    }
+    if let Some(d) = &a.base_dtype {
+        let dtype: BaseDtype = d.parse().map_err(|e| format!("--base-dtype: {e}"))?;
+        let packed = a.quantize.as_deref().is_some_and(|q| q != "none");
+        if dtype != BaseDtype::F32 && packed {
+            return Err(format!(
+                "--base-dtype {dtype} applies to a float base, not one packed by --quantize"
+            ));
+        }
     }
     match a.threshold {
         Some(t) if !(t > 0.0 && t < 1.0) => Err(format!("--threshold: {t} must be in (0, 1)")),
@@ -146,6 +161,9 @@ fn run() -> burn_lora::Result<()> {
     }
     if let Some(q) = &args.quantize {
         builder = builder.quantize(packing(q)?);
+    }
+    if let Some(d) = &args.base_dtype {
+        builder = builder.base_dtype(d.parse()?);
     }
     if let Some(t) = &args.template {
         builder = builder.template(t);

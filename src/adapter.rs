@@ -50,7 +50,8 @@ pub struct AdapterMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantize: Option<Quantization>,
     /// How a dense frozen base was stored in training (`--base-dtype`), where not f32;
-    /// resuming checks it. Prediction runs on the f32 base (the more precise forward).
+    /// resuming checks it. Prediction runs on the f32 base (the more precise forward)
+    /// unless told otherwise ([`crate::classifier::ClassifierBuilder::base_dtype`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_dtype: Option<BaseDtype>,
     /// PiSSA/OLoRA: the config the adapter was trained under, where the saved one is its

@@ -28,7 +28,7 @@ use crate::adapter::{LoadedAdapter, load_adapter_weights, read_adapter};
 use crate::classify::{MultiLabelClassifier, Thresholds, predict_probs};
 use crate::data::{EncodedSet, Example, PromptTemplate};
 use crate::error::{Error, Result};
-use crate::lora::Quantization;
+use crate::lora::{BaseDtype, Quantization};
 use crate::models::{AnyBackbone, Pretrained};
 use crate::tokenize::TextTokenizer;
 
@@ -76,6 +76,7 @@ pub struct ClassifierBuilder {
     model: PathBuf,
     adapters: Vec<(String, PathBuf)>,
     quantize: Option<Option<Quantization>>,
+    base_dtype: BaseDtype,
     template: Option<String>,
     threshold: Option<f32>,
     batch_size: usize,
@@ -100,6 +101,16 @@ impl ClassifierBuilder {
     /// float).
     pub fn quantize(mut self, packing: Option<Quantization>) -> Self {
         self.quantize = Some(packing);
+        self
+    }
+
+    /// How a float base's frozen weights are stored (default f32, the more precise forward,
+    /// whatever the adapters were trained on): f16/bf16 halve the base in memory, as
+    /// `--base-dtype` did in training ([`crate::models::LoadOptions::dtype`]). A packed
+    /// base or a device that cannot store the type is an [`Error::Unsupported`] before
+    /// the base loads.
+    pub fn base_dtype(mut self, dtype: BaseDtype) -> Self {
+        self.base_dtype = dtype;
         self
     }
 
@@ -173,7 +184,9 @@ impl ClassifierBuilder {
         // Loaded at the longest length any adapter uses (checked against the model's
         // position table); each adapter then tokenises at its own.
         let longest = read.iter().map(LoadedAdapter::max_len).max().unwrap_or(512);
-        let options = crate::models::LoadOptions::new(longest).packing(packing);
+        let options = crate::models::LoadOptions::new(longest)
+            .packing(packing)
+            .dtype(self.base_dtype);
         let pretrained = crate::models::load(&self.model, &options, device)?;
         let adapters = self
             .adapters
@@ -270,6 +283,7 @@ impl Classifier {
             model: model.as_ref().to_path_buf(),
             adapters: Vec::new(),
             quantize: None,
+            base_dtype: BaseDtype::F32,
             template: None,
             threshold: None,
             batch_size: 32,

@@ -583,3 +583,48 @@ fn a_dora_run_saves_and_serves_its_magnitudes() {
     assert!(diff <= 1e-6, "served DoRA probabilities differ by {diff}");
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// `ClassifierBuilder::base_dtype`: a bf16 base serves an adapter trained on f32 within
+/// bf16's rounding (8 bits of mantissa in every frozen weight: probabilities within 2e-2),
+/// and it did change the forward; with a packed base it is refused before the base loads.
+#[test]
+fn a_half_precision_base_serves_the_adapter() {
+    use burn_lora::lora::BaseDtype;
+    let device = device();
+    let f32_base = Classifier::load(minilm(), adapter_all_labels(), &device).unwrap();
+    let builder = Classifier::builder(minilm()).adapter(adapter_all_labels());
+    let bf16_base = builder
+        .clone()
+        .base_dtype(BaseDtype::Bf16)
+        .load(&device)
+        .unwrap();
+    let (exact, rounded) = (
+        f32_base.predict(&TEXTS).unwrap(),
+        bf16_base.predict(&TEXTS).unwrap(),
+    );
+    let diffs: Vec<f32> = exact
+        .iter()
+        .zip(&rounded)
+        .map(|(a, b)| common::max_abs_diff(&a.scores, &b.scores))
+        .collect();
+    assert!(diffs.iter().all(|d| *d < 2e-2), "{diffs:?}");
+    assert!(
+        diffs.iter().any(|d| *d > 0.0),
+        "the bf16 base changed nothing"
+    );
+    let err = builder
+        .quantize(Some("nf4".parse().unwrap()))
+        .base_dtype(BaseDtype::Bf16)
+        .load(&device)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Unsupported {
+                what: "base dtype",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

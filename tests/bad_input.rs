@@ -302,9 +302,17 @@ fn bad_flags_stop_the_examples_before_any_work() {
         ("--threshold", "1.5"),
         ("--threshold", "0"),
         ("--quantize", "q4"),
+        ("--base-dtype", "f64"),
     ] {
         refused_naming(predict(flag, value), flag, value);
     }
+    // A half-precision base is for float bases: refused beside a packing.
+    let both = std::process::Command::new(common::example_binary("predict"))
+        .args(["--model", "no-such-model", "--adapter", "no-such-adapter"])
+        .args(["--quantize", "nf4", "--base-dtype", "bf16"])
+        .output()
+        .unwrap();
+    refused_naming(both, "--base-dtype", "bf16");
 }
 
 /// A usage error: exit status 2 and a message naming the flag.
