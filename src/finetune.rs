@@ -469,23 +469,22 @@ impl Finetune {
         })
     }
 
+    /// How the base loads: the length, packing and storage type of this job.
+    fn load_options(&self) -> LoadOptions {
+        LoadOptions::new(self.max_len)
+            .packing(self.quantize)
+            .dtype(self.base_dtype)
+    }
+
     /// Run the job on `device` (training on its autodiff twin): see the [module docs](self).
     /// Nothing is read or written before [`validate`](Finetune::validate) passes; an output
     /// folder that already holds files is refused unless [`resume`](Finetune::resume) or
     /// [`overwrite`](Finetune::overwrite) says what to do with it.
     pub fn run(&self, device: &Device) -> Result<FinetuneReport> {
         self.validate()?;
-        // Before the folder is taken: a refused run writes nothing.
-        if self.base_dtype != BaseDtype::F32 && !device.supports_dtype(self.base_dtype.dtype()) {
-            return Err(Error::Unsupported {
-                what: "base dtype",
-                detail: format!(
-                    "{} on {}: the device does not store it",
-                    self.base_dtype,
-                    crate::device::device_name(device)
-                ),
-            });
-        }
+        // Before the folder is taken: a refused run writes nothing (e.g. a base dtype the
+        // device cannot store).
+        self.load_options().check(device)?;
         // One writer per output folder, from before anything is written until the report.
         let _lock = match &self.out {
             Some(out) => {
@@ -535,13 +534,7 @@ impl Finetune {
             backbone,
             tokenizer,
             ..
-        } = crate::models::load(
-            &model_path,
-            &LoadOptions::new(self.max_len)
-                .packing(self.quantize)
-                .dtype(self.base_dtype),
-            &train_device,
-        )?;
+        } = crate::models::load(&model_path, &self.load_options(), &train_device)?;
         if self.base_dtype != BaseDtype::F32 {
             let r = half_base_report(&backbone)?;
             self.say(&format!(

@@ -211,3 +211,43 @@ fn load_options_are_checked_first() {
         .unwrap_err();
     assert!(err.to_string().contains("64 positions"), "{err}");
 }
+
+/// A finetune job asking for a base type its device cannot store (lavapipe's wgpu has no
+/// bf16) is refused with a typed error before it reads the model or writes its folder.
+#[test]
+fn finetune_refuses_a_dtype_the_device_cannot_store() {
+    let mut refused = 0;
+    for (name, device) in devices() {
+        for dtype in [BaseDtype::F16, BaseDtype::Bf16] {
+            if device.supports_dtype(dtype.dtype()) {
+                continue;
+            }
+            let out = std::env::temp_dir().join(format!(
+                "burn-lora-half-refused-{name}-{}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&out);
+            let err = burn_lora::Finetune::new("/nonexistent/model", "/nonexistent/data")
+                .out(&out)
+                .base_dtype(dtype)
+                .run(&device)
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    burn_lora::Error::Unsupported {
+                        what: "base dtype",
+                        ..
+                    }
+                ),
+                "{name} {dtype}: {err}"
+            );
+            assert!(!out.exists(), "{name} {dtype}: the output folder was made");
+            refused += 1;
+        }
+    }
+    // With a GPU device required (CI's lavapipe), at least bf16 there is refused.
+    if std::env::var("BURN_LORA_TEST_GPU").as_deref() == Ok("required") {
+        assert!(refused > 0, "no device lacks a half-precision type");
+    }
+}

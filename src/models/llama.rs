@@ -857,12 +857,19 @@ impl Backbone for LlamaModel {
 
     /// `LlamaForSequenceClassification` and its siblings keep the backbone under `model.`.
     fn task_prefix(&self) -> &'static str {
-        "model."
+        self.registry_entry().task_prefix
     }
 
     fn task_class(&self) -> &'static str {
+        self.registry_entry().task_class
+    }
+}
+
+impl LlamaModel {
+    /// This model type's entry in the family registry (GLM's family for GLM types).
+    fn registry_entry(&self) -> &'static family::ModelType {
         let family = family::model_type(&self.model_type).map_or(&FAMILY, |(f, _)| f);
-        family::entry_or_first(family, &self.model_type).task_class
+        family::entry_or_first(family, &self.model_type)
     }
 }
 
