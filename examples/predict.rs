@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use burn_lora::data::Example;
 use burn_lora::device::probe_device;
 use burn_lora::lora::{BaseDtype, Quantization};
+use burn_lora::models::LoadOptions;
 use burn_lora::{Classifier, Prediction};
 use serde_json::json;
 
@@ -113,17 +114,17 @@ fn check_flags(a: &Args) -> Result<(), String> {
             a.format
         ));
     }
-    if let Some(q) = &a.quantize {
-        packing(q).map_err(|e| format!("--quantize: {e}"))?;
-    }
+    let packed = match &a.quantize {
+        Some(q) => packing(q).map_err(|e| format!("--quantize: {e}"))?,
+        None => None,
+    };
     if let Some(d) = &a.base_dtype {
         let dtype: BaseDtype = d.parse().map_err(|e| format!("--base-dtype: {e}"))?;
-        let packed = a.quantize.as_deref().is_some_and(|q| q != "none");
-        if dtype != BaseDtype::F32 && packed {
-            return Err(format!(
-                "--base-dtype {dtype} applies to a float base, not one packed by --quantize"
-            ));
-        }
+        LoadOptions::new(1)
+            .packing(packed)
+            .dtype(dtype)
+            .check_storage()
+            .map_err(|e| format!("--base-dtype: {e}"))?;
     }
     match a.threshold {
         Some(t) if !(t > 0.0 && t < 1.0) => Err(format!("--threshold: {t} must be in (0, 1)")),

@@ -383,14 +383,8 @@ impl Finetune {
                 _ => {}
             }
         }
-        if self.base_dtype != BaseDtype::F32 && self.quantize.is_some() {
-            return bad(
-                "base_dtype",
-                format!(
-                    "{} with a quantised base: the packed weights have their own storage",
-                    self.base_dtype
-                ),
-            );
+        if let Err(e) = self.load_options().check_storage() {
+            return bad("base_dtype", e.to_string());
         }
         if self.init.takes_base() && self.quantize.is_some() {
             return bad(

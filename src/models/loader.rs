@@ -68,21 +68,27 @@ impl LoadOptions {
         if self.max_len == 0 {
             return Err(Error::InputOutOfRange("max_len must be at least 1".into()));
         }
-        if self.dtype != BaseDtype::F32 {
-            if let Some(q) = self.packing {
-                return Err(Error::Unsupported {
-                    what: "base dtype",
-                    detail: format!("{} with a packed ({q}) base", self.dtype),
-                });
-            }
-            if !device.supports_dtype(self.dtype.dtype()) {
-                return Err(Error::Unsupported {
-                    what: "base dtype",
-                    detail: format!("{} on {device:?}, which cannot store it", self.dtype),
-                });
-            }
+        self.check_storage()?;
+        if self.dtype != BaseDtype::F32 && !device.supports_dtype(self.dtype.dtype()) {
+            return Err(Error::Unsupported {
+                what: "base dtype",
+                detail: format!("{} on {device:?}, which cannot store it", self.dtype),
+            });
         }
         Ok(())
+    }
+
+    /// The part of [`check`](LoadOptions::check) that needs no device: a half-precision
+    /// base cannot also be packed (packing has its own storage). Jobs and tools check
+    /// their flags with it before they know the device.
+    pub fn check_storage(&self) -> Result<()> {
+        match self.packing {
+            Some(q) if self.dtype != BaseDtype::F32 => Err(Error::Unsupported {
+                what: "base dtype",
+                detail: format!("{} with a packed ({q}) base", self.dtype),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
